@@ -1,0 +1,757 @@
+// The inference engine (issue 4, items 1, 5 and 6): load a converted model
+// onto the GPU, then answer OpenAI-style chat completions with it.
+//
+//   const engine = await createEngine({ manifestUrl: "models/smollm2/manifest.json", onProgress });
+//   for await (const chunk of await engine.chat.completions.create({ messages, stream: true })) ...
+//   await engine.unload();
+//
+// Data flow: manifest → device check → upload plan (loader/upload.js) →
+// loader.forEachShard writes shards into GPU buffers → kernels compiled →
+// graph (graph.js) runs prefill/decode with the KV cache on the GPU → sampling
+// on the CPU from the last position's logits.
+//
+// Context-window policy (item 5): the engine never drops turns by itself. A
+// prompt that leaves no room for one new token throws ContextWindowExceededError
+// (its message says to drop the oldest turns or raise `contextLength`);
+// otherwise generation stops with finish_reason "length" when the window is full.
+
+import {
+  AbortError, ContextWindowExceededError, DeviceLostError, EngineStateError, InsufficientMemoryError,
+  InvalidRequestError, ManifestError, MissingFeatureError, WebGPUUnavailableError, BufferTooLargeError,
+  throwIfAborted,
+} from "./errors.js";
+import { resolveSamplingParams, sampleToken, createRng, StopStringMatcher, commonPrefixLength } from "./sampling.js";
+import { planUpload, createBuffers, uploadShard, tensorParts } from "./loader/upload.js";
+import { createGraph } from "./graph.js";
+
+/**
+ * @typedef {{ phase: "check"|"download"|"verify"|"upload"|"compile"|"ready", bytesDone?: number,
+ *   bytesTotal?: number, shardsDone?: number, shardsTotal?: number, rate?: number, eta?: number,
+ *   source?: "cache"|"network"|"file" }} ProgressEvent
+ * @typedef {{ index: number, bytes: Uint8Array, fromCache: boolean }} ShardData
+ * @typedef {{ forEachShard(args: { manifest: any, onShard: (s: ShardData) => Promise<void> | void,
+ *   signal?: AbortSignal, onProgress?: (e: ProgressEvent) => void }): Promise<void> }} Loader
+ * @typedef {object} EngineOptions
+ * @property {string} [manifestUrl]  URL of a converted model's manifest.json (browser or Node)
+ * @property {string} [modelDir]     Node only: folder written by `sitegen convert`
+ * @property {any} [manifest]        an already parsed manifest (then `loader` is required)
+ * @property {GPUDevice} [device]    use this device instead of requesting one
+ * @property {Loader} [loader]       where shards come from (default: fetch next to the manifest, or files)
+ * @property {string} [shaderBase]   URL/folder of shaders/*.wgsl (default: ../shaders/ next to runtime/)
+ * @property {(e: ProgressEvent) => void} [onProgress]
+ * @property {number} [contextLength]  KV-cache positions (default: min(model max, 2048))
+ * @property {number} [prefillChunk]   prompt tokens per prefill pass (default 256)
+ * @property {number} [maxBindingBytes] split tensors above this size even if the device allows more
+ *   (headroom on drivers that fail near the limit; tests use it to exercise splitting)
+ * @property {AbortSignal} [signal]    aborts loading
+ * @property {boolean} [warmup]  run a short prefill and a decode step at load so that the first
+ *   request's timings exclude shader compilation (default true)
+ */
+
+const DEFAULT_CONTEXT = 2048;
+
+/**
+ * Load a model and return an engine.
+ * @param {EngineOptions} options
+ */
+export async function createEngine(options) {
+  options.onProgress?.({ phase: "check" });
+
+  const { manifest, loader } = await resolveSource(options);
+  checkManifest(manifest);
+  const config = manifest.config;
+
+  const maxPositions = config.max_position_embeddings ?? DEFAULT_CONTEXT;
+  const contextLength = options.contextLength ?? Math.min(maxPositions, DEFAULT_CONTEXT);
+  if (!Number.isInteger(contextLength) || contextLength < 2 || contextLength > maxPositions) {
+    throw new InvalidRequestError(`contextLength: expected an integer in [2, ${maxPositions}] (the model's ` +
+      `max_position_embeddings), got ${contextLength}.`, { param: "contextLength", value: contextLength });
+  }
+
+  const device = options.device ?? await requestDevice(manifest);
+  try {
+    return await loadOnto(device, manifest, loader, contextLength, options);
+  } catch (e) {
+    // A device we requested is ours to give back; a caller's device stays theirs.
+    if (!options.device) device.destroy();
+    throw e;
+  }
+}
+
+/**
+ * Everything after the device: check, upload, compile, warm up.
+ * @param {GPUDevice} device @param {any} manifest @param {Loader} loader @param {number} contextLength
+ * @param {EngineOptions} options
+ */
+async function loadOnto(device, manifest, loader, contextLength, options) {
+  const { signal } = options;
+  const config = manifest.config;
+  const progress = (/** @type {ProgressEvent} */ e) => options.onProgress?.(e);
+  checkDevice(device, manifest);
+  throwIfAborted(signal);
+
+  // Upload: plan once, allocate, then let each shard land where the plan says.
+  const cap = options.maxBindingBytes ?? Infinity;
+  const plan = planUpload(manifest, {
+    maxStorageBufferBindingSize: Math.min(device.limits.maxStorageBufferBindingSize, cap),
+    maxBufferSize: Math.min(device.limits.maxBufferSize, cap),
+  });
+  device.pushErrorScope("out-of-memory");
+  const buffers = createBuffers(device, plan);
+  const oom = await device.popErrorScope();
+  if (oom) {
+    buffers.forEach((b) => b.destroy());
+    throw new InsufficientMemoryError(`The GPU ran out of memory allocating the model's ${formatBytes(plan.totalBytes)} ` +
+      "of weights: close other GPU-heavy tabs or apps, or use a smaller or more quantized model.",
+    { bytes: plan.totalBytes });
+  }
+  try {
+    let shardsDone = 0;
+    await loader.forEachShard({
+      manifest, signal, onProgress: progress,
+      onShard: async ({ index, bytes }) => {
+        throwIfAborted(signal);
+        uploadShard(device, plan, buffers, index, bytes);
+        shardsDone++;
+        progress({ phase: "upload", shardsDone, shardsTotal: manifest.shards.length,
+          bytesDone: plan.shardBytes.slice(0, shardsDone).reduce((a, b) => a + b, 0), bytesTotal: plan.shardBytes.reduce((a, b) => a + b, 0) });
+      },
+    });
+    await device.queue.onSubmittedWorkDone();
+    throwIfAborted(signal);
+
+    progress({ phase: "compile" });
+    const { Kernels, shaderSourceFrom } = await import("./kernels.js");
+    const kernels = await Kernels.create(device,
+      options.shaderBase ? { shaderSource: shaderSourceFrom(options.shaderBase) } : {});
+    device.pushErrorScope("out-of-memory");
+    const graph = createGraph({
+      device, kernels, config, contextLength,
+      prefillChunk: options.prefillChunk ?? 256,
+      weight: (/** @type {string} */ name) => (plan.tensors.has(name)
+        ? /** @type {import("./graph.js").Part[]} */ (tensorParts(plan, buffers, name)) : null),
+    });
+    const oom2 = await device.popErrorScope();
+    if (oom2) {
+      graph.destroy();
+      throw new InsufficientMemoryError(`The GPU ran out of memory allocating the KV cache for ${contextLength} ` +
+        "positions: create the engine with a smaller contextLength.", { contextLength });
+    }
+    // Warm-up: drivers compile shaders on first use; run a short prefill (tiled
+    // matmuls) and one decode step (matvecs) now, so the first request's
+    // timings measure inference, not compilation. The cache is reset after.
+    if (options.warmup ?? true) {
+      const warm = Math.min(8, contextLength - 1);
+      await graph.forward(new Int32Array(warm), 0);
+      await graph.forward(new Int32Array(1), warm);
+    }
+    const tokenizer = await loadTokenizer(manifest);
+    const chat = manifest.chat_template ? await import("./chat.js").catch((e) => ({ error: e })) : null;
+    progress({ phase: "ready" });
+    /** @type {Record<string, number>} */
+    const splitTensors = {};
+    for (const [name, t] of plan.tensors) if (t.parts.length > 1) splitTensors[name] = t.parts.length;
+    const stats = { weightsBytes: plan.totalBytes, kvCacheBytes: graph.kvCacheBytes, splitTensors };
+    return new Engine({ manifest, device, ownsDevice: !options.device, buffers, graph, tokenizer, chat, contextLength, stats });
+  } catch (e) {
+    buffers.forEach((b) => b.destroy());
+    throw e;
+  }
+}
+
+/** @param {number} n */
+function formatBytes(n) {
+  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(2)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
+}
+
+/**
+ * Where the manifest and the shards come from.
+ * @param {EngineOptions} options
+ * @returns {Promise<{ manifest: any, loader: Loader }>}
+ */
+async function resolveSource(options) {
+  if (options.modelDir) {
+    const files = await import("./node/files.js");
+    const manifest = options.manifest ?? await files.readManifestFile(options.modelDir);
+    return { manifest, loader: options.loader ?? files.createFileLoader(options.modelDir) };
+  }
+  if (options.manifestUrl) {
+    const url = new URL(options.manifestUrl, globalThis.location?.href ?? import.meta.url);
+    let manifest = options.manifest;
+    if (!manifest) {
+      let response;
+      try {
+        response = await fetch(url, { signal: options.signal });
+      } catch (e) {
+        if (/** @type {Error} */ (e).name === "AbortError") throw new AbortError();
+        throw new ManifestError(`${url}: cannot fetch the model manifest (${/** @type {Error} */ (e).message}).`, { url: String(url) });
+      }
+      if (!response.ok) {
+        throw new ManifestError(`${url}: HTTP ${response.status} fetching the model manifest; check the model's URL.`,
+          { url: String(url), status: response.status });
+      }
+      try {
+        manifest = await response.json();
+      } catch (e) {
+        throw new ManifestError(`${url}: the model manifest is not valid JSON.`, { url: String(url) });
+      }
+    }
+    return { manifest, loader: options.loader ?? await defaultUrlLoader(url) };
+  }
+  if (options.manifest && options.loader) return { manifest: options.manifest, loader: options.loader };
+  throw new InvalidRequestError("createEngine: pass manifestUrl (a model's manifest.json URL), or modelDir under Node.",
+    { param: "manifestUrl" });
+}
+
+/**
+ * The weight-delivery loader (runtime/loader/index.js) when present, else a
+ * minimal fetch of each shard next to the manifest.
+ * @param {URL} manifestUrl
+ * @returns {Promise<Loader>}
+ */
+async function defaultUrlLoader(manifestUrl) {
+  try {
+    const mod = /** @type {any} */ (await import("./loader/index.js"));
+    if (typeof mod.createLoader === "function") return mod.createLoader({ baseUrl: new URL(".", manifestUrl).href });
+  } catch {
+    // Not delivered yet (or no network cache API): fall back to plain fetch.
+  }
+  return {
+    async forEachShard({ manifest, onShard, signal, onProgress }) {
+      const shards = /** @type {{file: string, bytes: number}[]} */ (manifest.shards);
+      const bytesTotal = shards.reduce((a, s) => a + s.bytes, 0);
+      let bytesDone = 0;
+      for (let index = 0; index < shards.length; index++) {
+        const url = new URL(shards[index].file, manifestUrl);
+        const response = await fetch(url, { signal });
+        if (!response.ok) {
+          throw new ManifestError(`${url}: HTTP ${response.status} fetching shard ${index}.`, { url: String(url), index });
+        }
+        const bytes = new Uint8Array(await response.arrayBuffer());
+        await onShard({ index, bytes, fromCache: false });
+        bytesDone += bytes.length;
+        onProgress?.({ phase: "download", bytesDone, bytesTotal, shardsDone: index + 1, shardsTotal: shards.length,
+          source: "network" });
+      }
+    },
+  };
+}
+
+/** @param {any} manifest */
+function checkManifest(manifest) {
+  if (!manifest || manifest.format !== "sitegen-weights") {
+    throw new ManifestError("This is not a sitegen model manifest (format is not 'sitegen-weights'): " +
+      "convert the model with `sitegen convert`.", { format: manifest?.format });
+  }
+  if (manifest.version !== 1) {
+    throw new ManifestError(`The model manifest has version ${manifest.version}; this runtime reads version 1: ` +
+      "rebuild the site with a matching sitegen.", { version: manifest.version });
+  }
+  for (const key of ["config", "shards", "tensors", "shard_size"]) {
+    if (manifest[key] == null) throw new ManifestError(`The model manifest has no '${key}': convert the model again.`, { key });
+  }
+}
+
+/**
+ * Device requirements in the manifest (sitegen/convert/manifest.py `requirements`).
+ * Only features are hard requirements: tensors larger than a binding are split
+ * by rows (loader/upload.js throws BufferTooLargeError when even that cannot
+ * work), and WebGPU cannot report free memory, so memory is checked by
+ * allocating inside an out-of-memory error scope.
+ * @param {any} manifest
+ */
+function requirementsOf(manifest) {
+  const r = manifest.requirements ?? {};
+  return {
+    /** @type {string[]} */
+    features: r.features ?? [],
+    /** @type {string[]} */
+    optionalFeatures: r.optional_features ?? ["shader-f16", "subgroups"],
+  };
+}
+
+/**
+ * Request an adapter and a device with the limits the model needs
+ * (WebGPU gives a device only its default limits unless asked).
+ * @param {any} manifest
+ * @returns {Promise<GPUDevice>}
+ */
+async function requestDevice(manifest) {
+  /** @type {GPU | undefined} */
+  let gpu = globalThis.navigator?.gpu;
+  if (!gpu && typeof process !== "undefined" && process.versions?.node) {
+    gpu = await (await import("./node/dawn.js")).getNodeGPU();
+  }
+  if (!gpu) {
+    throw new WebGPUUnavailableError("This browser has no WebGPU: use a recent Chrome or Edge (or Safari 26, " +
+      "Firefox 141+), or enable WebGPU in the browser's settings.");
+  }
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) {
+    throw new WebGPUUnavailableError("WebGPU is present but no GPU adapter is available (blocklisted driver or " +
+      "GPU disabled): update the graphics driver or try another browser.");
+  }
+  const req = requirementsOf(manifest);
+  checkLimits(adapter, manifest, "adapter");
+  // Optional speed-ups the kernels use when present.
+  const want = new Set([...req.features, ...req.optionalFeatures]);
+  const requiredFeatures = /** @type {GPUFeatureName[]} */ ([...want].filter((f) => adapter.features.has(f)));
+  const L = adapter.limits;
+  let device;
+  try {
+    device = await adapter.requestDevice({
+      requiredFeatures,
+      requiredLimits: {
+        maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+        maxBufferSize: L.maxBufferSize,
+        maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
+        maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
+        maxComputeWorkgroupSizeX: L.maxComputeWorkgroupSizeX,
+        maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
+      },
+    });
+  } catch (e) {
+    throw new WebGPUUnavailableError(`The GPU adapter refused to create a device (${/** @type {Error} */ (e).message}): ` +
+      "close other GPU-heavy tabs or apps and reload, or update the graphics driver.");
+  }
+  return device;
+}
+
+/**
+ * @param {GPUDevice} device
+ * @param {any} manifest
+ */
+function checkDevice(device, manifest) {
+  checkLimits(device, manifest, "device");
+}
+
+/**
+ * Compare an adapter's or device's features with the manifest's
+ * requirements; throw the error that says what is missing.
+ * @param {{ features: GPUSupportedFeatures, limits: GPUSupportedLimits }} gpu
+ * @param {any} manifest
+ * @param {string} what
+ */
+export function checkLimits(gpu, manifest, what) {
+  const req = requirementsOf(manifest);
+  const missing = req.features.filter((f) => !gpu.features.has(f));
+  if (missing.length) {
+    throw new MissingFeatureError(`This GPU ${what} lacks WebGPU feature${missing.length > 1 ? "s" : ""} ` +
+      `${missing.join(", ")}, which the model needs: use a browser/GPU that supports ${missing.length > 1 ? "them" : "it"}, ` +
+      "or convert the model without it (e.g. --quant q4 instead of f16).", { missing });
+  }
+}
+
+/** @param {any} manifest */
+async function loadTokenizer(manifest) {
+  if (!manifest.tokenizer) return null;
+  try {
+    const mod = /** @type {any} */ (await import("./tokenizer/index.js"));
+    return mod.createTokenizer(manifest.tokenizer);
+  } catch (e) {
+    // Not every consumer needs text (the logits command works on ids).
+    return { error: /** @type {Error} */ (e) };
+  }
+}
+
+/** The set of ids that end generation. @param {any} manifest @param {any} tokenizer */
+function eosIds(manifest, tokenizer) {
+  const ids = new Set();
+  const add = (/** @type {unknown} */ v) => {
+    if (Array.isArray(v)) v.forEach(add);
+    else if (typeof v === "number") ids.add(v);
+  };
+  add(manifest.generation?.eos_token_id);
+  add(manifest.generation?.eos_token_ids);
+  add(manifest.tokenizer?.eos_id);
+  add(tokenizer?.eosId);
+  return ids;
+}
+
+/**
+ * @typedef {object} GenerateRequest
+ * @property {number[]} promptIds
+ * @property {number} [maxNewTokens]  default: until the context window is full
+ * @property {Record<string, unknown>} [sampling]  temperature, top_k/topK, top_p, min_p, repetition_penalty
+ * @property {number} [seed]
+ * @property {string[]} [stop]
+ * @property {boolean} [ignoreEos]
+ * @property {boolean} [decode]  false: skip detokenisation (ids only; stop strings need it)
+ * @property {AbortSignal} [signal]
+ * @typedef {{ tokenId: number, text: string }} GenerateStep
+ * @typedef {{ finishReason: "stop"|"length", promptTokens: number, cachedTokens: number, completionTokens: number,
+ *   prefillMs: number, decodeMs: number, prefillTokensPerSecond: number, decodeTokensPerSecond: number,
+ *   tokenIds: number[] }} GenerateResult
+ */
+
+export class Engine {
+  /**
+   * @param {{ manifest: any, device: GPUDevice, ownsDevice: boolean, buffers: GPUBuffer[],
+   *   graph: ReturnType<typeof createGraph>, tokenizer: any, chat: any, contextLength: number,
+   *   stats: { weightsBytes: number, kvCacheBytes: number, splitTensors: Record<string, number> } }} parts
+   */
+  constructor({ manifest, device, ownsDevice, buffers, graph, tokenizer, chat, contextLength, stats }) {
+    this.manifest = manifest;
+    this.config = manifest.config;
+    this.device = device;
+    this.contextLength = contextLength;
+    /** GPU memory held (bytes) and the tensors split by rows (name → parts). */
+    this.stats = stats;
+    this.graph = graph;
+    this._tokenizer = tokenizer;
+    /** The chat-template module (runtime/chat.js), or `{error}` when it failed to load. */
+    this._chat = chat;
+    this._buffers = buffers;
+    this._ownsDevice = ownsDevice;
+    /** Token ids whose keys/values are in the KV cache, position 0 first. @type {number[]} */
+    this._cached = [];
+    /** @type {Promise<unknown>} */
+    this._queue = Promise.resolve();
+    this._unloaded = false;
+    /** @type {Error | null} */
+    this._lost = null;
+    device.lost.then((info) => {
+      if (!this._unloaded) {
+        this._lost = new DeviceLostError(`The GPU device was lost (${info.reason}: ${info.message}); ` +
+          "reload the page to load the model again.", { reason: info.reason });
+      }
+    });
+    this._eos = eosIds(manifest, tokenizer?.error ? null : tokenizer);
+    this.chat = { completions: { create: (/** @type {any} */ req, /** @type {any} */ opts) => this._createCompletion(req, opts) } };
+  }
+
+  /** The tokenizer (encode/decode); throws when the model's tokenizer could not be built. */
+  get tokenizer() {
+    return this._requireTokenizer();
+  }
+
+  _requireTokenizer() {
+    const t = this._tokenizer;
+    if (!t) throw new ManifestError("The model manifest has no tokenizer: convert the model again.");
+    if (t.error) throw t.error;
+    return t;
+  }
+
+  _checkUsable() {
+    if (this._unloaded) throw new EngineStateError("The engine was unloaded: create a new one with createEngine().");
+    if (this._lost) throw this._lost;
+  }
+
+  /**
+   * Run one request at a time, in call order.
+   * @template T @param {() => Promise<T>} fn @returns {Promise<T>}
+   */
+  _exclusive(fn) {
+    const run = this._queue.then(fn, fn);
+    this._queue = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Feed `ids` from position `this._cached.length` on; returns the logits
+   * (the last position's row, or every fed position's rows).
+   * @param {number[]} ids @param {{ allPositions?: boolean }} [opts]
+   */
+  async _feed(ids, { allPositions = false } = {}) {
+    const start = this._cached.length;
+    // Marked stale first: if the pass fails, the cache no longer matches `_cached`.
+    const saved = this._cached;
+    this._cached = saved.slice(0, start);
+    const logits = await this.graph.forward(Int32Array.from(ids), start, { allPositions });
+    this._cached = saved.concat(ids);
+    return logits;
+  }
+
+  /**
+   * Reuse the cached prefix of `ids`: returns how many positions to keep.
+   * At least the last prompt token is always recomputed, for its logits.
+   * @param {number[]} ids
+   */
+  _reuse(ids) {
+    const keep = Math.min(commonPrefixLength(this._cached, ids), ids.length - 1);
+    this._cached = this._cached.slice(0, keep);
+    return keep;
+  }
+
+  /** Forget the KV cache (the next request prefills from position 0). */
+  resetCache() {
+    this._cached = [];
+  }
+
+  /**
+   * Logits for every position of `ids` (row-major [ids.length, vocab]); for tests and the CLI.
+   * @param {number[]} ids
+   * @returns {Promise<Float32Array>}
+   */
+  logits(ids) {
+    return this._exclusive(async () => {
+      this._checkUsable();
+      this._checkFits(ids.length, 0);
+      this._cached = [];
+      return this._feed(ids, { allPositions: true });
+    });
+  }
+
+  /** @param {number} promptTokens @param {number} minNew */
+  _checkFits(promptTokens, minNew) {
+    if (promptTokens + minNew > this.contextLength || promptTokens === 0) {
+      if (promptTokens === 0) throw new InvalidRequestError("The prompt is empty: give at least one token.", { param: "prompt" });
+      throw new ContextWindowExceededError(`The prompt has ${promptTokens} tokens and the context window is ` +
+        `${this.contextLength} (no room for a reply): drop the oldest turns of the conversation, or create the ` +
+        `engine with a larger contextLength (this model allows up to ${this.config.max_position_embeddings}).`,
+      { promptTokens, contextLength: this.contextLength });
+    }
+  }
+
+  /**
+   * Generate from token ids; yields each new token with its text (stop strings
+   * held back and cut), and returns the totals. The KV cache keeps the prompt
+   * and the generated tokens for the next request.
+   * @param {GenerateRequest} req
+   * @returns {AsyncGenerator<GenerateStep, GenerateResult>}
+   */
+  async *generate(req) {
+    // Serialise with other requests: wait for the queue, hold it until done.
+    /** @type {() => void} */
+    let release = () => {};
+    const turn = new Promise((resolve) => { release = () => resolve(undefined); });
+    const previous = this._queue;
+    this._queue = previous.then(() => turn);
+    await previous.catch(() => {});
+    try {
+      return yield* this._generate(req);
+    } finally {
+      release();
+    }
+  }
+
+  /** @param {GenerateRequest} req @returns {AsyncGenerator<GenerateStep, GenerateResult>} */
+  async *_generate(req) {
+    this._checkUsable();
+    const { promptIds, signal } = req;
+    const params = resolveSamplingParams(req.sampling ?? {}, generationDefaults(this.manifest));
+    this._checkFits(promptIds.length, 1);
+    const room = this.contextLength - promptIds.length;
+    const maxNew = Math.min(req.maxNewTokens ?? room, room);
+    if (!Number.isInteger(maxNew) || maxNew < 0) {
+      throw new InvalidRequestError(`max_tokens: expected an integer >= 0, got ${req.maxNewTokens}.`, { param: "max_tokens" });
+    }
+    const rng = createRng(req.seed ?? Math.floor(Math.random() * 2 ** 32));
+    const stopper = new StopStringMatcher(req.stop ?? []);
+    const tok = req.stop?.length || req.decode !== false ? this._tokenizerOrNull() : null;
+    if (req.stop?.length && !tok) this._requireTokenizer(); // throws the reason
+    // Streaming detokenisation: the tokenizer's own decoder, else decode-and-diff.
+    const decoder = tok ? (typeof tok.decoder === "function" ? tok.decoder({ skipSpecial: true }) : new IncrementalDecoder(tok)) : null;
+    throwIfAborted(signal);
+
+    const t0 = now();
+    const cachedTokens = this._reuse(promptIds);
+    let logits = await this._feed(promptIds.slice(cachedTokens));
+    const t1 = now();
+    /** @type {number[]} */
+    const generated = [];
+    /** @type {"stop"|"length"} */
+    let finishReason = "length";
+    let stoppedByString = false;
+    // Time the consumer spends between chunks is not decode time.
+    let pausedMs = 0;
+    const seen = promptIds.slice();
+    while (generated.length < maxNew) {
+      throwIfAborted(signal);
+      const id = sampleToken(logits, params, rng, seen);
+      if (!req.ignoreEos && this._eos.has(id)) { finishReason = "stop"; break; }
+      generated.push(id);
+      seen.push(id);
+      let text = "";
+      if (decoder) {
+        const r = stopper.push(decoder.push(id));
+        text = r.text;
+        stoppedByString = r.stopped;
+      }
+      const yieldedAt = now();
+      yield { tokenId: id, text };
+      pausedMs += now() - yieldedAt;
+      if (stoppedByString) { finishReason = "stop"; break; }
+      if (generated.length >= maxNew) break;
+      logits = await this._feed([id]);
+    }
+    if (decoder && !stoppedByString) {
+      // Text still held back: an incomplete character, or what looked like the start of a stop string.
+      const rest = stopper.push(decoder.flush());
+      const tail = rest.text + (rest.stopped ? "" : stopper.flush());
+      if (rest.stopped) finishReason = "stop";
+      if (tail) {
+        const yieldedAt = now();
+        yield { tokenId: -1, text: tail };
+        pausedMs += now() - yieldedAt;
+      }
+    }
+    const t2 = now();
+    const prefillMs = t1 - t0;
+    const decodeMs = t2 - t1 - pausedMs;
+    const fed = promptIds.length - cachedTokens;
+    const decodeSteps = Math.max(0, this._cached.length - promptIds.length);
+    return {
+      finishReason, promptTokens: promptIds.length, cachedTokens, completionTokens: generated.length,
+      prefillMs, decodeMs,
+      prefillTokensPerSecond: prefillMs > 0 ? (fed * 1000) / prefillMs : 0,
+      decodeTokensPerSecond: decodeMs > 0 ? (decodeSteps * 1000) / decodeMs : 0,
+      tokenIds: generated,
+    };
+  }
+
+  _tokenizerOrNull() {
+    const t = this._tokenizer;
+    return t && !t.error ? t : null;
+  }
+
+  /**
+   * OpenAI-style chat completion. `stream: true` returns an async iterator of
+   * `chat.completion.chunk`s (the last one has `usage` with timings);
+   * otherwise a promise of one `chat.completion`.
+   * @param {any} request  {messages, stream, max_tokens, temperature, top_p, top_k, min_p,
+   *   repetition_penalty, seed, stop, signal}
+   * @param {{ signal?: AbortSignal }} [options]
+   */
+  _createCompletion(request, options = {}) {
+    this._checkUsable();
+    const signal = options.signal ?? request?.signal;
+    const promptIds = this._promptIds(request);
+    const stop = request.stop == null ? [] : Array.isArray(request.stop) ? request.stop : [request.stop];
+    const maxNewTokens = request.max_tokens ?? request.max_completion_tokens ?? request.max_new_tokens;
+    const gen = this.generate({ promptIds, maxNewTokens, sampling: request, seed: request.seed, stop, signal });
+    const id = `chatcmpl-${Math.random().toString(36).slice(2, 12)}`;
+    const created = Math.floor(Date.now() / 1000);
+    const model = this.manifest.name ?? "model";
+    if (request.stream) return completionChunks(gen, { id, created, model });
+    return (async () => {
+      let content = "";
+      let r;
+      while (!(r = await gen.next()).done) content += r.value.text;
+      return {
+        id, object: "chat.completion", created, model,
+        choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: r.value.finishReason,
+          token_ids: r.value.tokenIds }],
+        usage: usageOf(r.value),
+      };
+    })();
+  }
+
+  /** @param {any} request */
+  _promptIds(request) {
+    if (!request || !Array.isArray(request.messages) || request.messages.length === 0) {
+      throw new InvalidRequestError("messages: expected a non-empty array of {role, content}.", { param: "messages" });
+    }
+    for (const [i, m] of request.messages.entries()) {
+      if (!m || typeof m.role !== "string" || typeof m.content !== "string") {
+        throw new InvalidRequestError(`messages[${i}]: expected {role: string, content: string}.`, { param: `messages[${i}]` });
+      }
+    }
+    const text = this.formatChat(request.messages);
+    return this.tokenizer.encode(text, { addSpecial: false });
+  }
+
+  /**
+   * The prompt text of a conversation, through the model's chat template.
+   * @param {{role: string, content: string}[]} messages
+   * @returns {string}
+   */
+  formatChat(messages) {
+    if (!this.manifest.chat_template) {
+      throw new ManifestError("The model has no chat template: use a chat (instruct) model, or generate from raw text.");
+    }
+    if (this._chat?.error) throw this._chat.error;
+    return this._chat.formatChat(this.manifest.chat_template, messages, { addGenerationPrompt: true });
+  }
+
+  /** Free every GPU buffer (and the device when the engine created it). */
+  async unload() {
+    if (this._unloaded) return;
+    await this._queue.catch(() => {});
+    this._unloaded = true;
+    this.graph.destroy();
+    this._buffers.forEach((b) => b.destroy());
+    this._buffers = [];
+    this._cached = [];
+    if (this._ownsDevice) this.device.destroy();
+  }
+}
+
+/** @param {any} manifest */
+function generationDefaults(manifest) {
+  const g = manifest.generation ?? {};
+  /** @type {Record<string, number>} */
+  const d = {};
+  if (typeof g.temperature === "number") d.temperature = g.temperature;
+  if (typeof g.top_p === "number") d.topP = g.top_p;
+  if (typeof g.top_k === "number") d.topK = g.top_k;
+  if (typeof g.min_p === "number") d.minP = g.min_p;
+  if (typeof g.repetition_penalty === "number") d.repetitionPenalty = g.repetition_penalty;
+  return d;
+}
+
+/** @param {GenerateResult} r */
+function usageOf(r) {
+  return {
+    prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens,
+    prompt_tokens_details: { cached_tokens: r.cachedTokens },
+    timings: {
+      prefill_ms: r.prefillMs, decode_ms: r.decodeMs,
+      prefill_tokens_per_s: r.prefillTokensPerSecond, decode_tokens_per_s: r.decodeTokensPerSecond,
+    },
+  };
+}
+
+/**
+ * @param {AsyncGenerator<GenerateStep, GenerateResult>} gen
+ * @param {{ id: string, created: number, model: string }} meta
+ */
+async function* completionChunks(gen, meta) {
+  const base = { id: meta.id, object: "chat.completion.chunk", created: meta.created, model: meta.model };
+  yield { ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] };
+  let r;
+  while (!(r = await gen.next()).done) {
+    const step = r.value;
+    yield { ...base, choices: [{ index: 0, delta: { content: step.text }, token_ids: step.tokenId >= 0 ? [step.tokenId] : [],
+      finish_reason: null }] };
+  }
+  yield { ...base, choices: [{ index: 0, delta: {}, finish_reason: r.value.finishReason }], usage: usageOf(r.value) };
+}
+
+/**
+ * Streamed detokenisation: decode all generated ids and emit what is new,
+ * holding back an incomplete UTF-8 sequence (shown as U+FFFD) until the next
+ * token completes it. Works with any `decode(ids)`.
+ */
+export class IncrementalDecoder {
+  /** @param {{ decode(ids: number[], opts?: any): string }} tokenizer */
+  constructor(tokenizer) {
+    this.tokenizer = tokenizer;
+    /** @type {number[]} */
+    this.ids = [];
+    this.emitted = 0;
+  }
+
+  /** @param {number} id @returns {string} */
+  push(id) {
+    this.ids.push(id);
+    const text = this.tokenizer.decode(this.ids, { skipSpecial: true });
+    if (text.endsWith("\uFFFD")) return "";
+    const out = text.slice(this.emitted);
+    this.emitted = text.length;
+    return out;
+  }
+
+  /** @returns {string} */
+  flush() {
+    const text = this.tokenizer.decode(this.ids, { skipSpecial: true });
+    const out = text.slice(this.emitted);
+    this.emitted = text.length;
+    return out;
+  }
+}
+
+function now() {
+  return globalThis.performance?.now() ?? Date.now();
+}

@@ -1,0 +1,10 @@
+// The runtime's public API: one list of re-exports (other modules add theirs here).
+export { createEngine, Engine, IncrementalDecoder } from "./engine.js";
+export {
+  SitegenRuntimeError, WebGPUUnavailableError, MissingFeatureError, BufferTooLargeError, InsufficientMemoryError,
+  ManifestError, ShardLoadError, ShardIntegrityError, ContextWindowExceededError, InvalidRequestError,
+  EngineStateError, DeviceLostError, AbortError, errorToJSON, errorFromJSON, registerErrorClass,
+} from "./errors.js";
+export {
+  resolveSamplingParams, sampleToken, createRng, StopStringMatcher, commonPrefixLength, DEFAULT_SAMPLING,
+} from "./sampling.js";

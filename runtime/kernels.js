@@ -1,0 +1,754 @@
+// The compute kernels of the inference runtime (issue 4, item 2): WGSL sources
+// in `shaders/`, one file per op family, turned into pipelines here.
+//
+// How to use it (the graph builds its ops ONCE per model, then records them
+// every step; nothing is allocated in the hot path):
+//
+//   const k = await Kernels.create(device, { f16: false, subgroups: true });
+//   const ops = [                                       // once per model
+//     k.embed({ out: h, ids, table: embedPart, hidden, scale }),
+//     k.norm({ out: xn, x: h, weight: w, n: hidden, eps, kind: "rms" }),
+//     k.linear({ out: q, x: xn, w: qPart, N: qDim, K: hidden }),
+//     ...
+//   ];
+//   k.setStep({ tokens, pos0 });                        // per forward call: one 16-byte write
+//   const enc = device.createCommandEncoder();
+//   const pass = enc.beginComputePass();
+//   for (const op of ops) op.record(pass);              // grid sizes follow the step
+//   pass.end(); device.queue.submit([enc.finish()]);
+//
+// Conventions shared by every op:
+// - Activations are f32 GPU buffers laid out [tokens, features] row-major.
+//   "tokens" is the current step's token count (`setStep`); `pos0` is the
+//   position of the step's first token (= the number of tokens already in the
+//   KV cache). Ops whose output has one row per token take `rows`:
+//   "all" (default: row t → row t), "last" (input row tokens-1 → output row 0,
+//   e.g. the final norm or lm_head of a prefill) or "first" (row 0 → row 0).
+// - A buffer that an op writes must not be bound as another of its inputs
+//   (WebGPU forbids a writable and a read-only use of one buffer in a dispatch).
+// - Weights are `WeightPart`s (docs/weights-format.md): matrices
+//   [rows = out, cols = in], dtype f32 | f16 | q8 | q4. A tensor split by rows
+//   into several parts is handled by one op per part (`outOffset`, `rowStart`).
+// - Every op has an f32-compute path; with `f16: true` (needs the device
+//   feature "shader-f16") matmul/matvec multiply in f16 and accumulate per
+//   32-wide group in f16 (activations and accumulators across groups stay f32).
+//   Norms, RoPE, attention, softmax and argmax always compute in f32 (they are
+//   reductions or transcendental-heavy and cheap; f16 there costs accuracy).
+// - With `subgroups: true` (device feature "subgroups") reductions use
+//   subgroupAdd/subgroupMax, else shared memory; results agree to rounding.
+// - Each variant is named by a key (e.g. "matvec:q4:ct=f32:sg:tpr=32:silu")
+//   that yields both its WGSL defines and its pipeline label; pipelines are
+//   cached by key. The uniform `Params` struct of each kernel is described once
+//   below (FAMILIES) and generated into the WGSL source and the JS writer.
+
+import { MissingFeatureError, SitegenRuntimeError } from "./errors.js";
+
+/** @typedef {"f32" | "f16" | "q8" | "q4"} WeightDtype */
+/**
+ * One self-contained weight matrix in one GPU buffer (docs/weights-format.md).
+ * q4/q8: the `q` plane starts at byte `offset` (default 0) and the f16 `scales`
+ * plane at byte `offset + scalesOffset` (a multiple of 16; the format makes it 256).
+ * The buffer's size must be a multiple of 16 bytes (matvec reads it as vec4<u32>;
+ * round the size up when creating it).
+ * @typedef {{ buffer: GPUBuffer, dtype: WeightDtype, rows: number, cols: number,
+ *   scalesOffset?: number, offset?: number }} WeightPart
+ */
+/**
+ * A GPU buffer, or a range of one (offset a multiple of the device's
+ * minStorageBufferOffsetAlignment, 256 in practice).
+ * @typedef {GPUBuffer | { buffer: GPUBuffer, offset?: number, size?: number }} BufferRef
+ */
+/** @typedef {"all" | "last" | "first"} RowsMode */
+/** @typedef {"silu" | "gelu_tanh" | "gelu"} Activation */
+/**
+ * RoPE frequency scaling, as in the normalised config's `rope_scaling`.
+ * @typedef {null | { type: "linear", factor: number } | { type: "llama3", factor: number,
+ *   low_freq_factor: number, high_freq_factor: number, original_max_position_embeddings: number }} RopeScaling
+ */
+/** @typedef {(name: string) => Promise<string>} ShaderSource */
+
+/** Threads per workgroup of the 1-D kernels (the WebGPU default limit is 256). */
+const WG = 256;
+/** Above this many tokens `linear` switches from the matvec kernel to the tiled matmul. */
+const MATVEC_MAX_TOKENS = 4;
+const ROWS_CODE = { all: 0, last: 1, first: 2 };
+const ACT_CODE = { none: 0, silu: 1, gelu_tanh: 2, gelu: 3 };
+const DTYPE_CODE = { f32: 0, f16: 1, q8: 2, q4: 3 };
+const SHADER_FILES = ["common", "embed", "norm", "matvec", "matmul", "rope", "attention", "elementwise", "sample"];
+
+/**
+ * @typedef {{ name: string, kind: "read" | "rw" | "weight", type?: string }} BindingSpec
+ * `weight` bindings are u32 words (vec4<u32> where the variant vectorises)
+ * and add `<name>_k` (cols) and `<name>_so` (scales' word offset) to Params.
+ * @typedef {{ file: string, entry: string, params: [string, "u32" | "f32"][], bindings: BindingSpec[] }} Family
+ */
+
+/**
+ * Every kernel: its WGSL file and entry point, its uniform Params (fields in
+ * order; all 4-byte scalars, so field i sits at byte 4*i in both languages),
+ * and its storage bindings (binding 0 is Params, 1 the shared Step uniform).
+ * @type {Record<string, Family>}
+ */
+export const FAMILIES = {
+  embed: {
+    file: "embed", entry: "main",
+    params: [["hidden", "u32"], ["row_start", "u32"], ["rows", "u32"], ["ids_offset", "u32"], ["scale", "f32"]],
+    bindings: [{ name: "ids", kind: "read", type: "array<u32>" }, { name: "table", kind: "weight" },
+      { name: "out", kind: "rw", type: "array<f32>" }],
+  },
+  norm: {
+    file: "norm", entry: "main",
+    params: [["n", "u32"], ["rows_per_token", "u32"], ["eps", "f32"]],
+    bindings: [{ name: "x", kind: "read", type: "array<f32>" }, { name: "weight", kind: "read", type: "array<f32>" },
+      { name: "bias", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
+  },
+  matvec: {
+    file: "matvec", entry: "main",
+    params: [["n", "u32"], ["out_stride", "u32"], ["out_offset", "u32"], ["softcap", "f32"]],
+    bindings: [{ name: "x", kind: "read" }, { name: "w", kind: "weight" }, { name: "gate", kind: "weight" },
+      { name: "bias", kind: "read", type: "array<f32>" }, { name: "gate_bias", kind: "read", type: "array<f32>" },
+      { name: "out", kind: "rw", type: "array<f32>" }],
+  },
+  matmul: {
+    file: "matmul", entry: "main",
+    params: [["n", "u32"], ["out_stride", "u32"], ["out_offset", "u32"], ["softcap", "f32"]],
+    bindings: [{ name: "x", kind: "read", type: "array<f32>" }, { name: "w", kind: "weight", type: "array<u32>" },
+      { name: "gate", kind: "weight", type: "array<u32>" },
+      { name: "bias", kind: "read", type: "array<f32>" }, { name: "gate_bias", kind: "read", type: "array<f32>" },
+      { name: "out", kind: "rw", type: "array<f32>" }],
+  },
+  rope: {
+    file: "rope", entry: "main",
+    params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["half", "u32"], ["max_pos", "u32"]],
+    bindings: [{ name: "table", kind: "read", type: "array<f32>" }, { name: "q", kind: "rw", type: "array<f32>" },
+      { name: "k", kind: "read", type: "array<f32>" }, { name: "v", kind: "read", type: "array<f32>" },
+      { name: "k_cache", kind: "rw", type: "array<f32>" }, { name: "v_cache", kind: "rw", type: "array<f32>" }],
+  },
+  attention: {
+    file: "attention", entry: "main",
+    params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["window", "u32"],
+      ["scale", "f32"], ["softcap", "f32"]],
+    bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "read", type: "array<f32>" },
+      { name: "v_cache", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
+  },
+  act: {
+    file: "elementwise", entry: "act_main",
+    params: [["n", "u32"]],
+    bindings: [{ name: "gate", kind: "read", type: "array<f32>" }, { name: "up", kind: "read", type: "array<f32>" },
+      { name: "out", kind: "rw", type: "array<f32>" }],
+  },
+  add: {
+    file: "elementwise", entry: "add_main",
+    params: [["n", "u32"], ["scale", "f32"]],
+    bindings: [{ name: "x", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
+  },
+  argmax: {
+    file: "sample", entry: "argmax_main",
+    params: [["n", "u32"], ["row_stride", "u32"]],
+    bindings: [{ name: "logits", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<u32>" }],
+  },
+};
+
+/**
+ * The shader-source hook: `name` ("matvec") → WGSL text of `shaders/<name>.wgsl`.
+ * In the browser it fetches relative to `base`; for a file: URL (Node) it reads the file.
+ * @param {string | URL} [base] the shaders folder (default: `../shaders/` next to this module)
+ * @returns {ShaderSource}
+ */
+export function shaderSourceFrom(base = new URL("../shaders/", import.meta.url)) {
+  const root = new URL(String(base).endsWith("/") ? String(base) : `${base}/`);
+  return async (name) => {
+    const url = new URL(`${name}.wgsl`, root);
+    if (url.protocol === "file:") {
+      // Node: fetch() has no file: URLs. The specifier is a variable so that
+      // browsers (and tsc without Node's types) never resolve it.
+      const fsName = "node:fs/promises";
+      const fs = /** @type {{ readFile: (u: URL, enc: string) => Promise<string> }} */ (await import(fsName));
+      return fs.readFile(url, "utf8");
+    }
+    const res = await fetch(url);
+    if (!res.ok) throw new SitegenRuntimeError(`Could not load shader ${url} (HTTP ${res.status}).`, { url: String(url) });
+    return res.text();
+  };
+}
+
+/**
+ * A tiny preprocessor: `#if NAME`, `#if !NAME`, `#elif [!]NAME`, `#else`, `#endif`
+ * over boolean defines. Unknown names and unbalanced directives throw (a typo
+ * must not silently drop code).
+ * @param {string} src
+ * @param {Record<string, boolean | number | string>} defines
+ * @param {string} file for error messages
+ */
+export function preprocess(src, defines, file = "shader") {
+  /** @type {{ active: boolean, taken: boolean, parent: boolean }[]} */
+  const stack = [];
+  let active = true;
+  /** @type {string[]} */
+  const out = [];
+  const lines = src.split("\n");
+  /** @param {string} expr @param {number} i */
+  const test = (expr, i) => {
+    const m = /^(!?)([A-Za-z_][A-Za-z0-9_]*)$/.exec(expr.trim());
+    if (!m) throw new SitegenRuntimeError(`${file}.wgsl:${i + 1}: bad #if expression '${expr.trim()}'`);
+    if (!(m[2] in defines)) throw new SitegenRuntimeError(`${file}.wgsl:${i + 1}: unknown define '${m[2]}'`);
+    return Boolean(defines[m[2]]) !== (m[1] === "!");
+  };
+  lines.forEach((line, i) => {
+    const d = /^\s*#(if|elif|else|endif)\b(.*)$/.exec(line);
+    if (!d) { out.push(active ? line : ""); return; }
+    const [, dir, rest] = d;
+    if (dir === "if") {
+      const t = active && test(rest, i);
+      stack.push({ active, taken: t, parent: active });
+      active = t;
+    } else {
+      const top = stack[stack.length - 1];
+      if (!top) throw new SitegenRuntimeError(`${file}.wgsl:${i + 1}: #${dir} without #if`);
+      if (dir === "elif") { const t = top.parent && !top.taken && test(rest, i); top.taken ||= t; active = t; }
+      else if (dir === "else") { active = top.parent && !top.taken; top.taken = true; }
+      else { stack.pop(); active = top.parent; }
+    }
+    out.push("");   // keep line numbers of compiler messages
+  });
+  if (stack.length) throw new SitegenRuntimeError(`${file}.wgsl: #if without #endif`);
+  return out.join("\n");
+}
+
+/** @param {number} n */
+const pow2ceil = (n) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/**
+ * Split `count` workgroups over x and y (x ≤ limit); shaders rebuild the
+ * linear index as `wid.x + wid.y * nwg.x` (`wg_index` in common.wgsl).
+ * @param {number} count
+ * @param {number} [limit] the device's maxComputeWorkgroupsPerDimension
+ * @returns {[number, number]}
+ */
+function grid2(count, limit = 65535) {
+  if (count <= limit) return [Math.max(count, 1), 1];
+  const y = Math.ceil(count / limit);
+  return [Math.ceil(count / y), y];
+}
+
+/**
+ * One recorded kernel call: pipeline, bind group and a grid that follows the step.
+ */
+export class KernelOp {
+  /**
+   * @param {Kernels} kernels
+   * @param {string} label
+   * @param {(tokens: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number] } | null} plan
+   */
+  constructor(kernels, label, plan) {
+    this.kernels = kernels;
+    this.label = label;
+    this.plan = plan;
+  }
+
+  /**
+   * Record this op into a compute pass, sized for the tokens of the current step.
+   * @param {GPUComputePassEncoder} pass
+   */
+  record(pass) {
+    const p = this.plan(this.kernels.step.tokens);
+    if (!p) return;
+    pass.setPipeline(p.pipeline);
+    pass.setBindGroup(0, p.bindGroup);
+    pass.dispatchWorkgroups(...p.grid);
+  }
+}
+
+export class Kernels {
+  /**
+   * @param {GPUDevice} device
+   * @param {Record<string, string>} sources
+   * @param {{ f16: boolean, subgroups: boolean }} features
+   * @param {number} [gridLimit] workgroups per grid dimension (default: the device limit)
+   */
+  constructor(device, sources, features, gridLimit) {
+    this.device = device;
+    this.sources = sources;
+    /** What the kernels use: f16 compute, subgroup reductions. */
+    this.features = features;
+    /** The current step (`setStep`). */
+    this.step = { tokens: 1, pos0: 0 };
+    /** @type {Map<string, { pipeline: GPUComputePipeline, layout: GPUBindGroupLayout }>} */
+    this.cache = new Map();
+    this.stepBuffer = device.createBuffer({ label: "kernels.step", size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    // Bound where an optional input is absent (the variant never reads it).
+    this.dummy = device.createBuffer({ label: "kernels.dummy", size: 256, usage: GPUBufferUsage.STORAGE });
+    /** @type {GPUBuffer[]} */
+    this.paramChunks = [];
+    this.paramUsed = Infinity;
+    this.gridLimit = gridLimit ?? device.limits.maxComputeWorkgroupsPerDimension;
+    this.setStep({ tokens: 1, pos0: 0 });
+  }
+
+  /**
+   * Load the shader sources and check the requested features.
+   * @param {GPUDevice} device
+   * @param {{ shaderSource?: ShaderSource, f16?: boolean, subgroups?: boolean, maxWorkgroupsPerDim?: number }} [options]
+   *   f16/subgroups: use the feature (default: when the device has it).
+   *   maxWorkgroupsPerDim: where big grids wrap from x into y (default: the device
+   *   limit; tests lower it to exercise the wrap cheaply).
+   */
+  static async create(device, { shaderSource = shaderSourceFrom(), f16, subgroups, maxWorkgroupsPerDim } = {}) {
+    const has = (/** @type {string} */ f) => device.features.has(/** @type {GPUFeatureName} */ (f));
+    if (f16 && !has("shader-f16")) {
+      throw new MissingFeatureError("f16 compute needs the WebGPU feature 'shader-f16', which this device lacks.", { feature: "shader-f16" });
+    }
+    if (subgroups && !has("subgroups")) {
+      throw new MissingFeatureError("Subgroup reductions need the WebGPU feature 'subgroups', which this device lacks.", { feature: "subgroups" });
+    }
+    const names = SHADER_FILES;
+    const texts = await Promise.all(names.map((n) => shaderSource(n)));
+    /** @type {Record<string, string>} */
+    const sources = {};
+    names.forEach((n, i) => { sources[n] = texts[i]; });
+    return new Kernels(device, sources, { f16: f16 ?? has("shader-f16"), subgroups: subgroups ?? has("subgroups") },
+      maxWorkgroupsPerDim);
+  }
+
+  /**
+   * Set the step that the next recorded ops run: `tokens` rows starting at
+   * position `pos0`. Writes the 16-byte step uniform (ordered before the next submit).
+   * @param {{ tokens: number, pos0: number }} step
+   */
+  setStep({ tokens, pos0 }) {
+    if (!(Number.isInteger(tokens) && tokens >= 1 && Number.isInteger(pos0) && pos0 >= 0)) {
+      throw new SitegenRuntimeError(`setStep: tokens must be an integer >= 1 and pos0 >= 0, got ${tokens}, ${pos0}.`);
+    }
+    this.step = { tokens, pos0 };
+    this.device.queue.writeBuffer(this.stepBuffer, 0, new Uint32Array([tokens, pos0, 0, 0]));
+  }
+
+  // ---------------------------------------------------------------- ops
+
+  /**
+   * Embedding lookup: out[t, :] (=|+=) table[ids[idsOffset + t] - rowStart, :] * scale,
+   * for the ids that fall in this part's rows [rowStart, rowStart + table.rows)
+   * (one op per part of a split table). With `positions: true` the row is
+   * `pos0 + t` instead (learned position embeddings, GPT-2), usually with `accumulate`.
+   * @param {{ out: BufferRef, ids?: BufferRef | null, idsOffset?: number, table: WeightPart,
+   *   rowStart?: number, scale?: number, positions?: boolean, accumulate?: boolean }} o
+   */
+  embed(o) {
+    const { table } = o;
+    const hidden = table.cols;
+    const positions = Boolean(o.positions);
+    if (!positions && !o.ids) throw new SitegenRuntimeError("embed: 'ids' is required unless positions is true.");
+    const key = `embed:${table.dtype}${positions ? ":pos" : ""}${o.accumulate ? ":acc" : ""}`;
+    const defines = { ...dtypeDefines("table", table.dtype), POSITIONS: positions, ACCUM: Boolean(o.accumulate) };
+    const k = this.#pipeline("embed", key, defines);
+    const params = { hidden, row_start: o.rowStart ?? 0, rows: table.rows, ids_offset: o.idsOffset ?? 0, scale: o.scale ?? 1,
+      ...weightParams("table", table) };
+    const bg = this.#bindGroup("embed", k, params, { ids: o.ids ?? null, table, out: o.out });
+    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...this.#grid(tokens), 1] }));
+  }
+
+  /**
+   * RMSNorm (`x / sqrt(mean(x²) + eps) * weight`) or LayerNorm
+   * (`(x - mean) / sqrt(var + eps) * weight + bias`) over rows of `n`.
+   * Each token has `rowsPerToken` rows (1 for the hidden state; `heads` for a
+   * q/k norm over head_dim). `weight` has `n` values, or `rowsPerToken * n`
+   * with `perRowWeight` (StableLM's per-head LayerNorm).
+   * `accumulate`: out += norm(x) (Gemma's sandwich norms add into the residual).
+   * @param {{ out: BufferRef, x: BufferRef, weight: BufferRef, bias?: BufferRef | null, n: number, eps: number,
+   *   kind: "rms" | "layer", rowsPerToken?: number, perRowWeight?: boolean, accumulate?: boolean, rows?: RowsMode }} o
+   */
+  norm(o) {
+    const rowsPerToken = o.rowsPerToken ?? 1;
+    const rows = o.rows ?? "all";
+    if (o.kind !== "rms" && o.kind !== "layer") throw new SitegenRuntimeError(`norm: kind must be 'rms' or 'layer', got '${o.kind}'.`);
+    const sg = this.features.subgroups;
+    const key = `norm:${o.kind}${o.bias ? ":bias" : ""}${o.perRowWeight ? ":perrow" : ""}${o.accumulate ? ":acc" : ""}:rows=${rows}${sg ? ":sg" : ""}`;
+    const defines = { LAYER: o.kind === "layer", BIAS: Boolean(o.bias), PER_ROW: Boolean(o.perRowWeight),
+      ACCUM: Boolean(o.accumulate), ROWS: ROWS_CODE[rows], SUBGROUPS: sg };
+    const k = this.#pipeline("norm", key, defines);
+    const bg = this.#bindGroup("norm", k, { n: o.n, rows_per_token: rowsPerToken, eps: o.eps },
+      { x: o.x, weight: o.weight, bias: o.bias ?? null, out: o.out });
+    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg,
+      grid: [...this.#grid((rows === "all" ? tokens : 1) * rowsPerToken), 1] }));
+  }
+
+  /**
+   * y = x · wᵀ (+ bias) for x [M, K] → out[m, outOffset + j], j < N, row stride
+   * `outStride` (default N). Epilogue options:
+   * - `gate` (a weight like `w`): y = act(x · gateᵀ + gateBias) * (x · wᵀ + bias)  (gated MLP, up = w)
+   * - `act` without gate: y = act(x · wᵀ + bias)                                  (GPT-2 style MLP)
+   * - `softcap`: y = softcap * tanh(y / softcap)                                  (Gemma 2 final logits)
+   * - `accumulate`: out += y                                                      (residual add fused)
+   * M is the step's tokens (or 1 with rows "last"/"first"). M ≤ 4 runs the
+   * matvec kernel (whole rows per workgroup, bandwidth-bound decode), larger M
+   * the tiled matmul; `impl` forces one (tests).
+   * @param {{ out: BufferRef, x: BufferRef, w: WeightPart, gate?: WeightPart | null, bias?: BufferRef | null,
+   *   gateBias?: BufferRef | null, act?: Activation | null, softcap?: number | null, accumulate?: boolean,
+   *   outOffset?: number, outStride?: number, rows?: RowsMode, impl?: "matvec" | "matmul" }} o
+   */
+  linear(o) {
+    const { w, gate } = o;
+    const N = w.rows, K = w.cols;
+    if (gate && (gate.dtype !== w.dtype || gate.rows !== N || gate.cols !== K)) {
+      throw new SitegenRuntimeError(`linear: gate (${gate.dtype} ${gate.rows}x${gate.cols}) must match w (${w.dtype} ${N}x${K}).`);
+    }
+    const rows = o.rows ?? "all";
+    const act = o.act ?? "none";
+    if (!(act in ACT_CODE)) throw new SitegenRuntimeError(`linear: unknown activation '${act}' (expected silu, gelu_tanh or gelu).`);
+    const ct = this.features.f16 ? "f16" : "f32";
+    const sg = this.features.subgroups;
+    const common = {
+      ...dtypeDefines("w", w.dtype), GATED: Boolean(gate), ACT: ACT_CODE[/** @type {keyof ACT_CODE} */ (act)],
+      BIAS: Boolean(o.bias), GATE_BIAS: Boolean(o.gateBias), SOFTCAP: Boolean(o.softcap), ACCUM: Boolean(o.accumulate),
+      ROWS: ROWS_CODE[rows], F16: ct === "f16",
+    };
+    const tail = `${gate ? ":gated" : ""}${act !== "none" ? `:${act}` : ""}${o.bias ? ":bias" : ""}${o.gateBias ? ":gbias" : ""}` +
+      `${o.softcap ? ":softcap" : ""}${o.accumulate ? ":acc" : ""}:rows=${rows}:ct=${ct}`;
+    const params = { n: N, out_stride: o.outStride ?? N, out_offset: o.outOffset ?? 0, softcap: o.softcap ?? 0,
+      ...weightParams("w", w), ...weightParams("gate", gate ?? w) };
+    const buffers = { x: o.x, w, gate: gate ?? null, bias: o.bias ?? null, gate_bias: o.gateBias ?? null, out: o.out };
+
+    // matvec: TPR threads reduce one row; vectorised (one 32-wide group per
+    // thread step, vec4 loads) when K is a multiple of 32, else element-wise.
+    const vec = K % 32 === 0;
+    for (const part of gate ? [w, gate] : [w]) {
+      if (vec && (part.buffer.size - (part.offset ?? 0)) % 16 !== 0) {
+        throw new SitegenRuntimeError(`linear: the buffer of a ${part.dtype} ${N}x${K} weight has ${part.buffer.size} bytes ` +
+          "(from its offset); weight buffers must be sized to a multiple of 16 bytes.", { size: part.buffer.size });
+      }
+    }
+    const units = vec ? K / 32 : K;
+    const tpr = Math.min(WG, Math.max(vec ? 4 : 32, pow2ceil(Math.min(units, 64))));
+    const rpw = WG / tpr;
+    const mvKey = `matvec:${w.dtype}:tpr=${tpr}${vec ? ":vec" : ""}${sg ? ":sg" : ""}${tail}`;
+    const mv = this.#pipeline("matvec", mvKey, { ...common, VEC: vec, TPR: tpr, SUBGROUPS: sg }, { x: vec ? "array<vec4<f32>>" : "array<f32>", w: vec ? "array<vec4<u32>>" : "array<u32>", gate: vec ? "array<vec4<u32>>" : "array<u32>" });
+    const mvBg = this.#bindGroup("matvec", mv, params, buffers);
+    const mmKey = `matmul:${w.dtype}${tail}`;
+    /** @type {{ pipeline: GPUComputePipeline, bg: GPUBindGroup } | null} */
+    let mm = null;
+    const matmul = () => {
+      if (!mm) {
+        const p = this.#pipeline("matmul", mmKey, { ...common });
+        mm = { pipeline: p.pipeline, bg: this.#bindGroup("matmul", p, params, buffers) };
+      }
+      return mm;
+    };
+    if (o.impl === "matmul") matmul();
+    return new KernelOp(this, `linear ${N}x${K}`, (tokens) => {
+      const M = rows === "all" ? tokens : 1;
+      if (o.impl === "matmul" || (o.impl !== "matvec" && M > MATVEC_MAX_TOKENS)) {
+        const p = matmul();
+        return { pipeline: p.pipeline, bindGroup: p.bg, grid: [Math.ceil(N / 64), Math.ceil(M / 64), 1] };
+      }
+      return { pipeline: mv.pipeline, bindGroup: mvBg, grid: [...this.#grid(Math.ceil(N / rpw)), M] };
+    });
+  }
+
+  /**
+   * Rotary position embedding (rotate-half / NeoX on the first `2*half` dims
+   * of each head) and the KV-cache append, in one dispatch per step:
+   * q [tokens, heads*headDim] is rotated in place; k [tokens, kvHeads*headDim]
+   * is rotated into kCache[pos0 + t] and v copied into vCache[pos0 + t]
+   * (caches: [maxPositions, kvHeads*headDim] f32). `table` comes from
+   * `ropeTable` (cos/sin per position); without it (learned positions) only
+   * the cache append happens.
+   * @param {{ q: BufferRef, k: BufferRef, v: BufferRef, kCache: BufferRef, vCache: BufferRef,
+   *   heads: number, kvHeads: number, headDim: number, table?: { buffer: GPUBuffer, half: number, maxPositions: number } | null }} o
+   */
+  rope(o) {
+    const rotate = Boolean(o.table && o.table.half > 0);
+    const key = `rope${rotate ? "" : ":norotate"}`;
+    const k = this.#pipeline("rope", key, { ROTATE: rotate });
+    const bg = this.#bindGroup("rope", k, { heads: o.heads, kv_heads: o.kvHeads, head_dim: o.headDim,
+      half: rotate ? /** @type {{half: number}} */ (o.table).half : 0, max_pos: o.table?.maxPositions ?? 0 },
+    { table: o.table?.buffer ?? null, q: o.q, k: o.k, v: o.v, k_cache: o.kCache, v_cache: o.vCache });
+    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...this.#grid(tokens), 1] }));
+  }
+
+  /**
+   * The cos/sin table of `rope`, computed in float64 here:
+   * inv_freq[i] = theta^(-2i / rotaryDim), adjusted by `scaling` (linear or
+   * llama3, as transformers' rope init functions do), angle = pos * inv_freq.
+   * Layout [maxPositions, half, 2] f32 (cos, sin).
+   * @param {{ theta: number, rotaryDim: number, maxPositions: number, scaling?: RopeScaling }} o
+   * @returns {{ buffer: GPUBuffer, half: number, maxPositions: number }}
+   */
+  ropeTable({ theta, rotaryDim, maxPositions, scaling = null }) {
+    const data = ropeTableData({ theta, rotaryDim, maxPositions, scaling });
+    const buffer = this.device.createBuffer({ label: `rope table θ=${theta}`, size: Math.max(16, data.byteLength),
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+    this.device.queue.writeBuffer(buffer, 0, data);
+    return { buffer, half: rotaryDim / 2, maxPositions };
+  }
+
+  /**
+   * Causal attention with grouped KV heads: for token t (position pos0 + t)
+   * and head h (kv head h / (heads / kvHeads)), over cached keys
+   * j ≤ pos0 + t (and j > pos0 + t - window when `window` is set):
+   * s = (q · k_j) * scale, then softcap * tanh(s / softcap) when `softcap`,
+   * softmax, out = Σ p_j v_j. q/out [tokens, heads*headDim]; caches as in `rope`.
+   * @param {{ out: BufferRef, q: BufferRef, kCache: BufferRef, vCache: BufferRef, heads: number, kvHeads: number,
+   *   headDim: number, scale: number, softcap?: number | null, window?: number | null }} o
+   */
+  attention(o) {
+    if (o.heads % o.kvHeads !== 0) throw new SitegenRuntimeError(`attention: heads (${o.heads}) must be a multiple of kvHeads (${o.kvHeads}).`);
+    if (o.headDim > 2 * 128) throw new SitegenRuntimeError(`attention: headDim ${o.headDim} > 256 is not supported.`);
+    const sg = this.features.subgroups;
+    const key = `attention${sg ? ":sg" : ""}`;
+    const k = this.#pipeline("attention", key, { SUBGROUPS: sg });
+    const bg = this.#bindGroup("attention", k, { heads: o.heads, kv_heads: o.kvHeads, head_dim: o.headDim,
+      window: o.window ?? 0, scale: o.scale, softcap: o.softcap ?? 0 },
+    { q: o.q, k_cache: o.kCache, v_cache: o.vCache, out: o.out });
+    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [o.heads, tokens, 1] }));
+  }
+
+  /**
+   * Activation, gated or not, over [tokens, n]: out = act(gate) * up, or act(up)
+   * when `gate` is null. (linear() fuses this into the matvec/matmul; this
+   * standalone form is for graphs that keep gate/up separate.)
+   * @param {{ out: BufferRef, up: BufferRef, gate?: BufferRef | null, n: number, kind: Activation }} o
+   */
+  act(o) {
+    if (!(o.kind in ACT_CODE) || o.kind === /** @type {string} */ ("none")) throw new SitegenRuntimeError(`act: unknown activation '${o.kind}'.`);
+    const key = `act:${o.kind}${o.gate ? ":gated" : ""}`;
+    const k = this.#pipeline("act", key, { ACT: ACT_CODE[o.kind], GATED: Boolean(o.gate) });
+    const bg = this.#bindGroup("act", k, { n: o.n }, { gate: o.gate ?? null, up: o.up, out: o.out });
+    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...this.#grid(Math.ceil(tokens * o.n / WG)), 1] }));
+  }
+
+  /**
+   * Residual add over [tokens, n]: out += x * scale (scale default 1).
+   * @param {{ out: BufferRef, x: BufferRef, n: number, scale?: number }} o
+   */
+  add(o) {
+    const k = this.#pipeline("add", "add", {});
+    const bg = this.#bindGroup("add", k, { n: o.n, scale: o.scale ?? 1 }, { x: o.x, out: o.out });
+    return new KernelOp(this, "add", (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...this.#grid(Math.ceil(tokens * o.n / WG)), 1] }));
+  }
+
+  /**
+   * Greedy sampling on the GPU: out[0] = argmax of one logits row (lowest
+   * index on ties, like numpy), out[1] = the max logit's f32 bits.
+   * `rows`: "first" (default; row 0, e.g. lm_head run with rows "last") or "last" (row tokens-1).
+   * @param {{ out: BufferRef, logits: BufferRef, n: number, rowStride?: number, rows?: "first" | "last" }} o
+   */
+  argmax(o) {
+    const rows = o.rows ?? "first";
+    const sg = this.features.subgroups;
+    const key = `argmax:rows=${rows}`;
+    const k = this.#pipeline("argmax", key, { ROWS: ROWS_CODE[rows], SUBGROUPS: sg });
+    const bg = this.#bindGroup("argmax", k, { n: o.n, row_stride: o.rowStride ?? o.n }, { logits: o.logits, out: o.out });
+    return new KernelOp(this, key, () => ({ pipeline: k.pipeline, bindGroup: bg, grid: [1, 1, 1] }));
+  }
+
+  /** Free the kernels' own buffers (not the caller's). */
+  destroy() {
+    for (const b of [this.stepBuffer, this.dummy, ...this.paramChunks]) b.destroy();
+    this.paramChunks = [];
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  /** @param {number} count */
+  #grid(count) {
+    return grid2(count, this.gridLimit);
+  }
+
+  /**
+   * Build (or fetch from the cache) the pipeline of a variant.
+   * @param {string} family
+   * @param {string} key unique variant key, also the pipeline label
+   * @param {Record<string, boolean | number>} defines
+   * @param {Record<string, string>} [types] binding WGSL types that depend on the variant
+   */
+  #pipeline(family, key, defines, types = {}) {
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    const code = this.source(family, defines, types);
+    const fam = FAMILIES[family];
+    const module = this.device.createShaderModule({ label: key, code });
+    const layout = this.device.createBindGroupLayout({
+      label: key,
+      entries: [
+        { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform" } },
+        { binding: 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform" } },
+        ...fam.bindings.map((b, i) => ({ binding: i + 2, visibility: GPUShaderStage.COMPUTE,
+          buffer: { type: /** @type {GPUBufferBindingType} */ (b.kind === "rw" ? "storage" : "read-only-storage") } })),
+      ],
+    });
+    const pipeline = this.device.createComputePipeline({
+      label: key,
+      layout: this.device.createPipelineLayout({ label: key, bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: fam.entry },
+    });
+    const entry = { pipeline, layout };
+    this.cache.set(key, entry);
+    return entry;
+  }
+
+  /**
+   * The full WGSL of a variant: generated header (enables, defines as
+   * consts, Params/Step structs, bindings) + common.wgsl + the family file,
+   * preprocessed. Public so tests can compile every variant.
+   * @param {string} family
+   * @param {Record<string, boolean | number>} defines
+   * @param {Record<string, string>} [types]
+   */
+  source(family, defines, types = {}) {
+    const fam = FAMILIES[family];
+    if (!fam) throw new SitegenRuntimeError(`Unknown kernel family '${family}'.`);
+    // Every shader sees these (common.wgsl reads them); variants override.
+    const all = { F16: false, SUBGROUPS: false, ROWS: 0, ACT: 0, LINEAR: family === "matvec" || family === "matmul",
+      ...Object.fromEntries(Object.keys(FAMILIES).map((f) => [`IS_${f.toUpperCase()}`, f === family])), ...defines };
+    const head = [];
+    if (all.F16) head.push("enable f16;");
+    if (all.SUBGROUPS) head.push("enable subgroups;");
+    head.push(`alias ct = ${all.F16 ? "f16" : "f32"};`, `alias ct4 = vec4<${all.F16 ? "f16" : "f32"}>;`);
+    head.push(`const WG: u32 = ${WG}u;`);
+    for (const [name, v] of Object.entries(all)) {
+      head.push(typeof v === "boolean" ? `const ${name}: bool = ${v};` : `const ${name}: u32 = ${v}u;`);
+    }
+    head.push(`struct Params {\n${paramFields(fam).map(([n, t]) => `  ${n}: ${t},`).join("\n")}\n}`);
+    head.push("struct Step { tokens: u32, pos0: u32, _pad0: u32, _pad1: u32 }");
+    head.push("@group(0) @binding(0) var<uniform> P: Params;", "@group(0) @binding(1) var<uniform> S: Step;");
+    fam.bindings.forEach((b, i) => {
+      const type = types[b.name] ?? b.type ?? "array<u32>";
+      head.push(`@group(0) @binding(${i + 2}) var<storage, ${b.kind === "rw" ? "read_write" : "read"}> ${b.name}: ${type};`);
+    });
+    const body = preprocess(this.sources.common, all, "common") + "\n" + preprocess(this.sources[fam.file], all, fam.file);
+    return `${head.join("\n")}\n${body}`;
+  }
+
+  /**
+   * Write an op's Params into a slot of a shared uniform buffer and build its bind group.
+   * @param {string} family
+   * @param {{ layout: GPUBindGroupLayout }} k
+   * @param {Record<string, number>} values
+   * @param {Record<string, BufferRef | WeightPart | null>} buffers
+   */
+  #bindGroup(family, k, values, buffers) {
+    const fam = FAMILIES[family];
+    const fields = paramFields(fam);
+    const data = new ArrayBuffer(Math.max(16, Math.ceil(fields.length / 4) * 16));
+    const u32 = new Uint32Array(data), f32 = new Float32Array(data);
+    fields.forEach(([name, type], i) => {
+      const v = values[name];
+      if (typeof v !== "number" || !Number.isFinite(v)) throw new SitegenRuntimeError(`${family}: parameter '${name}' is missing or not a number (${v}).`);
+      if (type === "f32") f32[i] = v;
+      else {
+        if (!Number.isInteger(v) || v < 0) throw new SitegenRuntimeError(`${family}: parameter '${name}' must be a non-negative integer, got ${v}.`);
+        u32[i] = v;
+      }
+    });
+    const slot = this.#paramSlot(data);
+    const entries = [
+      { binding: 0, resource: { buffer: slot.buffer, offset: slot.offset, size: data.byteLength } },
+      { binding: 1, resource: { buffer: this.stepBuffer } },
+      ...fam.bindings.map((b, i) => {
+        const ref = buffers[b.name];
+        /** @type {GPUBufferBinding} */
+        let resource;
+        if (!ref) resource = { buffer: this.dummy };
+        else if ("dtype" in ref) resource = { buffer: ref.buffer, offset: ref.offset ?? 0 };
+        else if ("buffer" in ref) resource = { buffer: ref.buffer, offset: ref.offset ?? 0, ...(ref.size ? { size: ref.size } : {}) };
+        else resource = { buffer: ref };
+        return { binding: i + 2, resource };
+      }),
+    ];
+    return this.device.createBindGroup({ label: family, layout: k.layout, entries });
+  }
+
+  /** @param {ArrayBuffer} data */
+  #paramSlot(data) {
+    const CHUNK = 64 * 1024, SLOT = 256;
+    if (this.paramUsed + SLOT > CHUNK) {
+      this.paramChunks.push(this.device.createBuffer({ label: "kernels.params", size: CHUNK,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST }));
+      this.paramUsed = 0;
+    }
+    const buffer = this.paramChunks[this.paramChunks.length - 1];
+    const offset = this.paramUsed;
+    this.paramUsed += SLOT;
+    this.device.queue.writeBuffer(buffer, offset, data);
+    return { buffer, offset };
+  }
+}
+
+/**
+ * Params fields of a family: its own, then `<w>_k`/`<w>_so` per weight binding.
+ * @param {Family} fam
+ * @returns {[string, "u32" | "f32"][]}
+ */
+function paramFields(fam) {
+  /** @type {[string, "u32" | "f32"][]} */
+  const extra = [];
+  for (const b of fam.bindings) if (b.kind === "weight") extra.push([`${b.name}_k`, "u32"], [`${b.name}_so`, "u32"]);
+  return [...fam.params, ...extra];
+}
+
+/**
+ * Defines that select a weight binding's dtype (`<NAME>_Q4` ... and `<NAME>_DT`).
+ * @param {string} name binding name
+ * @param {WeightDtype} dtype
+ */
+function dtypeDefines(name, dtype) {
+  if (!(dtype in DTYPE_CODE)) throw new SitegenRuntimeError(`Unknown weight dtype '${dtype}' (expected f32, f16, q8 or q4).`);
+  const N = name.toUpperCase();
+  return { [`${N}_F32`]: dtype === "f32", [`${N}_F16`]: dtype === "f16", [`${N}_Q8`]: dtype === "q8", [`${N}_Q4`]: dtype === "q4" };
+}
+
+/**
+ * Params of a weight binding: cols, and the scales plane's offset in u32 words
+ * from the binding's start.
+ * @param {string} name
+ * @param {WeightPart} w
+ */
+function weightParams(name, w) {
+  const quant = w.dtype === "q4" || w.dtype === "q8";
+  if (quant) {
+    if (w.cols % 32 !== 0) throw new SitegenRuntimeError(`${w.dtype} weight with ${w.cols} columns: q4/q8 need a multiple of 32.`);
+    if (w.scalesOffset === undefined || w.scalesOffset % 16 !== 0) {
+      throw new SitegenRuntimeError(`${w.dtype} weight: scalesOffset must be given and a multiple of 16 bytes, got ${w.scalesOffset}.`);
+    }
+  }
+  return { [`${name}_k`]: w.cols, [`${name}_so`]: quant ? /** @type {number} */ (w.scalesOffset) / 4 : 0 };
+}
+
+/**
+ * cos/sin table of RoPE in float64 (see `Kernels.ropeTable`).
+ * @param {{ theta: number, rotaryDim: number, maxPositions: number, scaling?: RopeScaling }} o
+ */
+export function ropeTableData({ theta, rotaryDim, maxPositions, scaling = null }) {
+  const half = rotaryDim / 2;
+  if (!Number.isInteger(half)) throw new SitegenRuntimeError(`rope: rotaryDim must be even, got ${rotaryDim}.`);
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) {
+    // transformers computes inv_freq in float32; round the same way.
+    inv[i] = Math.fround(1 / theta ** ((2 * i) / rotaryDim));
+  }
+  if (scaling?.type === "linear") {
+    for (let i = 0; i < half; i++) inv[i] /= scaling.factor;
+  } else if (scaling?.type === "llama3") {
+    const { factor, low_freq_factor: lo, high_freq_factor: hi, original_max_position_embeddings: old } = scaling;
+    const loWave = old / lo, hiWave = old / hi;
+    for (let i = 0; i < half; i++) {
+      const wave = (2 * Math.PI) / inv[i];
+      if (wave > loWave) inv[i] /= factor;
+      else if (wave >= hiWave) {
+        const smooth = (old / wave - lo) / (hi - lo);
+        inv[i] = (1 - smooth) * inv[i] / factor + smooth * inv[i];
+      }
+    }
+  } else if (scaling) {
+    throw new SitegenRuntimeError(`rope: unsupported rope_scaling type '${/** @type {{type: string}} */ (scaling).type}' (supported: linear, llama3).`);
+  }
+  const data = new Float32Array(maxPositions * half * 2);
+  for (let p = 0; p < maxPositions; p++) {
+    for (let i = 0; i < half; i++) {
+      const a = p * inv[i];
+      data[(p * half + i) * 2] = Math.cos(a);
+      data[(p * half + i) * 2 + 1] = Math.sin(a);
+    }
+  }
+  return data;
+}

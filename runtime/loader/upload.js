@@ -1,0 +1,200 @@
+// The GPU upload plan (issue 5, item 4): where every byte of the shard stream
+// goes in GPU memory, computed once from the manifest's tensor table.
+//
+// Each tensor gets one GPU buffer per *part*. A tensor fits in one part unless
+// it is larger than the device's `maxStorageBufferBindingSize` (or
+// `maxBufferSize`); then it is split by rows, which the weights format makes
+// cheap: a row range `[r0, r1)` is one contiguous slice of the `q` plane and
+// one of the `scales` plane (docs/weights-format.md). A part's buffer holds its
+// rows' codes at byte 0 and its rows' scales at `scalesOffset` (256-aligned),
+// so each part is a self-contained weight for the kernels:
+// `{buffer, dtype, rows, cols, scalesOffset}`.
+//
+// `ranges[s]` lists the copies shard `s` feeds: `{srcOffset, length,
+// bufferIndex, dstOffset}`. A tensor that straddles shards appears in the
+// ranges of each, so it is assembled in place on the GPU and no shard needs to
+// be kept after `uploadShard` returns.
+
+import { BufferTooLargeError, ManifestError } from "../errors.js";
+
+/**
+ * @typedef {{ name: string, offset: number, nbytes: number }} Plane
+ * @typedef {{ name: string, shape: number[], dtype: string, group_size?: number, shard: number,
+ *             offset: number, nbytes: number, planes?: Plane[] }} TensorEntry
+ * @typedef {{ file: string, bytes: number, sha256: string }} ShardEntry
+ * @typedef {{ shard_size: number, shards: ShardEntry[], tensors: TensorEntry[] }} WeightsManifest
+ * @typedef {{ maxStorageBufferBindingSize: number, maxBufferSize: number }} UploadLimits
+ * @typedef {{ size: number, label: string }} BufferSpec
+ * @typedef {{ bufferIndex: number, rowStart: number, rowEnd: number, scalesOffset: number }} PartSpec
+ * @typedef {{ dtype: string, shape: number[], rows: number, cols: number, groupSize: number,
+ *             parts: PartSpec[] }} TensorPlan
+ * @typedef {{ srcOffset: number, length: number, bufferIndex: number, dstOffset: number }} CopyRange
+ * @typedef {{ buffers: BufferSpec[], tensors: Map<string, TensorPlan>, ranges: CopyRange[][],
+ *             shardBytes: number[], totalBytes: number }} UploadPlan
+ */
+
+/** Bytes per row of the data (or `q`) plane and of the `scales` plane, by dtype. */
+const ROW_BYTES = {
+  f32: (/** @type {number} */ cols) => [cols * 4, 0],
+  f16: (/** @type {number} */ cols) => [cols * 2, 0],
+  q8: (/** @type {number} */ cols, /** @type {number} */ g) => [cols, (cols / g) * 2],
+  q4: (/** @type {number} */ cols, /** @type {number} */ g) => [cols / 2, (cols / g) * 2],
+};
+
+/** @param {number} n @param {number} a */
+const alignUp = (n, a) => Math.ceil(n / a) * a;
+
+/**
+ * Compute where every tensor goes on the GPU.
+ * @param {WeightsManifest} manifest
+ * @param {UploadLimits} limits  `device.limits` (or the adapter's)
+ * @returns {UploadPlan}
+ */
+export function planUpload(manifest, limits) {
+  const maxSize = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  const shardSize = manifest.shard_size;
+  if (!Number.isInteger(shardSize) || shardSize <= 0 || shardSize % 256 !== 0) {
+    throw new ManifestError(`manifest.json: shard_size ${shardSize} is not a positive multiple of 256; `
+      + "reconvert the model.", { key: "shard_size" });
+  }
+  /** @type {BufferSpec[]} */
+  const buffers = [];
+  /** @type {Map<string, TensorPlan>} */
+  const tensors = new Map();
+  /** @type {CopyRange[][]} */
+  const ranges = manifest.shards.map(() => []);
+  const shardBytes = manifest.shards.map((s) => s.bytes);
+
+  /** Cut the stream range [start, start+length) at shard boundaries. */
+  const addCopy = (/** @type {number} */ start, /** @type {number} */ length,
+    /** @type {number} */ bufferIndex, /** @type {number} */ dstOffset, /** @type {string} */ what) => {
+    let pos = start;
+    const end = start + length;
+    while (pos < end) {
+      const shard = Math.floor(pos / shardSize);
+      if (shard >= ranges.length) {
+        throw new ManifestError(`Tensor ${what} extends past the last shard (byte ${end} of the stream, `
+          + `${manifest.shards.length} shards of ${shardSize} bytes): the manifest is inconsistent; reconvert the model.`,
+        { tensor: what });
+      }
+      const srcOffset = pos - shard * shardSize;
+      const n = Math.min(end - pos, shardSize - srcOffset);
+      ranges[shard].push({ srcOffset, length: n, bufferIndex, dstOffset: dstOffset + (pos - start) });
+      pos += n;
+    }
+  };
+
+  for (const t of manifest.tensors) {
+    const rowBytesOf = ROW_BYTES[/** @type {keyof typeof ROW_BYTES} */ (t.dtype)];
+    if (!rowBytesOf) {
+      throw new ManifestError(`Tensor ${t.name} has dtype '${t.dtype}', which this runtime cannot load `
+        + "(expected f32, f16, q8 or q4): rebuild the site with this sitegen version.", { tensor: t.name, dtype: t.dtype });
+    }
+    // 1-D tensors are one row; matrices are [rows, cols...] with everything after dim 0 flattened.
+    const rows = t.shape.length > 1 ? t.shape[0] : 1;
+    const cols = t.shape.length > 1 ? t.shape.slice(1).reduce((a, b) => a * b, 1) : (t.shape[0] ?? 1);
+    const groupSize = t.group_size ?? 32;
+    const [qRow, sRow] = rowBytesOf(cols, groupSize);
+    const quantized = sRow > 0;
+    const planeOf = (/** @type {string} */ name) => t.planes?.find((p) => p.name === name);
+    const qPlane = quantized ? planeOf("q") : { name: "data", offset: 0, nbytes: t.nbytes };
+    const sPlane = quantized ? planeOf("scales") : undefined;
+    if (!qPlane || (quantized && !sPlane) || qPlane.nbytes !== rows * qRow
+        || (sPlane && sPlane.nbytes !== rows * sRow) || !Number.isInteger(qRow) || !Number.isInteger(sRow)) {
+      throw new ManifestError(`Tensor ${t.name} (${t.dtype}, shape [${t.shape}]) has planes that do not match `
+        + "its shape: the manifest is inconsistent; reconvert the model.", { tensor: t.name });
+    }
+    const streamStart = t.shard * shardSize + t.offset;
+
+    // A part of r rows needs align256(r*qRow) + r*sRow bytes (scales 256-aligned, as in the format).
+    const partSize = (/** @type {number} */ r) => alignUp(quantized ? alignUp(r * qRow, 256) + r * sRow : r * qRow, 4);
+    let rowsPerPart = rows;
+    if (partSize(rows) > maxSize) {
+      if (rows === 1) {
+        throw new BufferTooLargeError(`Tensor ${t.name} (1-D, ${t.nbytes} bytes) is larger than this GPU's `
+          + `largest storage buffer (${maxSize} bytes) and cannot be split: use a GPU with a larger `
+          + "maxStorageBufferBindingSize.", { tensor: t.name, bytes: t.nbytes, limit: maxSize });
+      }
+      // Rows per part are a multiple of 4 so every part starts at a 4-byte-aligned byte of each plane
+      // (writeBuffer needs 4-aligned offsets; a scales row can be 2 bytes). Parts are balanced.
+      const maxRows = Math.floor((maxSize - 256 - 4) / (qRow + sRow) / 4) * 4;
+      if (maxRows < 4) {
+        throw new BufferTooLargeError(`Tensor ${t.name}: 4 rows (${partSize(4)} bytes) exceed this GPU's largest `
+          + `storage buffer (${maxSize} bytes); use a GPU with a larger maxStorageBufferBindingSize.`,
+        { tensor: t.name, limit: maxSize });
+      }
+      const nParts = Math.ceil(rows / maxRows);
+      rowsPerPart = alignUp(Math.ceil(rows / nParts), 4);
+    }
+
+    /** @type {PartSpec[]} */
+    const parts = [];
+    for (let r0 = 0; r0 < rows; r0 += rowsPerPart) {
+      const r1 = Math.min(rows, r0 + rowsPerPart);
+      const n = r1 - r0;
+      const bufferIndex = buffers.length;
+      const scalesOffset = quantized ? alignUp(n * qRow, 256) : 0;
+      const suffix = rowsPerPart < rows ? `[rows ${r0}:${r1}]` : "";
+      buffers.push({ size: Math.max(4, partSize(n)), label: `${t.name}${suffix}` });
+      parts.push({ bufferIndex, rowStart: r0, rowEnd: r1, scalesOffset });
+      addCopy(streamStart + qPlane.offset + r0 * qRow, n * qRow, bufferIndex, 0, t.name);
+      if (sPlane) addCopy(streamStart + sPlane.offset + r0 * sRow, n * sRow, bufferIndex, scalesOffset, t.name);
+    }
+    tensors.set(t.name, { dtype: t.dtype, shape: t.shape, rows, cols, groupSize, parts });
+  }
+  const totalBytes = buffers.reduce((a, b) => a + b.size, 0);
+  return { buffers, tensors, ranges, shardBytes, totalBytes };
+}
+
+/**
+ * Create the (empty) GPU buffers of a plan. The caller owns them (`destroy()` on unload).
+ * @param {GPUDevice} device
+ * @param {UploadPlan} plan
+ * @returns {GPUBuffer[]}
+ */
+export function createBuffers(device, plan) {
+  // GPUBufferUsage may be absent as a global under Node's Dawn; the flag values are fixed by the spec.
+  const usage = 0x0080 /* STORAGE */ | 0x0008 /* COPY_DST */ | 0x0004 /* COPY_SRC, for tests reading back */;
+  return plan.buffers.map((b) => device.createBuffer({ size: b.size, usage, label: b.label }));
+}
+
+/**
+ * Write one verified shard into its GPU buffers. The shard can be dropped as
+ * soon as this returns: `queue.writeBuffer` copies the bytes.
+ * @param {GPUDevice} device
+ * @param {UploadPlan} plan
+ * @param {GPUBuffer[]} buffers
+ * @param {number} shardIndex
+ * @param {Uint8Array} bytes  the whole shard
+ */
+export function uploadShard(device, plan, buffers, shardIndex, bytes) {
+  for (const r of plan.ranges[shardIndex]) {
+    // writeBuffer needs a size that is a multiple of 4. Offsets are 4-aligned by construction (tensors and
+    // planes are 256-aligned in the stream, parts start at a multiple of 4 rows, shards are 4-aligned), so
+    // only a range's tail can be ragged: round it up; the extra bytes land in the part's padding.
+    const length = alignUp(r.length, 4);
+    if (r.srcOffset + length <= bytes.byteLength) {
+      device.queue.writeBuffer(buffers[r.bufferIndex], r.dstOffset, /** @type {Uint8Array<ArrayBuffer>} */ (bytes), r.srcOffset, length);
+    } else {
+      // The ragged tail is the end of the shard (the stream's last tensor): copy into a zero-padded scrap.
+      const tail = new Uint8Array(length);
+      tail.set(bytes.subarray(r.srcOffset, r.srcOffset + r.length));
+      device.queue.writeBuffer(buffers[r.bufferIndex], r.dstOffset, tail, 0, length);
+    }
+  }
+}
+
+/**
+ * The kernels' view of a planned tensor: one `{buffer, dtype, rows, cols, scalesOffset}` per part.
+ * @param {UploadPlan} plan
+ * @param {GPUBuffer[]} buffers
+ * @param {string} name
+ */
+export function tensorParts(plan, buffers, name) {
+  const t = plan.tensors.get(name);
+  if (!t) throw new ManifestError(`The model has no tensor '${name}'.`, { tensor: name });
+  return t.parts.map((p) => ({
+    buffer: buffers[p.bufferIndex], dtype: t.dtype, rows: p.rowEnd - p.rowStart, cols: t.cols,
+    rowStart: p.rowStart, scalesOffset: p.scalesOffset, groupSize: t.groupSize,
+  }));
+}

@@ -1,0 +1,123 @@
+// Helpers shared by every kernel (prepended to each family's source after the
+// generated header that declares WG, the defines, Params P, Step S and the
+// bindings; see runtime/kernels.js). Pure functions, plus the block
+// reductions over one workgroup.
+
+// Linear workgroup index of a grid split over x and y (kernels.js grid2).
+fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wid.x + wid.y * nwg.x;
+}
+
+// Rows an op processes this step: every token, or one (rows "last"/"first").
+fn rows_count() -> u32 {
+  if (ROWS == 0u) { return S.tokens; }
+  return 1u;
+}
+
+// Input row of output row m: rows "last" reads the step's last token.
+fn in_row(m: u32) -> u32 {
+  if (ROWS == 1u) { return S.tokens - 1u; }
+  return m;
+}
+
+// tanh saturates to ±1 in f32 beyond |x| = 15; clamping keeps exp() in
+// implementations that build tanh from it from overflowing to NaN.
+fn tanh_c(x: f32) -> f32 {
+  return tanh(clamp(x, -15.0, 15.0));
+}
+
+// erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): WGSL has no erf.
+fn erf_as(x: f32) -> f32 {
+  let a = abs(x);
+  let t = 1.0 / (1.0 + 0.3275911 * a);
+  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  return sign(x) * (1.0 - poly * exp(-a * a));
+}
+
+fn silu(x: f32) -> f32 { return x / (1.0 + exp(-x)); }
+fn gelu_tanh(x: f32) -> f32 { return 0.5 * x * (1.0 + tanh_c(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+fn gelu_exact(x: f32) -> f32 { return 0.5 * x * (1.0 + erf_as(x * 0.7071067811865476)); }
+
+// The variant's activation (ACT: 0 none, 1 silu, 2 gelu_tanh, 3 gelu).
+fn activate(x: f32) -> f32 {
+  if (ACT == 1u) { return silu(x); }
+  if (ACT == 2u) { return gelu_tanh(x); }
+  if (ACT == 3u) { return gelu_exact(x); }
+  return x;
+}
+
+// Weight decoding (docs/weights-format.md). q4: code j of a word is bits 4j..4j+3, w = (q - 8) * scale.
+fn q4_lo(q: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(q) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u)) - 8.0; }
+fn q4_hi(q: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(q) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)) - 8.0; }
+// q8: byte j of a word is a signed code, w = q * scale (arithmetic shift sign-extends).
+fn q8_4(q: u32) -> vec4<f32> { return vec4<f32>((vec4<i32>(bitcast<i32>(q)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u)); }
+fn q4_code(q: u32, j: u32) -> f32 { return f32((q >> (4u * j)) & 15u) - 8.0; }
+fn q8_code(q: u32, j: u32) -> f32 { return f32((bitcast<i32>(q) << (24u - 8u * j)) >> 24u); }
+// The f16 value i (0 or 1) of a packed pair.
+fn half_of(word: u32, i: u32) -> f32 { return unpack2x16float(word)[i & 1u]; }
+
+// Block reductions over the WG invocations of a workgroup. Call from
+// uniform control flow; every invocation gets the result. With subgroups,
+// invocation lid is assumed to sit in subgroup lid / sgs (how every
+// implementation lays out a 1-D workgroup).
+var<workgroup> wg_red: array<f32, WG>;
+
+fn block_sum(v: f32, lid: u32, sgs: u32, sgl: u32) -> f32 {
+  workgroupBarrier();  // a previous call's readers are done with wg_red
+#if SUBGROUPS
+  let s = subgroupAdd(v);
+  if (sgl == 0u) { wg_red[lid / sgs] = s; }
+  workgroupBarrier();
+  var t = 0.0;
+  for (var i = 0u; i < WG / sgs; i++) { t += wg_red[i]; }
+  return t;
+#else
+  wg_red[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { wg_red[lid] += wg_red[lid + s]; }
+    workgroupBarrier();
+  }
+  return wg_red[0];
+#endif
+}
+
+fn block_max(v: f32, lid: u32, sgs: u32, sgl: u32) -> f32 {
+  workgroupBarrier();
+#if SUBGROUPS
+  let s = subgroupMax(v);
+  if (sgl == 0u) { wg_red[lid / sgs] = s; }
+  workgroupBarrier();
+  var t = wg_red[0];
+  for (var i = 1u; i < WG / sgs; i++) { t = max(t, wg_red[i]); }
+  return t;
+#else
+  wg_red[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { wg_red[lid] = max(wg_red[lid], wg_red[lid + s]); }
+    workgroupBarrier();
+  }
+  return wg_red[0];
+#endif
+}
+
+#if LINEAR
+// The epilogue of linear (matvec and matmul): bias, gated or plain
+// activation, soft-capping, store or accumulate into out[m, out_offset + j].
+fn linear_store(m: u32, j: u32, acc_w: f32, acc_g: f32) {
+  var y = acc_w;
+  if (BIAS) { y += bias[j]; }
+  if (GATED) {
+    var g = acc_g;
+    if (GATE_BIAS) { g += gate_bias[j]; }
+    y = activate(g) * y;
+  } else {
+    y = activate(y);
+  }
+  if (SOFTCAP) { y = P.softcap * tanh_c(y / P.softcap); }
+  let o = m * P.out_stride + P.out_offset + j;
+  if (ACCUM) { y += out[o]; }
+  out[o] = y;
+}
+#endif

@@ -1,0 +1,64 @@
+"""The ``sitegen`` command line: one module per verb in ``sitegen/commands/``.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Any :class:`~sitegen.errors.SitegenError` becomes
+``error: ...`` on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import SitegenError
+from .spec import SpecErrors
+
+__all__ = ["main", "COMMANDS"]
+
+# One line adds a verb: its module is sitegen.commands.<name>.
+COMMANDS: tuple[str, ...] = ("new", "validate", "build", "serve", "convert")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sitegen",
+        description="Build private, client-only AI web apps (an LLM running in the visitor's "
+                    "browser with WebGPU) from one YAML spec.")
+    parser.add_argument("--version", action="version", version=f"sitegen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"sitegen.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"sitegen.commands.{name}":
+                continue  # a verb whose module has not landed yet
+            raise
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args._run(args) or 0
+    except SpecErrors as e:
+        for p in e.problems:
+            print(str(p), file=sys.stderr)
+        print(f"error: {e.file}: {e.message}", file=sys.stderr)
+        return 1
+    except SitegenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def print_warnings(problems) -> None:
+    """Print a spec's warnings (used by every verb that loads a spec)."""
+    for p in problems:
+        print(str(p), file=sys.stderr)

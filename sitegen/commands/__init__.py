@@ -1,0 +1,1 @@
+"""One module per ``sitegen`` verb (see ``sitegen.cli.COMMANDS``)."""

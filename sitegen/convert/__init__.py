@@ -1,0 +1,252 @@
+"""Model conversion: checkpoint (HF folder, Hub, GGUF, package file) → sitegen-weights folder.
+
+``convert`` is one straight pipeline (issue 3 items 1–3): resolve the source, normalise its config,
+read the tokenizer and chat template (so a bad one fails before any weight is written), then stream
+every tensor — read from a memory map, mapped to canonical names, encoded block by block — into
+shards in a temporary folder beside OUT, write ``manifest.json`` and rename the folder into place.
+``convert_cached`` wraps it with a content-addressed cache (see ``cache.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import sitegen
+from sitegen.errors import ConvertError, SitegenError
+from sitegen.convert.manifest import (FORMAT, FORMAT_VERSION, ShardWriter, generation_defaults, requirements)
+from sitegen.convert.quantize import DTYPES, GROUP_SIZE, TensorEncoder, storage_dtype
+from sitegen.convert.sources import Resolved, default_cache_dir, resolve
+
+__all__ = ["convert", "convert_cached", "parse_size", "FORMAT_VERSION", "QUANT_CHOICES", "DEFAULT_SHARD_SIZE",
+           "default_cache_dir"]
+
+QUANT_CHOICES = DTYPES
+DEFAULT_SHARD_SIZE = 16 * 2**20
+# Bump when the converter's output changes for the same input and options (invalidates caches).
+CONVERTER_VERSION = "1"
+
+Progress = Callable[[str, int, int], None]
+_EMBED_NAMES = ("embed.weight", "pos_embed.weight", "lm_head.weight")
+
+
+def parse_size(text: str | int, *, flag: str = "--shard-size") -> int:
+    """``16MiB``, ``512KiB``, ``1GB``, ``1048576`` → bytes; a clear error naming ``flag`` otherwise."""
+    if isinstance(text, int):
+        return text
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B?|B)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise ConvertError(f"{flag}: expected a size such as 16MiB, 512KiB or 1048576, got {text!r}")
+    unit = (m.group(2) or "B").upper().rstrip("B").rstrip("I")
+    return int(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[unit]
+
+
+def _check_options(quant: str, embed_quant: str | None, shard_size: int) -> None:
+    if quant not in DTYPES:
+        raise ConvertError(f"--quant: unknown quantization {quant!r}; choose one of {', '.join(DTYPES)}")
+    if embed_quant is not None and embed_quant not in DTYPES:
+        raise ConvertError(f"--embed-quant: unknown quantization {embed_quant!r}; choose one of {', '.join(DTYPES)}")
+    if not isinstance(shard_size, int) or shard_size < 4096 or shard_size % 256:
+        raise ConvertError(f"--shard-size: must be a multiple of 256 bytes and at least 4 KiB, got {shard_size}")
+
+
+def convert(source: str | os.PathLike, out: str | os.PathLike, *, quant: str = "q4", embed_quant: str | None = None,
+            shard_size: int = DEFAULT_SHARD_SIZE, spec_dir: str | os.PathLike | None = None,
+            chat_template: dict | None = None, cache_dir: str | os.PathLike | None = None,
+            progress: Progress | None = None) -> Path:
+    """Convert ``source`` into the folder ``out`` (replaced atomically) and return its path.
+
+    ``quant`` is the storage type of the weight matrices, ``embed_quant`` that of the embeddings
+    and output head (default: same as ``quant``). ``chat_template`` is a hand-written compiled
+    template that replaces the model's own. ``cache_dir`` is where package sources are assembled.
+    ``progress(phase, done, total)`` is called with bytes of source weights processed.
+    """
+    _check_options(quant, embed_quant, shard_size)
+    resolved = resolve(source, spec_dir=Path(spec_dir) if spec_dir else None,
+                       cache_dir=Path(cache_dir) if cache_dir else None)
+    return _convert_resolved(resolved, Path(out), quant=quant, embed_quant=embed_quant, shard_size=shard_size,
+                             chat_template=chat_template, progress=progress)
+
+
+def _compile_template(model, override: dict | None) -> dict | None:
+    if override is not None:
+        return override
+    template, where, special = model.chat_template()
+    if not template:
+        return None
+    from sitegen.convert.chat_template import compile_chat_template
+
+    try:
+        return compile_chat_template(template, bos_token=special.get("bos_token"),
+                                     eos_token=special.get("eos_token"))
+    except SitegenError as e:
+        if not e.file:
+            e.file = where
+        raise
+    except Exception as e:  # a bug or unhandled construct in the compiler must still name the file
+        raise ConvertError(f"cannot compile the chat template: {e}; give hand-written segments in the spec "
+                           f"instead", file=where) from None
+
+
+def _prepare_out(out: Path, *, force_replace: bool = False) -> Path:
+    """A fresh temporary folder beside ``out``; refuses to replace a folder that is not ours."""
+    if out.exists() and not force_replace:
+        if not out.is_dir():
+            raise ConvertError("output exists and is not a folder", file=str(out))
+        if any(out.iterdir()) and not (out / "manifest.json").exists():
+            raise ConvertError("output folder exists, is not empty and is not a converted model; choose another "
+                               "-o/--output or remove it", file=str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _convert_resolved(resolved: Resolved, out: Path, *, quant: str, embed_quant: str | None, shard_size: int,
+                      chat_template: dict | None, progress: Progress | None, source_sha256: str | None = None,
+                      force_replace: bool = False) -> Path:
+    from sitegen.convert import architectures
+
+    model = resolved.open()
+    config = architectures.normalize_config(model.hf_config, file=str(model.config_file))
+    # Everything that can fail cheaply is done before the first weight is read.
+    tokenizer = model.tokenizer()
+    compiled_template = _compile_template(model, chat_template)
+    generation = generation_defaults(model.generation())
+    names = model.names()
+    total = sum(model.nbytes(n) for n in names)
+    embed_q = embed_quant or quant
+
+    if source_sha256 is None and resolved.kind == "gguf":
+        from sitegen.convert.cache import file_sha256
+
+        source_sha256 = file_sha256(resolved.path)
+    tmp = _prepare_out(out, force_replace=force_replace)
+    try:
+        writer = ShardWriter(tmp, shard_size)
+        tensors: list[dict] = []
+        seen: set[str] = set()
+        done = 0
+        parts: dict[str, object] = {}  # StableLM per-head norms arrive as rows "name@h"
+
+        def emit(name: str, canon, file: str) -> None:
+            if name in seen:
+                raise ConvertError(f"two source tensors map to {name!r}", file=file)
+            seen.add(name)
+            tensors.append(_write_tensor(writer, name, canon, embed_q if name in _EMBED_NAMES else quant,
+                                         source=file))
+
+        for hf_name in names:
+            array = model.read_f32(hf_name)
+            try:
+                mapped = architectures.canonical_tensors(hf_name, array, config)
+            except SitegenError as e:
+                e.file = e.file or model.file_of(hf_name)
+                raise
+            for name, canon in mapped:
+                if "@" in name:
+                    parts[name] = canon
+                else:
+                    emit(name, canon, model.file_of(hf_name))
+            del array, mapped
+            done += model.nbytes(hf_name)
+            if progress:
+                progress("convert", done, total)
+        for name, canon in architectures.stack_parts(parts).items():
+            emit(name, canon, model.weights_file)
+        missing = [n for n in architectures.expected_tensors(config) if n not in seen]
+        if missing:
+            raise ConvertError(f"missing tensor(s) for {config['hf_architecture']}: {', '.join(missing[:5])}"
+                               f"{' ...' if len(missing) > 5 else ''}", file=model.weights_file)
+        shards = writer.close()
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "name": _model_name(resolved, model),
+            "source": _source_info(resolved, source_sha256),
+            "generator": f"sitegen {sitegen.__version__}",
+            "quantization": {"weights": quant, "embeddings": embed_q,
+                             "lm_head": None if config.get("tie_word_embeddings") else embed_q,
+                             "group_size": GROUP_SIZE},
+            "config": config,
+            "shard_size": shard_size,
+            "shards": shards,
+            "tensors": tensors,
+            "tokenizer": tokenizer,
+            "chat_template": compiled_template,
+            "generation": generation,
+            "requirements": requirements(config, tensors),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", "utf-8")
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_tensor(writer: ShardWriter, name: str, array, wanted: str, *, source: str) -> dict:
+    dtype = storage_dtype(tuple(array.shape), wanted)
+    enc = TensorEncoder(array, dtype)
+    writer.align()
+    start = writer.position
+    try:
+        for block in enc.blocks():
+            writer.write(block)
+    except ValueError as e:
+        raise ConvertError(f"tensor {name!r} {e}", file=source) from None
+    assert writer.position - start == enc.nbytes, (name, writer.position - start, enc.nbytes)
+    shard, offset = writer.locate(start)
+    entry = {"name": name, "shape": list(enc.shape), "dtype": dtype}
+    if dtype in ("q4", "q8"):
+        entry["group_size"] = GROUP_SIZE
+    entry.update({"shard": shard, "offset": offset, "nbytes": enc.nbytes, "planes": enc.planes,
+                  "quant_error": enc.error})
+    return entry
+
+
+def _model_name(resolved: Resolved, model) -> str:
+    if resolved.origin == "hf-hub":
+        return resolved.ref.removeprefix("hf:").split("@")[0]
+    return model.name
+
+
+def _source_info(resolved: Resolved, sha256: str | None) -> dict:
+    kind = "hf-hub" if resolved.origin == "hf-hub" else resolved.kind
+    info = {"kind": kind, "ref": resolved.ref}
+    if resolved.revision:
+        info["revision"] = resolved.revision
+    if sha256:
+        info["sha256"] = sha256
+    return info
+
+
+def convert_cached(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None, quant: str = "q4",
+                   embed_quant: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
+                   spec_dir: str | os.PathLike | None = None, chat_template: dict | None = None,
+                   progress: Progress | None = None) -> Path:
+    """Like ``convert`` into ``cache_dir/models/<key>``, reusing an intact entry with the same key."""
+    from sitegen.convert.cache import cached_convert
+
+    _check_options(quant, embed_quant, shard_size)
+    return cached_convert(source, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(), quant=quant,
+                          embed_quant=embed_quant, shard_size=shard_size,
+                          spec_dir=Path(spec_dir) if spec_dir else None, chat_template=chat_template,
+                          progress=progress)
+

@@ -1,0 +1,74 @@
+"""Prompt templates of forms: ``{field}`` placeholders, ``{{`` and ``}}`` for literal braces.
+
+The syntax is deliberately tiny (no expressions, filters or attribute access)
+so the page script can fill it with a few lines of JavaScript and a visitor's
+input can never be evaluated as template code: values are substituted once,
+never re-parsed. The build ships the parsed form (``parts``) in ``app.json``.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["TemplateSyntaxError", "parse_template", "placeholders"]
+
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|\{|\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class TemplateSyntaxError(ValueError):
+    pass
+
+
+def parse_template(text: str) -> list[dict]:
+    """Split ``text`` into ``[{"text": ...} | {"field": name}]``, merging adjacent text."""
+    parts: list[dict] = []
+
+    def add_text(s: str) -> None:
+        if not s:
+            return
+        if parts and "text" in parts[-1]:
+            parts[-1]["text"] += s
+        else:
+            parts.append({"text": s})
+
+    pos = 0
+    for m in _TOKEN.finditer(text):
+        add_text(text[pos:m.start()])
+        pos = m.end()
+        tok = m.group(0)
+        if tok == "{{":
+            add_text("{")
+        elif tok == "}}":
+            add_text("}")
+        elif tok == "{":
+            raise TemplateSyntaxError(f"'{{' at {_where(text, m.start())} is never closed "
+                                      "(write '{{' for a literal '{')")
+        elif tok == "}":
+            raise TemplateSyntaxError(f"'}}' at {_where(text, m.start())} has no opening '{{' "
+                                      "(write '}}' for a literal '}')")
+        else:
+            name = m.group(1)
+            if not _NAME.fullmatch(name):
+                raise TemplateSyntaxError(
+                    f"{tok!r} at {_where(text, m.start())} is not a placeholder: write "
+                    "'{name}' with a field name of letters, digits and '_' "
+                    "(and '{{' for a literal '{')")
+            parts.append({"field": name})
+    add_text(text[pos:])
+    return parts
+
+
+def placeholders(parts: list[dict]) -> list[str]:
+    """Field names used by parsed ``parts``, in first-use order, without repeats."""
+    seen: dict[str, None] = {}
+    for p in parts:
+        if "field" in p:
+            seen.setdefault(p["field"])
+    return list(seen)
+
+
+def _where(text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    col = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return f"line {line}, column {col} of the template"

@@ -1,0 +1,60 @@
+// Preflight errors (runtime/loader/preflight.js): each failure is its own class with an actionable message.
+import test from "node:test";
+import assert from "node:assert/strict";
+import { preflight, checkStorage } from "../../runtime/loader/preflight.js";
+import { ProgressTracker } from "../../runtime/loader/progress.js";
+
+const manifest = {
+  name: "m", shard_size: 1024, shards: [{ file: "shard-00000.bin", bytes: 600, sha256: "" }],
+  tensors: [{ name: "w", dtype: "f32", shape: [4, 4], shard: 0, offset: 0, nbytes: 64 }],
+  requirements: { features: ["shader-f16"], limits: { maxComputeWorkgroupStorageSize: 32768 } },
+};
+const limits = { maxStorageBufferBindingSize: 1 << 27, maxBufferSize: 1 << 28, maxComputeWorkgroupStorageSize: 16384 };
+const adapter = (features) => ({ features: new Set(features), limits });
+
+test("no WebGPU, no adapter, a missing feature and a low limit are distinct errors", async () => {
+  await assert.rejects(preflight({ manifest, gpu: undefined }), {
+    name: "WebGPUUnavailableError",
+    message: "This browser has no WebGPU, which the model needs: use a recent Chrome or Edge (113+), Safari 26 "
+      + "or Firefox 141+, or turn WebGPU on in the browser's settings." });
+  await assert.rejects(preflight({ manifest, gpu: { requestAdapter: async () => null } }), {
+    name: "WebGPUUnavailableError", message: /gave no GPU adapter \(GPU blocklisted or disabled\)/ });
+  await assert.rejects(preflight({ manifest, gpu: /** @type {any} */ ({}), adapter: adapter([]) }), {
+    name: "MissingFeatureError",
+    message: "This GPU lacks the WebGPU feature(s) shader-f16 that the model needs: use another browser or GPU, "
+      + "or a model converted without them." });
+  await assert.rejects(preflight({ manifest, gpu: /** @type {any} */ ({}), adapter: adapter(["shader-f16"]) }), {
+    name: "BufferTooLargeError",
+    message: "The model needs the GPU limit maxComputeWorkgroupStorageSize >= 32768; this GPU allows 16384: "
+      + "use a GPU with larger limits, or a smaller model." });
+});
+
+test("storage: too small a quota is a StorageQuotaError; persist() is asked", async () => {
+  let asked = false;
+  globalThis.navigator ??= /** @type {any} */ ({});
+  Object.defineProperty(globalThis.navigator, "storage", { configurable: true, value: {
+    estimate: async () => ({ quota: 10 * 2 ** 20, usage: 9 * 2 ** 20 }),
+    persist: async () => { asked = true; return false; } } });
+  await assert.rejects(checkStorage(5 * 2 ** 20, "gemma"), {
+    name: "StorageQuotaError",
+    message: "Not enough browser storage to keep gemma: it needs 5.0 MiB more, and this site may use only 1.0 MiB "
+      + "more (quota 10.0 MiB, used 9.0 MiB). Free disk space or delete cached models "
+      + "(listCachedModels/deleteCachedModel), leave private browsing, or load without a cache (cache: 'none'; "
+      + "it downloads again on every visit)." });
+  assert.ok(asked);
+  const ok = await checkStorage(512 * 1024, "gemma");
+  assert.equal(ok.persisted, false);
+});
+
+test("progress: rate over recent bytes and an ETA", () => {
+  let t = 0;
+  const events = [];
+  const p = new ProgressTracker({ bytesTotal: 1000, shardsTotal: 2, onProgress: (e) => events.push(e), now: () => t });
+  t = 1000; p.addBytes(100, "network", 0);
+  t = 2000; p.addBytes(100, "network", 0);
+  const e = events.at(-1);
+  assert.equal(e.phase, "download");
+  assert.equal(e.rate, 100);            // 200 bytes in 2 s
+  assert.equal(e.eta, 8);               // 800 bytes left at 100 B/s
+  assert.equal(e.source, "network");
+});

@@ -1,0 +1,103 @@
+// Runs a JSON batch of kernel cases on a WebGPU device (Node + Dawn) for
+// tests/test_kernels.py. Usage: node tests/kernels_harness.mjs BATCH.json
+//
+// BATCH: { dir, cases: [{ id, variant: "plain"|"sg"|"smallgrid"|"f16", step: {tokens, pos0},
+//   buffers: {name: file},             // raw bytes in dir (inputs, and initial contents of outputs)
+//   ops: [{ op: "linear", opts }],     // opts: "$name" → that buffer; {"$weight": name, dtype, rows, cols,
+//                                      //   scalesOffset} → a WeightPart; {"$rope": {...}} → ropeTable(...)
+//   outputs: [name] }] }
+// Writes <dir>/<id>.<name>.out per output, then <dir>/results.json (also printed):
+// { adapter, features, results: {id: "ok" | "skipped: why" | "error: message"} }.
+import { create, globals } from "webgpu";
+import fs from "node:fs";
+import path from "node:path";
+import { Kernels } from "../runtime/kernels.js";
+
+Object.assign(globalThis, globals);
+const gpu = create([]);  // kept for the process's life: dawn.node crashes if collected
+
+const batch = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+const adapter = await gpu.requestAdapter();
+if (!adapter) throw new Error("no WebGPU adapter");
+const want = ["shader-f16", "subgroups"].filter((f) => adapter.features.has(f));
+const device = await adapter.requestDevice({
+  requiredFeatures: want,
+  requiredLimits: { maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+    maxBufferSize: adapter.limits.maxBufferSize },
+});
+/** @type {string[]} */
+const uncaptured = [];
+device.addEventListener("uncapturederror", (e) => uncaptured.push(String(e.error.message)));
+
+const kernels = {
+  plain: await Kernels.create(device, { f16: false, subgroups: false }),
+  sg: device.features.has("subgroups") ? await Kernels.create(device, { f16: false, subgroups: true }) : null,
+  // The grid wrap from x into y (past maxComputeWorkgroupsPerDimension), made cheap to reach.
+  smallgrid: await Kernels.create(device, { f16: false, subgroups: false, maxWorkgroupsPerDim: 3 }),
+  f16: device.features.has("shader-f16") ? await Kernels.create(device, { f16: true, subgroups: device.features.has("subgroups") }) : null,
+};
+
+const results = {};
+for (const c of batch.cases) {
+  const k = kernels[c.variant];
+  if (!k) { results[c.id] = `skipped: device lacks the feature of variant '${c.variant}'`; continue; }
+  const bufs = {};
+  const t0 = performance.now();
+  try {
+    for (const [name, file] of Object.entries(c.buffers)) {
+      const bytes = fs.readFileSync(path.join(batch.dir, file));
+      const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);  // weight buffers: a multiple of 16 (kernels.js)
+      const b = device.createBuffer({ label: name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      const padded = new Uint8Array(size);
+      padded.set(bytes);
+      device.queue.writeBuffer(b, 0, padded);
+      bufs[name] = b;
+    }
+    const resolve = (v) => {
+      if (typeof v === "string" && v.startsWith("$")) {
+        if (!bufs[v.slice(1)]) throw new Error(`unknown buffer ${v}`);
+        return bufs[v.slice(1)];
+      }
+      if (v && typeof v === "object" && !Array.isArray(v)) {
+        if ("$weight" in v) return { buffer: bufs[v.$weight], dtype: v.dtype, rows: v.rows, cols: v.cols, scalesOffset: v.scalesOffset };
+        if ("$rope" in v) return k.ropeTable(v.$rope);
+        return Object.fromEntries(Object.entries(v).map(([a, b]) => [a, resolve(b)]));
+      }
+      return v;
+    };
+    device.pushErrorScope("validation");
+    const ops = c.ops.map((o) => k[o.op](resolve(o.opts)));
+    k.setStep(c.step);
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (const op of ops) op.record(pass);
+    pass.end();
+    const reads = c.outputs.map((name) => {
+      const src = bufs[name];
+      const rb = device.createBuffer({ size: src.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      enc.copyBufferToBuffer(src, 0, rb, 0, src.size);
+      return [name, rb];
+    });
+    device.queue.submit([enc.finish()]);
+    const err = await device.popErrorScope();
+    if (err) throw new Error(err.message);
+    for (const [name, rb] of reads) {
+      await rb.mapAsync(GPUMapMode.READ);
+      fs.writeFileSync(path.join(batch.dir, `${c.id}.${name}.out`), new Uint8Array(rb.getMappedRange().slice(0)));
+      rb.unmap();
+      rb.destroy();
+    }
+    results[c.id] = uncaptured.length ? `error: ${uncaptured.splice(0).join("; ")}` : "ok";
+  } catch (e) {
+    results[c.id] = `error: ${e instanceof Error ? e.message : String(e)}`;
+  } finally {
+    for (const b of Object.values(bufs)) b.destroy();
+    if (process.env.KERNELS_TIMING) console.error(`${c.id}: ${(performance.now() - t0).toFixed(0)} ms`);
+  }
+}
+const report = JSON.stringify({ adapter: adapter.info.description || adapter.info.vendor, features: [...device.features], results });
+fs.writeFileSync(path.join(batch.dir, "results.json"), report);
+console.log(report);
+// No device.destroy(): Dawn's teardown on SwiftShader has been seen to abort
+// (a pthread priority assertion) after all the work was done.
+process.exit(0);

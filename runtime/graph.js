@@ -141,7 +141,7 @@ export function createGraph({ device, kernels: k, config: c, contextLength, pref
       }
       return k.linear({ out: o.out, x: o.x, w: p, gate: gp ? gp[i] : null, bias, act: o.act ?? null,
         softcap: o.softcap ?? null, accumulate: o.accumulate ?? false, outOffset: p.rowStart, outStride: N,
-        rows: o.rows ?? "all", impl: globalThis.__F2_IMPL });
+        rows: o.rows ?? "all" });
     });
   };
   /** @param {string} prefix  e.g. "layers.0.attn_norm" @param {GPUBuffer} out @param {GPUBuffer} input

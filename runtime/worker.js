@@ -55,8 +55,8 @@ async function generate(req) {
   running.set(req.id, controller);
   try {
     const { messages, settings } = req.payload;
-    const stream = await engine.chat.completions.create({ ...settings, messages, stream: true },
-      { signal: controller.signal });
+    const stream = /** @type {AsyncIterable<any>} */ (await engine.chat.completions.create({ ...settings, messages, stream: true },
+      { signal: controller.signal }));
     let finishReason = "stop";
     let usage = null;
     for await (const chunk of stream) {

@@ -448,6 +448,7 @@ export function renderBlock(doc, b, strings) {
     case "hr": return el(doc, "hr");
     case "blockquote": return el(doc, "blockquote", {}, b.children.map((c) => renderBlock(doc, c, strings)));
     case "list": {
+      /** @type {Record<string, string>} */
       const attrs = b.ordered && b.start !== 1 ? { start: String(b.start) } : {};
       return el(doc, b.ordered ? "ol" : "ul", attrs, b.items.map((item) => {
         // A one-paragraph item is drawn without its <p> (tight list).
@@ -457,7 +458,7 @@ export function renderBlock(doc, b, strings) {
       }));
     }
     case "table": {
-      const cellAttrs = (/** @type {number} */ k) => (b.align[k] ? { class: `align-${b.align[k]}` } : {});
+      const cellAttrs = (/** @type {number} */ k) => /** @type {Record<string, string>} */ (b.align[k] ? { class: `align-${b.align[k]}` } : {});
       const head = el(doc, "thead", {}, [el(doc, "tr", {}, b.header.map((h, k) => el(doc, "th", cellAttrs(k), renderInline(doc, h))))]);
       const body = el(doc, "tbody", {}, b.rows.map((r) => el(doc, "tr", {}, r.map((c, k) => el(doc, "td", cellAttrs(k), renderInline(doc, c))))));
       return el(doc, "div", { class: "table-wrap" }, [el(doc, "table", {}, [head, body])]);

@@ -1,12 +1,12 @@
 // Runs a JSON batch of kernel cases on a WebGPU device (Node + Dawn) for
 // tests/test_kernels.py. Usage: node tests/kernels_harness.mjs BATCH.json
 //
-// BATCH: { dir, cases: [{ id, variant: "plain"|"sg"|"smallgrid"|"f16", step: {tokens, pos0},
+// BATCH: { dir, out?, cases: [{ id, variant: "plain"|"sg"|"smallgrid"|"f16", step: {tokens, pos0},
 //   buffers: {name: file},             // raw bytes in dir (inputs, and initial contents of outputs)
 //   ops: [{ op: "linear", opts }],     // opts: "$name" → that buffer; {"$weight": name, dtype, rows, cols,
 //                                      //   scalesOffset} → a WeightPart; {"$rope": {...}} → ropeTable(...)
 //   outputs: [name] }] }
-// Writes <dir>/<id>.<name>.out per output, then <dir>/results.json (also printed):
+// Writes <out>/<id>.<name>.out per output (out defaults to dir), then <out>/results.json (also printed):
 // { adapter, features, results: {id: "ok" | "skipped: why" | "error: message"} }.
 import { create, globals } from "webgpu";
 import fs from "node:fs";
@@ -17,6 +17,7 @@ Object.assign(globalThis, globals);
 const gpu = create([]);  // kept for the process's life: dawn.node crashes if collected
 
 const batch = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+const outDir = batch.out ?? batch.dir;
 const adapter = await gpu.requestAdapter();
 if (!adapter) throw new Error("no WebGPU adapter");
 const want = ["shader-f16", "subgroups"].filter((f) => adapter.features.has(f));
@@ -83,7 +84,7 @@ for (const c of batch.cases) {
     if (err) throw new Error(err.message);
     for (const [name, rb] of reads) {
       await rb.mapAsync(GPUMapMode.READ);
-      fs.writeFileSync(path.join(batch.dir, `${c.id}.${name}.out`), new Uint8Array(rb.getMappedRange().slice(0)));
+      fs.writeFileSync(path.join(outDir, `${c.id}.${name}.out`), new Uint8Array(rb.getMappedRange().slice(0)));
       rb.unmap();
       rb.destroy();
     }
@@ -96,7 +97,7 @@ for (const c of batch.cases) {
   }
 }
 const report = JSON.stringify({ adapter: adapter.info.description || adapter.info.vendor, features: [...device.features], results });
-fs.writeFileSync(path.join(batch.dir, "results.json"), report);
+fs.writeFileSync(path.join(outDir, "results.json"), report);
 console.log(report);
 // No device.destroy(): Dawn's teardown on SwiftShader has been seen to abort
 // (a pthread priority assertion) after all the work was done.

@@ -131,13 +131,18 @@ def site(model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    b = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    yield b
+    b.close()
 
 
 def open_app(browser, url: str, *, requests: list | None = None, **context_args):
@@ -288,14 +293,26 @@ def test_form_app_fills_the_template_and_continues_in_chat(site, browser):
 MOCK_WORKER = """
 // A stand-in for runtime/worker.js (served only through the test's request routing).
 const REPLY = %s;
+const OPTIONS = %s;
+let loads = 0;
+let generations = 0;
 self.onmessage = (e) => {
   const { kind, id, payload } = e.data;
   if (kind === "load") {
+    loads++;
     self.postMessage({ kind: "progress", id, payload: { event: { phase: "download", bytesDone: 3 << 20,
       bytesTotal: 8 << 20, rate: 1 << 20, eta: 5, source: "network" } } });
-    setTimeout(() => self.postMessage({ kind: "ready", id, payload: { stats: {}, contextLength: 2048 } }), %d);
+    if (OPTIONS.loadError) {
+      self.postMessage({ kind: "error", id, payload: { error: OPTIONS.loadError } });
+      return;
+    }
+    if (OPTIONS.hang) return;
+    setTimeout(() => self.postMessage({ kind: "ready", id, payload: { stats: { loads }, contextLength: 2048 } }),
+      OPTIONS.readyMs ?? 20);
   } else if (kind === "generate") {
-    const parts = REPLY.match(/[\\s\\S]{1,5}/g);
+    generations++;
+    const text = REPLY === "__echo__" ? "`" + JSON.stringify(payload) + "`" : REPLY;
+    const parts = text.match(/[\\s\\S]{1,5}/g);
     let i = 0;
     const tick = () => {
       if (i < parts.length) {
@@ -304,6 +321,10 @@ self.onmessage = (e) => {
       } else {
         self.postMessage({ kind: "done", id, payload: { finishReason: "stop",
           usage: { timings: { decode_tokens_per_s: 42.4 }, prompt_tokens_details: { cached_tokens: 0 } } } });
+        if (OPTIONS.loseDevice && generations === 1) {
+          self.postMessage({ kind: "lost", id: 0, payload: { error: { name: "DeviceLostError",
+            message: "The GPU device was lost (unknown: test).", data: {} } } });
+        }
       }
     };
     tick();
@@ -323,8 +344,9 @@ EVIL = """Here is <script>window.__pwned = 1</script> and <img src=x onerror="wi
 """
 
 
-def route_mock(page_or_context, reply: str, *, ready_ms: int = 20):
-    body = MOCK_WORKER % (json.dumps(reply), ready_ms)
+def route_mock(page_or_context, reply: str, **options):
+    """Serve a scripted worker instead of the engine's: ``loadError``, ``hang``, ``readyMs``, ``loseDevice``."""
+    body = MOCK_WORKER % (json.dumps(reply), json.dumps(options))
 
     def handle(route):
         # The real response's headers (COOP/COEP, MIME type) with the mock's body.
@@ -365,17 +387,143 @@ def test_model_output_cannot_run_code_or_fetch(site, browser):
     context.close()
 
 
-def test_no_webgpu_shows_the_specific_message(site):
-    from playwright.sync_api import sync_playwright
+def test_no_webgpu_shows_the_specific_message(site, playwright):
+    # Launched without --enable-unsafe-webgpu: headless Chromium on Linux then offers no WebGPU.
+    b = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BASE_ARGS)
+    try:
+        requests: list[str] = []
+        page = b.new_page()
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(site)
+        page.wait_for_function("() => document.getElementById('status').dataset.state === 'error'", timeout=60_000)
+        assert page.get_attribute("#status", "data-error") == "WebGPUUnavailableError"
+        assert page.inner_text("#status-text") == STRINGS["err_WebGPUUnavailableError"]
+        assert page.is_disabled("#send") and page.is_disabled("#message")
+        assert not [u for u in requests if "/models/" in u]  # nothing downloaded for nothing
+    finally:
+        b.close()
 
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BASE_ARGS)
-        try:
-            page = b.new_page()
-            page.goto(site)
-            page.wait_for_function("() => document.getElementById('status').dataset.state === 'error'", timeout=60_000)
-            assert page.get_attribute("#status", "data-error") == "WebGPUUnavailableError"
-            assert page.inner_text("#status-text") == STRINGS["err_WebGPUUnavailableError"]
-            assert page.is_disabled("#send") and page.is_disabled("#message")
-        finally:
-            b.close()
+
+LOAD_ERRORS = ["WebGPUUnavailableError", "MissingFeatureError", "InsufficientMemoryError", "BufferTooLargeError",
+               "StorageQuotaError", "CorsError", "ShardIntegrityError", "ShardNotFoundError", "NetworkError",
+               "ManifestError", "DeviceLostError"]
+
+
+def test_progress_view_and_every_preflight_failure_has_its_message(site, browser):
+    context = browser.new_context()
+    route_mock(context, "", hang=True)
+    page = context.new_page()
+    page.goto(site)
+    page.wait_for_function("() => document.getElementById('status').dataset.phase === 'download'")
+    assert page.inner_text("#status-text") == (
+        STRINGS["phase_download"].replace("{source}", STRINGS["network"]).replace("{done}", "3.0")
+        .replace("{total}", "8.0").replace("{rate}", "1.0").replace("{eta}", "5"))
+    assert page.get_attribute("#status-progress", "value") == str(3 << 20)
+    assert page.is_disabled("#send")
+    context.close()
+    for name in LOAD_ERRORS:
+        context = browser.new_context()
+        route_mock(context, "", loadError={"name": name, "message": f"technical {name}", "data": {}})
+        page = context.new_page()
+        page.goto(site)
+        page.wait_for_function("() => document.getElementById('status').dataset.state === 'error'")
+        assert page.get_attribute("#status", "data-error") == name
+        assert page.inner_text("#status-text") == STRINGS[f"err_{name}"], name
+        assert page.text_content("#status details") == f"{STRINGS['details']}{name}: technical {name}"
+        context.close()
+
+
+def test_device_lost_reloads_the_model_and_keeps_the_conversation(site, browser):
+    context = browser.new_context()
+    route_mock(context, "First reply.", loseDevice=True)
+    page = context.new_page()
+    page.goto(site)
+    wait_ready(page)
+    page.fill("#message", "Hi")
+    page.press("#message", "Enter")
+    page.wait_for_function("() => window.sitegenApp.stats?.loads === 2 && window.sitegenApp.ready")
+    wait_idle(page, 2)
+    assert [m["text"] for m in messages(page)] == ["Hi", "First reply."]
+    page.fill("#message", "Again")
+    page.press("#message", "Enter")
+    wait_idle(page, 4)
+    context.close()
+
+
+def test_storage_failure_is_shown_and_messages_stay(site, browser):
+    context = browser.new_context()
+    context.add_init_script("Object.defineProperty(window, 'indexedDB', { get() { return { open() { "
+                            "throw new DOMException('refused by the test', 'QuotaExceededError'); } }; } });")
+    route_mock(context, "Kept.")
+    page = context.new_page()
+    page.goto(site)
+    wait_ready(page)
+    assert page.inner_text("#storage-error") == STRINGS["storage_failed"].replace("{message}", "refused by the test")
+    page.fill("#message", "Hi")
+    page.press("#message", "Enter")
+    wait_idle(page, 2)
+    assert [m["text"] for m in messages(page)] == ["Hi", "Kept."]
+    context.close()
+
+
+def test_settings_stay_within_the_spec_bounds_theme_and_narrow_screens(site, browser):
+    context = browser.new_context(viewport={"width": 360, "height": 740})
+    route_mock(context, "__echo__")
+    page = context.new_page()
+    page.goto(site)
+    wait_ready(page)
+    page.click("#settings > summary")
+    set_range = """([id, v]) => { const e = document.getElementById(id); e.value = v;
+                   e.dispatchEvent(new Event('input', { bubbles: true })); }"""
+    page.evaluate(set_range, ["set-temperature", "1.3"])
+    page.evaluate(set_range, ["set-max_new_tokens", "9999"])  # the range stops at the spec's max_new_tokens
+    page.select_option("#set-theme", "dark")
+    assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+    page.click("#settings > summary")
+    page.click("#starters .starter >> nth=1")
+    wait_idle(page, 2)
+    sent = json.loads(page.evaluate("window.sitegenApp.conv.messages[1].content").strip("`"))
+    assert sent["settings"]["temperature"] == 1.3 and sent["settings"]["max_tokens"] == 24
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."},
+                                {"role": "user", "content": "Tell me a story"}]
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+    page.reload()
+    wait_ready(page)
+    assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+    assert page.input_value("#set-temperature") == "1.3"
+    context.close()
+
+
+def test_conversations_list_rename_delete_and_export(site, browser, tmp_path):
+    context = browser.new_context()
+    route_mock(context, "A **bold** reply.")
+    page = context.new_page()
+    page.goto(site)
+    wait_ready(page)
+    for text in ("First question", "Second question"):
+        page.click("#new-chat")
+        page.fill("#message", text)
+        page.press("#message", "Enter")
+        wait_idle(page, 2)
+    page.click("#history > summary")
+    titles = page.eval_on_selector_all("#conversation-list .open-conversation", "els => els.map(e => e.textContent)")
+    assert titles == ["Second question", "First question"]  # newest first
+    with page.expect_download() as download:
+        page.click("#export")
+    assert Path(download.value.path()).read_text() == (
+        "# Second question\n\n**You:**\n\nSecond question\n\n**Assistant:**\n\nA **bold** reply.\n")
+    page.click("#conversation-list li:nth-child(2) .rename")
+    page.fill("#conversation-list li:nth-child(2) input", "Renamed <i>")
+    page.press("#conversation-list li:nth-child(2) input", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#conversation-list input').length === 0")
+    page.click("#conversation-list li:nth-child(2) .open-conversation")
+    assert messages(page)[0]["text"] == "First question"
+    page.click("#history > summary")
+    page.click("#conversation-list li:nth-child(1) .delete")
+    page.wait_for_function("() => document.querySelectorAll('#conversation-list li').length === 1")
+    page.reload()
+    wait_ready(page)
+    page.click("#history > summary")
+    assert page.inner_text("#conversation-list li .open-conversation") == "Renamed <i>"
+    assert messages(page)[0]["text"] == "First question"
+    context.close()

@@ -45,6 +45,8 @@ class App {
     /** @type {WorkerClient | null} */
     this.client = null;
     this.ready = false;
+    /** The engine's stats once loaded (GPU bytes, split tensors). @type {any} */
+    this.stats = null;
     /** @type {ReturnType<WorkerClient["generate"]> | null} */
     this.stream = null;
     /** @type {Awaited<ReturnType<typeof openStore>> | null} */
@@ -76,7 +78,7 @@ class App {
     try {
       this.store = await openStore(this.appKey);
       const [latest] = await this.store.list();
-      if (latest) { this.conv = latest; this.render(); }
+      if (latest) this.show(latest);
       await this.renderHistory();
     } catch (e) {
       this.showStorageError(/** @type {Error} */ (e));
@@ -85,9 +87,12 @@ class App {
   }
 
   async loadModel() {
-    if (!("gpu" in navigator)) {
-      // No worker at all: nothing to download on a browser that cannot run it.
-      this.fail({ name: "WebGPUUnavailableError", message: "navigator.gpu is undefined" });
+    // No worker and no download on a browser that cannot run the model.
+    const gpu = /** @type {GPU | undefined} */ (/** @type {any} */ (navigator).gpu);
+    const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
+    if (!adapter) {
+      this.fail({ name: "WebGPUUnavailableError",
+        message: gpu ? "navigator.gpu.requestAdapter() gave no adapter" : "navigator.gpu is undefined" });
       return;
     }
     if (!this.client) {
@@ -98,10 +103,11 @@ class App {
     this.setStatus("loading", this.strings.phase_check);
     const model = this.config.model;
     try {
-      await this.client.load({
+      const ready = await this.client.load({
         manifestUrl: new URL(model.manifest, this.configUrl).href,
         shaderBase: new URL(this.config.runtime.shaders, this.configUrl).href,
       }, (event) => this.onProgress(event));
+      this.stats = ready.stats;
       this.ready = true;
       this.setStatus("ready", this.strings.ready);
       this.updateControls();
@@ -363,6 +369,7 @@ class App {
     }
     this.el.followups?.toggleAttribute("hidden", !this.conv.form || !this.conv.messages.some((m) => m.role === "assistant"));
     this.updateControls();
+    await this.renderHistory();
   }
 
   /**
@@ -657,7 +664,7 @@ class App {
     try {
       if (b.classList.contains("open-conversation")) {
         const conv = await this.store.get(id);
-        if (conv) { this.conv = conv; this.render(); }
+        if (conv) this.show(conv);
         /** @type {HTMLDetailsElement} */ (this.el.history).open = false;
       } else if (b.classList.contains("delete")) {
         await this.store.remove(id);
@@ -689,6 +696,22 @@ class App {
     } catch (e) {
       this.showStorageError(/** @type {Error} */ (e));
     }
+  }
+
+  /**
+   * Show a saved conversation (and, in the form layout, the form values that started it).
+   * @param {Conversation} conv
+   */
+  show(conv) {
+    this.conv = conv;
+    const form = this.el.form;
+    if (form && conv.form) {
+      for (const [name, value] of Object.entries(conv.form)) {
+        const input = /** @type {HTMLInputElement | null} */ (form.elements.namedItem(name));
+        if (input && "value" in input) input.value = value;
+      }
+    }
+    this.render();
   }
 
   async startNew() {

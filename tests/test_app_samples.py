@@ -1,0 +1,125 @@
+"""The sample sites as visitors see them (issue 6): screenshots, and the real model once.
+
+Each sample is built and served by ``sitegen serve`` (SmolLM2-135M from its pip package, converted
+once into the shared test cache). The screenshots (light and dark, desktop and 390 px wide) are
+saved under ``tests/artifacts/screens/`` with a scripted worker standing in for the model, so they
+show the same conversation every run; ``SITEGEN_TEST_REAL_MODEL=1`` adds a test that loads the real
+model in the page and checks its greedy reply against the Node runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from test_app import (ARGS, CHROMIUM, Server, messages, playwright, route_mock, run_cli,  # noqa: F401 (fixture)
+                      wait_idle, wait_ready)
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("SITEGEN_TEST_CACHE", ROOT / "tests" / "artifacts" / "sitegen-cache"))
+SCREENS = ROOT / "tests" / "artifacts" / "screens"
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPLY_EN = """Here are three ideas for a rainy afternoon:
+
+1. **Bake** something warm, like banana bread.
+2. Read a *short* story by the window.
+3. Build a blanket fort and watch a film.
+
+| Idea | Time |
+|---|---:|
+| Bake | 1 h |
+| Read | 30 min |
+
+```python
+print("stay dry")
+```"""
+REPLY_ZH = """以下是三個標題建議：
+
+1. **山頂的早餐**：週末登山記
+2. 從步道出發，*慢慢*走到雲裡
+3. 兩天一夜的郊山小旅行"""
+CARD = "Happy birthday, Rose! May your garden bloom all year and your paintings fill every wall."
+
+SAMPLES = {
+    "chat": REPLY_EN,
+    "birthday-card": CARD,
+    "zh-hant-writer": REPLY_ZH,
+}
+VIEWPORTS = {"desktop": {"width": 1280, "height": 860}, "390": {"width": 390, "height": 844}}
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    b = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    yield b
+    b.close()
+
+
+@pytest.mark.parametrize("sample", sorted(SAMPLES))
+def test_sample_screenshots(sample, browser):
+    server = Server(ROOT / "sample_sites" / sample / "app.yaml", CACHE)
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    try:
+        for scheme in ("light", "dark"):
+            for size, viewport in VIEWPORTS.items():
+                context = browser.new_context(viewport=viewport, color_scheme=scheme)
+                route_mock(context, SAMPLES[sample])
+                page = context.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(server.url)
+                # The visitor's theme choice (a sample may fix its theme; the visitor can still switch).
+                page.evaluate(f"() => localStorage.setItem('sitegen:/:theme', '{scheme}')")
+                page.reload()
+                wait_ready(page)
+                if sample == "birthday-card":
+                    page.fill("#field-recipient", "Grandma Rose")
+                    page.fill("#field-details", "she loves her garden")
+                    page.click("#generate")
+                    wait_idle(page, 4)
+                else:
+                    page.click("#starters .starter >> nth=0")
+                    wait_idle(page, 2)
+                # Nothing may stick out sideways at 390 px.
+                overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+                assert overflow <= 0, (sample, size, overflow)
+                assert page.evaluate("() => document.documentElement.dataset.theme") == scheme
+                page.screenshot(path=str(SCREENS / f"{sample}-{scheme}-{size}.png"), full_page=True)
+                assert not errors, errors
+                context.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not os.environ.get("SITEGEN_TEST_REAL_MODEL"), reason="opt-in: SITEGEN_TEST_REAL_MODEL=1 "
+                    "(loads SmolLM2-135M on SwiftShader, a few minutes)")
+def test_real_model_greedy_reply_equals_node(browser, tmp_path):
+    """The chat sample with its real model: the page's greedy reply is the Node runtime's."""
+    spec = tmp_path / "app.yaml"
+    text = (ROOT / "sample_sites" / "chat" / "app.yaml").read_text()
+    spec.write_text(text.replace("temperature: 0.7", "temperature: 0").replace("max_new_tokens: 256", "max_new_tokens: 16"))
+    server = Server(spec, CACHE)
+    try:
+        page = browser.new_page()
+        page.goto(server.url)
+        wait_ready(page, timeout=600_000)
+        page.fill("#message", "Write a haiku about autumn.")
+        page.press("#message", "Enter")
+        wait_idle(page, 2, timeout=600_000)
+        got = messages(page)[1]["tokens"]
+        folder = next(p.parent for p in CACHE.rglob("manifest.json") if "smollm2" in str(p).lower()
+                      or json.loads(p.read_text()).get("config", {}).get("hidden_size") == 576)
+        chat = tmp_path / "chat.json"
+        chat.write_text(json.dumps([{"role": "system", "content": "You are a helpful, concise assistant."},
+                                    {"role": "user", "content": "Write a haiku about autumn."}]))
+        want = json.loads(run_cli("generate", "--model", folder, "--chat", chat, "--temperature", "0", "--top-k", "40",
+                                  "--top-p", "0.9", "--min-p", "0", "--repetition-penalty", "1.1",
+                                  "--max-new-tokens", "16", "--json", timeout=900).stdout)
+        assert got == want["token_ids"]
+    finally:
+        server.stop()

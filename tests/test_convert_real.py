@@ -35,18 +35,10 @@ def _transformers_greedy(gguf_path: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from transformers import AutoConfig
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
     tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    # from_pretrained(gguf_file=...) wants `accelerate` (not a project dependency); these are the
-    # same transformers GGUF steps without it: the GGUF config, then the dequantized state dict.
-    config = AutoConfig.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    state = load_gguf_checkpoint(str(gguf_path), return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=False)
-    assert not unexpected and all("lm_head" in k for k in missing), (missing, unexpected)
-    model.tie_weights()
+    # transformers' own GGUF path (dequantize, undo llama.cpp's Q/K permutation, Gemma's norm +1).
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                 dtype=torch.float32)
     model.eval()
     runs = []
     for prompt in PROMPTS:

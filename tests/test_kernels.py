@@ -1,7 +1,10 @@
 """Every WGSL kernel (runtime/kernels.js + shaders/) against numpy, issue 4 item 2.
 
-All cases run in ONE Node process (tests/kernels_harness.mjs, Dawn on SwiftShader) that
-executes a JSON batch; arrays travel as raw files in a temp dir. Each case is checked
+The cases run in two Node processes at once (tests/kernels_harness.mjs, Dawn), each
+executing a JSON batch; arrays travel as raw files in a temp dir. f32-compute cases run on
+SwiftShader; the f16-compute ones ("f16" variant) on Mesa's lavapipe, which has shader-f16
+(SwiftShader lacks it; scripts/setup installs lavapipe from bookworm-backports, and only
+without it are those cases skipped). Each case is checked
 against a float64 numpy reference with a stated bound (see each ``_bound_*`` helper):
 
 - linear (matvec and matmul), f32 compute: |y - y_ref| <= 1e-5 * sum_k |x_k w_jk| + 1e-6,
@@ -13,8 +16,8 @@ against a float64 numpy reference with a stated bound (see each ``_bound_*`` hel
 
 Sizes are odd on purpose (N=77, K=96/160/77/45, 3 rows, 3 heads with 1 KV head, head_dim
 16/64/80, 300 keys = two chunks of 256). Variants: plain (shared-memory reductions), "sg"
-(subgroups; SwiftShader has them, of size 4) and "f16" (shader-f16: SwiftShader lacks it, so
-those cases are reported as skipped here with the reason).
+(subgroups; SwiftShader has them, of size 4) and "f16" (shader-f16 and subgroups of size 8, on
+lavapipe; a representative subset of the linear cases, see the note at the linear cases).
 """
 
 from __future__ import annotations
@@ -176,23 +179,34 @@ def _add_linear(cid, dtype, N, K, tokens, *, variants=VARIANTS + ("f16",), gate=
               ops=[{"op": "linear", "opts": opts}], expect={"out": (full, full_err)})
 
 
+# The f16-compute variant runs on lavapipe, whose LLVM compile of each new pipeline costs
+# ~1-8 s of CPU on a cold Mesa shader cache (as in CI): so it gets every weight dtype on both
+# matvec tilings and matmul, the element-wise path, and every epilogue on two (dtype, impl)
+# pairs, not the whole cross product that the f32 variants get.
+_ALL = VARIANTS + ("f16",)
 for _dt in ("f32", "f16", "q8", "q4"):
     for _N, _K in ((77, 96), (77, 160), (300, 576)):
         for _T in (1, 3, 70):
-            _add_linear(f"linear-{_dt}-{_N}x{_K}-t{_T}", _dt, _N, _K, _T)
+            _f16 = _K != 160 and _T != 3
+            _add_linear(f"linear-{_dt}-{_N}x{_K}-t{_T}", _dt, _N, _K, _T, variants=_ALL if _f16 else VARIANTS)
 for _dt in ("f32", "f16"):  # K not a multiple of 32: the element-wise matvec path
     for _N, _K in ((77, 77), (33, 45)):
         for _T in (1, 3, 70):
-            _add_linear(f"linear-{_dt}-{_N}x{_K}-t{_T}", _dt, _N, _K, _T)
+            _f16 = _K == 77 and _T != 3
+            _add_linear(f"linear-{_dt}-{_N}x{_K}-t{_T}", _dt, _N, _K, _T, variants=_ALL if _f16 else VARIANTS)
 for _dt, _N, _K in (("q4", 77, 96), ("q8", 40, 64), ("f16", 33, 45), ("f32", 70, 32)):
     for _T in (2, 70):
-        _add_linear(f"linear-{_dt}-bias-t{_T}", _dt, _N, _K, _T, bias=True)
-        _add_linear(f"linear-{_dt}-gated-silu-t{_T}", _dt, _N, _K, _T, gate=True, act="silu", bias=True, gate_bias=True)
-        _add_linear(f"linear-{_dt}-gated-gelu_tanh-t{_T}", _dt, _N, _K, _T, gate=True, act="gelu_tanh")
-        _add_linear(f"linear-{_dt}-gelu-softcap-t{_T}", _dt, _N, _K, _T, act="gelu", bias=True, softcap=2.0)
+        _v = _ALL if (_dt, _T) == ("q4", 2) else VARIANTS  # every epilogue on matvec
+        _vm = _ALL if (_dt, _T) in (("q4", 2), ("f16", 70)) else VARIANTS  # and the two richest on matmul
+        _add_linear(f"linear-{_dt}-bias-t{_T}", _dt, _N, _K, _T, bias=True, variants=_v)
+        _add_linear(f"linear-{_dt}-gated-silu-t{_T}", _dt, _N, _K, _T, gate=True, act="silu", bias=True, gate_bias=True,
+                    variants=_vm)
+        _add_linear(f"linear-{_dt}-gated-gelu_tanh-t{_T}", _dt, _N, _K, _T, gate=True, act="gelu_tanh", variants=_v)
+        _add_linear(f"linear-{_dt}-gelu-softcap-t{_T}", _dt, _N, _K, _T, act="gelu", bias=True, softcap=2.0,
+                    variants=_vm)
         _add_linear(f"linear-{_dt}-acc-offset-t{_T}", _dt, _N, _K, _T, accumulate=True, out_offset=5,
-                    out_stride=_N + 9)
-        _add_linear(f"linear-{_dt}-rows-last-t{_T}", _dt, _N, _K, _T, rows="last")
+                    out_stride=_N + 9, variants=_vm)
+        _add_linear(f"linear-{_dt}-rows-last-t{_T}", _dt, _N, _K, _T, rows="last", variants=_v)
 _add_linear("linear-q4-matmul-forced-t2", "q4", 77, 96, 2, impl="matmul")
 _add_linear("linear-f16-matvec-forced-t9", "f16", 33, 45, 9, impl="matvec")
 
@@ -451,6 +465,10 @@ def _harness(node: str, d: Path, name: str, cases: list[dict], icd: str) -> dict
     env = {**os.environ, "VK_ICD_FILENAMES": icd}
     if icd == SWIFTSHADER_ICD:
         env["LD_LIBRARY_PATH"] = "/usr/lib/chromium"
+    else:
+        # lavapipe: skip LLVM's optimisation passes. The shaders run on tiny inputs, and
+        # compiling them is most of the time on a cold shader cache (~1/3 less with this).
+        env.setdefault("GALLIVM_PERF", "nopt")
     for attempt in range(2):
         p = subprocess.run([node, str(HARNESS), str(sub / "batch.json")], capture_output=True, text=True, env=env,
                            timeout=600, cwd=ROOT)

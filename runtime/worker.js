@@ -39,7 +39,8 @@ async function load(req) {
   // A lost device (driver reset, GPU process crash) is reported at once, not at the next request,
   // so the page can reload the model while the visitor is still reading.
   e.device.lost.then((info) => {
-    if (engine !== e) return;
+    // "destroyed" is our own unload, not a failure.
+    if (engine !== e || info.reason === "destroyed") return;
     engine = null;
     post("lost", 0, errorPayload(new DeviceLostError(`The GPU device was lost (${info.reason}: ${info.message}).`,
       { reason: info.reason })));

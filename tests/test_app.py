@@ -13,7 +13,6 @@ Oracles: the Node CLI (``runtime/cli.mjs generate --chat``) for the tokens, Pyth
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 BASE_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 ARGS = ["--enable-unsafe-webgpu", *BASE_ARGS]
+SCREENS = ROOT / "tests" / "artifacts" / "screens"
 STRINGS = json.loads((ROOT / "app_templates" / "i18n" / "en.json").read_text())
 
 pytestmark = [pytest.mark.browser, pytest.mark.gpu]
@@ -234,6 +234,7 @@ def test_chat_streams_the_greedy_reply_reuses_the_cache_and_persists(site, brows
     page.reload()
     page.wait_for_function("() => document.querySelectorAll('#messages > li').length === 2")
     assert [m["text"] for m in messages(page)] == [m["text"] for m in before[:2]]
+    wait_ready(page)  # start() lists the saved conversations before it loads the model
     page.click("#history > summary")
     assert page.inner_text("#conversation-list li .open-conversation") == "Hello world"
 
@@ -311,6 +312,10 @@ self.onmessage = (e) => {
       OPTIONS.readyMs ?? 20);
   } else if (kind === "generate") {
     generations++;
+    if (OPTIONS.generateError) {
+      self.postMessage({ kind: "error", id, payload: { error: OPTIONS.generateError } });
+      return;
+    }
     const text = REPLY === "__echo__" ? "`" + JSON.stringify(payload) + "`" : REPLY;
     const parts = text.match(/[\\s\\S]{1,5}/g);
     let i = 0;
@@ -420,6 +425,8 @@ def test_progress_view_and_every_preflight_failure_has_its_message(site, browser
         .replace("{total}", "8.0").replace("{rate}", "1.0").replace("{eta}", "5"))
     assert page.get_attribute("#status-progress", "value") == str(3 << 20)
     assert page.is_disabled("#send")
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENS / "status-loading.png"))
     context.close()
     for name in LOAD_ERRORS:
         context = browser.new_context()
@@ -430,6 +437,11 @@ def test_progress_view_and_every_preflight_failure_has_its_message(site, browser
         assert page.get_attribute("#status", "data-error") == name
         assert page.inner_text("#status-text") == STRINGS[f"err_{name}"], name
         assert page.text_content("#status details") == f"{STRINGS['details']}{name}: technical {name}"
+        retryable = name not in ("WebGPUUnavailableError", "MissingFeatureError", "BufferTooLargeError")
+        assert page.is_visible("#status .retry") == retryable, name
+        if name == "CorsError":
+            page.click("#status details > summary")
+            page.screenshot(path=str(SCREENS / "status-error.png"))
         context.close()
 
 
@@ -517,7 +529,7 @@ def test_conversations_list_rename_delete_and_export(site, browser, tmp_path):
     page.press("#conversation-list li:nth-child(2) input", "Enter")
     page.wait_for_function("() => document.querySelectorAll('#conversation-list input').length === 0")
     page.click("#conversation-list li:nth-child(2) .open-conversation")
-    assert messages(page)[0]["text"] == "First question"
+    page.wait_for_function("() => document.querySelector('#messages .message-body')?.textContent === 'First question'")
     page.click("#history > summary")
     page.click("#conversation-list li:nth-child(1) .delete")
     page.wait_for_function("() => document.querySelectorAll('#conversation-list li').length === 1")
@@ -526,4 +538,19 @@ def test_conversations_list_rename_delete_and_export(site, browser, tmp_path):
     page.click("#history > summary")
     assert page.inner_text("#conversation-list li .open-conversation") == "Renamed <i>"
     assert messages(page)[0]["text"] == "First question"
+    context.close()
+
+
+def test_a_failed_request_is_noted_on_its_message_and_the_app_stays_usable(site, browser):
+    context = browser.new_context()
+    route_mock(context, "", generateError={"name": "ContextWindowExceededError", "message": "too long", "data": {}})
+    page = context.new_page()
+    page.goto(site)
+    wait_ready(page)
+    page.fill("#message", "Hi")
+    page.press("#message", "Enter")
+    wait_idle(page, 2)
+    assert page.inner_text("#messages > li:last-child .speed") == (
+        f"{STRINGS['interrupted']}: {STRINGS['err_ContextWindowExceededError']}")
+    assert page.get_attribute("#status", "data-state") == "ready" and page.is_enabled("#message")
     context.close()

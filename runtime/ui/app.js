@@ -173,7 +173,22 @@ class App {
     code.textContent = `${e.name}: ${e.message}`;
     details.append(summary, code);
     this.el.status.querySelector("details")?.remove();
+    this.el.status.querySelector(".retry")?.remove();
     this.el.status.append(details);
+    // Failures a second try can fix (network, storage freed, a reset GPU) get a button for it.
+    if (!["WebGPUUnavailableError", "MissingFeatureError", "BufferTooLargeError"].includes(e.name) && this.client) {
+      const retry = document.createElement("button");
+      retry.type = "button";
+      retry.className = "retry small";
+      retry.textContent = s.retry;
+      retry.addEventListener("click", () => {
+        retry.remove();
+        details.remove();
+        delete this.el.status.dataset.error;
+        this.loadModel();
+      });
+      this.el.status.append(retry);
+    }
     this.updateControls();
   }
 
@@ -408,10 +423,12 @@ class App {
       }
     } catch (e) {
       const err = /** @type {Error} */ (e);
+      // A failed request (context window full, device lost) is noted on its message; the model
+      // stays loaded, except when the worker itself is gone.
       msg.error = err.name;
+      msg.errorMessage = err.message;
       ok = false;
-      if (err.name === "DeviceLostError") msg.stopped = true;
-      else this.fail(err);
+      if (err.name === "WorkerError") this.fail(err);
     } finally {
       if (frame) cancelAnimationFrame(frame);
       this.stream = null;
@@ -556,7 +573,8 @@ class App {
     if (canRegenerate) button("regenerate", s.regenerate);
     const notes = [];
     if (m.stopped) notes.push(s.stopped);
-    if (m.error) notes.push(s[`err_${m.error}`] ? s.interrupted : m.error);
+    if (m.error === "DeviceLostError") notes.push(s.interrupted); // the model reloads by itself
+    else if (m.error) notes.push(`${s.interrupted}: ${s[`err_${m.error}`] ?? m.errorMessage ?? m.error}`);
     if (m.speed) notes.push(fmt(s, "tokens_per_s", { rate: m.speed.toFixed(1) }));
     if (notes.length) {
       const span = document.createElement("span");

@@ -8,7 +8,7 @@
 
 /**
  * @typedef {{ role: "user" | "assistant", content: string, turn?: number, n?: number,
- *   stopped?: boolean, error?: string, speed?: number, cachedTokens?: number, tokens?: number[] }} StoredMessage
+ *   stopped?: boolean, error?: string, errorMessage?: string, speed?: number, cachedTokens?: number, tokens?: number[] }} StoredMessage
  * @typedef {{ id: string, title: string, created: number, updated: number, messages: StoredMessage[],
  *   form?: Record<string, string> | null }} Conversation
  */

@@ -30,7 +30,7 @@ import { createGraph } from "./graph.js";
  *   source?: "cache"|"network"|"file" }} ProgressEvent
  * @typedef {{ index: number, bytes: Uint8Array, fromCache: boolean }} ShardData
  * @typedef {{ forEachShard(args: { manifest: any, onShard: (s: ShardData) => Promise<void> | void,
- *   signal?: AbortSignal, onProgress?: (e: ProgressEvent) => void }): Promise<void> }} Loader
+ *   signal?: AbortSignal, onProgress?: (e: ProgressEvent) => void }): Promise<unknown> }} Loader
  * @typedef {object} EngineOptions
  * @property {string} [manifestUrl]  URL of a converted model's manifest.json (browser or Node)
  * @property {string} [modelDir]     Node only: folder written by `sitegen convert`
@@ -204,37 +204,14 @@ async function resolveSource(options) {
 }
 
 /**
- * The weight-delivery loader (runtime/loader/index.js) when present, else a
- * minimal fetch of each shard next to the manifest.
+ * The weight-delivery loader (runtime/loader/index.js): parallel, verified, cached.
+ * Imported on demand so Node's file loader never pulls in the browser's cache code.
  * @param {URL} manifestUrl
  * @returns {Promise<Loader>}
  */
 async function defaultUrlLoader(manifestUrl) {
-  try {
-    const mod = /** @type {any} */ (await import("./loader/index.js"));
-    if (typeof mod.createLoader === "function") return mod.createLoader({ baseUrl: new URL(".", manifestUrl).href });
-  } catch {
-    // Not delivered yet (or no network cache API): fall back to plain fetch.
-  }
-  return {
-    async forEachShard({ manifest, onShard, signal, onProgress }) {
-      const shards = /** @type {{file: string, bytes: number}[]} */ (manifest.shards);
-      const bytesTotal = shards.reduce((a, s) => a + s.bytes, 0);
-      let bytesDone = 0;
-      for (let index = 0; index < shards.length; index++) {
-        const url = new URL(shards[index].file, manifestUrl);
-        const response = await fetch(url, { signal });
-        if (!response.ok) {
-          throw new ManifestError(`${url}: HTTP ${response.status} fetching shard ${index}.`, { url: String(url), index });
-        }
-        const bytes = new Uint8Array(await response.arrayBuffer());
-        await onShard({ index, bytes, fromCache: false });
-        bytesDone += bytes.length;
-        onProgress?.({ phase: "download", bytesDone, bytesTotal, shardsDone: index + 1, shardsTotal: shards.length,
-          source: "network" });
-      }
-    },
-  };
+  const { createLoader } = await import("./loader/index.js");
+  return createLoader({ baseUrl: new URL(".", manifestUrl).href });
 }
 
 /** @param {any} manifest */
@@ -433,6 +410,20 @@ export class Engine {
     return t;
   }
 
+  /**
+   * The error a failed forward pass stands for. A lost device makes mapAsync reject with a DOMException
+   * named AbortError, which must not read as the caller's abort: wait briefly for `device.lost` (it
+   * may settle a task later) and report the loss instead.
+   * @param {unknown} error @returns {Promise<unknown>}
+   */
+  async _lossOr(error) {
+    if (this._lost || this._unloaded || /** @type {any} */ (error)?.name !== "AbortError" || error instanceof AbortError) {
+      return this._lost ?? error;
+    }
+    await Promise.race([this.device.lost, new Promise((resolve) => setTimeout(resolve, 1000))]);
+    return this._lost ?? error;
+  }
+
   _checkUsable() {
     if (this._unloaded) throw new EngineStateError("The engine was unloaded: create a new one with createEngine().");
     if (this._lost) throw this._lost;
@@ -458,7 +449,14 @@ export class Engine {
     // Marked stale first: if the pass fails, the cache no longer matches `_cached`.
     const saved = this._cached;
     this._cached = saved.slice(0, start);
-    const logits = await this.graph.forward(Int32Array.from(ids), start, { allPositions });
+    let logits;
+    try {
+      logits = await this.graph.forward(Int32Array.from(ids), start, { allPositions });
+    } catch (e) {
+      throw await this._lossOr(e);
+    }
+    // A lost device may still "complete" its work, with zeros for logits.
+    if (this._lost) throw this._lost;
     this._cached = saved.concat(ids);
     return logits;
   }

@@ -27,8 +27,10 @@ function post(kind, id, payload) {
 /** @param {Extract<Request, { kind: "load" }>} req */
 async function load(req) {
   if (engine) {
-    await engine.unload().catch(() => {});
+    // Forget it first: its device's "lost" promise settles during unload, and must not count as a loss.
+    const old = engine;
     engine = null;
+    await old.unload().catch(() => {});
   }
   const { manifestUrl, shaderBase, contextLength } = req.payload;
   const e = await createEngine({
@@ -39,8 +41,9 @@ async function load(req) {
   // A lost device (driver reset, GPU process crash) is reported at once, not at the next request,
   // so the page can reload the model while the visitor is still reading.
   e.device.lost.then((info) => {
-    // "destroyed" is our own unload, not a failure.
-    if (engine !== e || info.reason === "destroyed") return;
+    // Our own unload forgets the engine before destroying its device; any other loss, a
+    // destroy() from elsewhere included, is a failure the page recovers from.
+    if (engine !== e) return;
     engine = null;
     post("lost", 0, errorPayload(new DeviceLostError(`The GPU device was lost (${info.reason}: ${info.message}).`,
       { reason: info.reason })));
@@ -94,8 +97,11 @@ async function handle(req) {
       return;
     case "unload":
       for (const c of running.values()) c.abort();
-      if (engine) await engine.unload();
-      engine = null;
+      if (engine) {
+        const old = engine;
+        engine = null;
+        await old.unload();
+      }
       post("done", req.id, { finishReason: "unload", usage: null });
       return;
   }

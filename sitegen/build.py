@@ -198,8 +198,8 @@ def app_config(spec: Spec, app: App, model: _Model, *, runtime_url: str) -> dict
                 "description": app.description, "layout": ui.layout},
         "site": {"title": spec.site.title, "language": spec.site.language,
                  "home": up or "./"},
-        "prompts": {"system": app.prompts.system, "starters": list(app.prompts.starters),
-                    "form": form_cfg},
+        "prompts": {"system": app.prompts.system, "system_editable": app.prompts.system_editable,
+                    "starters": list(app.prompts.starters), "form": form_cfg},
         "generation": app.generation.to_dict(),
         "ui": {"welcome": ui.welcome if ui.welcome is not None else strings["welcome"],
                "placeholder": ui.placeholder if ui.placeholder is not None

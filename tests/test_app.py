@@ -46,6 +46,7 @@ apps:
     title: Tiny chat
     prompts:
       system: Be brief.
+      system_editable: true
       starters: [Hello there, Tell me a story]
     generation:
       temperature: 0
@@ -462,6 +463,83 @@ def test_device_lost_reloads_the_model_and_keeps_the_conversation(site, browser)
     context.close()
 
 
+DEVICE_HOOK = """
+// Test-only: keep every device the real worker requests, and count its load requests,
+// so the test can destroy the device under it (a real loss: WebGPU's own lost promise fires).
+self.__devices = [];
+self.__loads = 0;
+const requestDevice = GPUAdapter.prototype.requestDevice;
+GPUAdapter.prototype.requestDevice = async function (...args) {
+  const device = await requestDevice.apply(this, args);
+  self.__devices.push(device);
+  return device;
+};
+self.addEventListener("message", (e) => { if (e.data?.kind === "load") self.__loads++; });
+"""
+
+
+def test_a_real_device_loss_reloads_the_model_and_keeps_the_conversation(site, browser, model, tmp_path):
+    context = browser.new_context()
+
+    def wrapper(route):
+        route.fulfill(response=route.fetch(), body='import "./device-hook.js";\nimport "./worker.js?real";\n')
+
+    def hook(route):
+        route.fulfill(response=route.fetch(url=route.request.url.replace("device-hook.js", "worker.js")),
+                      body=DEVICE_HOOK)
+
+    context.route(re.compile(r".*/runtime/worker\.js$"), wrapper)
+    context.route(re.compile(r".*/runtime/device-hook\.js$"), hook)
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.goto(site)
+    wait_ready(page)
+    page.fill("#message", "Hello world")
+    page.press("#message", "Enter")
+    wait_idle(page, 2)
+    first = messages(page)
+
+    (worker,) = page.workers
+    assert worker.evaluate("self.__loads") == 1
+    worker.evaluate("self.__devices.at(-1).destroy()")
+    page.wait_for_function("() => document.getElementById('status').dataset.state === 'loading'")
+    wait_ready(page)
+    assert worker.evaluate("[self.__loads, self.__devices.length]") == [2, 2]
+    assert messages(page) == first  # nothing lost, nothing marked failed
+
+    # The reloaded model carries on the same conversation: the reply to the second turn is the
+    # runtime's greedy output under Node for the whole history.
+    page.fill("#message", "And more")
+    page.press("#message", "Enter")
+    wait_idle(page, 4)
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello world"},
+               {"role": "assistant", "content": page.evaluate("window.sitegenApp.conv.messages[1].content")},
+               {"role": "user", "content": "And more"}]
+    assert messages(page)[3]["tokens"] == node_reply(model, tmp_path, history, 24)["token_ids"]
+
+    # Lost in the middle of a reply: the partial reply stays, marked interrupted; the model reloads.
+    page.goto(site + "long/")
+    wait_ready(page)
+    (worker,) = page.workers
+    page.fill("#message", "Go on and on")
+    page.press("#message", "Enter")
+    page.wait_for_function("() => (window.sitegenApp.conv.messages[1]?.tokens?.length ?? 0) >= 3")
+    worker.evaluate("self.__devices.at(-1).destroy()")
+    wait_idle(page, 2)
+    wait_ready(page)
+    assert worker.evaluate("self.__loads") == 2
+    reply = page.evaluate("window.sitegenApp.conv.messages[1]")
+    assert reply["error"] == "DeviceLostError" and reply["content"]
+    assert page.inner_text("#messages > li:last-child .speed").startswith(STRINGS["interrupted"])
+    page.fill("#message", "Again")  # and the reloaded model answers
+    page.press("#message", "Enter")
+    wait_idle(page, 4)
+    assert page.evaluate("window.sitegenApp.conv.messages[3].content")
+    assert not page.errors
+    context.close()
+
+
 def test_storage_failure_is_shown_and_messages_stay(site, browser):
     context = browser.new_context()
     context.add_init_script("Object.defineProperty(window, 'indexedDB', { get() { return { open() { "
@@ -503,6 +581,39 @@ def test_settings_stay_within_the_spec_bounds_theme_and_narrow_screens(site, bro
     wait_ready(page)
     assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
     assert page.input_value("#set-temperature") == "1.3"
+    context.close()
+
+
+def test_visitor_edits_the_system_prompt_only_where_the_spec_allows(site, browser):
+    context = browser.new_context()
+    route_mock(context, "__echo__")
+    page = context.new_page()
+    page.goto(site)
+    wait_ready(page)
+    page.click("#settings > summary")
+    assert page.input_value("#set-system") == "Be brief."
+    page.fill("#set-system", "Answer like a pirate.")
+    page.click("#settings > summary")
+    page.click("#starters .starter >> nth=0")
+    wait_idle(page, 2)
+    sent = json.loads(page.evaluate("window.sitegenApp.conv.messages[1].content").strip("`"))
+    assert sent["messages"][0] == {"role": "system", "content": "Answer like a pirate."}
+    page.reload()  # the visitor's prompt stays in their browser
+    wait_ready(page)
+    assert page.input_value("#set-system") == "Answer like a pirate."
+    page.click("#settings > summary")
+    page.click("#reset-settings")
+    assert page.input_value("#set-system") == "Be brief."
+    page.fill("#set-system", "")  # an emptied prompt sends no system message at all
+    page.click("#new-chat")
+    page.click("#starters .starter >> nth=0")
+    wait_idle(page, 2)
+    sent = json.loads(page.evaluate("window.sitegenApp.conv.messages[1].content").strip("`"))
+    assert sent["messages"] == [{"role": "user", "content": "Hello there"}]
+    # An app whose spec does not allow it has no such box.
+    page.goto(site + "long/")
+    wait_ready(page)
+    assert page.query_selector("#set-system") is None
     context.close()
 
 

@@ -116,7 +116,7 @@ def test_app_json_contract(site, tmp_path):
     assert cfg["ui"]["strings"] == ui_strings("zh-Hant")
     assert cfg["ui"]["welcome"] == json.loads(
         (APP_TEMPLATES / "i18n" / "zh-Hant.json").read_text())["welcome"]
-    assert cfg["prompts"] == {"system": "", "starters": ["Hi there"], "form": None}
+    assert cfg["prompts"] == {"system": "", "system_editable": False, "starters": ["Hi there"], "form": None}
     base = "http://x/tools/chat/"
     assert urljoin(base, cfg["model"]["manifest"]) == "http://x/models/tiny/manifest.json"
     assert urljoin(base, cfg["model"]["base_url"]) == "http://x/models/tiny/"

@@ -282,7 +282,7 @@ CASES = [
      "tiny:\n    source: model\napps", "models.tiny",
      "duplicate key 'tiny' (first defined at line 4)", False),
     (("      starters: [Hello]", "      starters: [Hello]\n      form: null\n      x: 1"), "x: 1",
-     "apps[0].prompts.x", "unknown key 'x' (expected one of: system, starters, form)", True),
+     "apps[0].prompts.x", "unknown key 'x' (expected one of: system, system_editable, starters, form)", True),
 ]
 
 _FIXTURE_FILES = {"emptydir": None, "notes.txt": "hi"}

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_model", "gemma7b_q4_tensors", "grid_tensors"]
+__all__ = ["write_model", "gemma7b_q4_tensors", "gemma7b_config", "grid_tensors"]
+
+# google/gemma-7b's config.json (the fields the converter reads), so the big benchmark model also runs.
+GEMMA_7B_HF_CONFIG = {
+    "architectures": ["GemmaForCausalLM"], "model_type": "gemma", "attention_bias": False, "bos_token_id": 2,
+    "eos_token_id": 1, "pad_token_id": 0, "head_dim": 256, "hidden_act": "gelu",
+    "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 3072, "intermediate_size": 24576,
+    "max_position_embeddings": 8192, "num_attention_heads": 16, "num_hidden_layers": 28,
+    "num_key_value_heads": 16, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "vocab_size": 256000,
+}
 
 
 def _align(n: int, a: int = 256) -> int:
@@ -129,6 +138,13 @@ def grid_tensors(n: int, rows: int = 512, cols: int = 2048, dtype: str = "q4") -
         out.append((f"layers.{i}.mlp.up.weight", dtype, [rows, cols]))
         out.append((f"layers.{i}.mlp_norm.weight", "f32", [cols]))
     return out
+
+
+def gemma7b_config() -> dict:
+    """The normalised config (docs/internals.md) of Gemma 7B, as the converter would write it."""
+    from sitegen.convert.architectures import normalize_config
+
+    return normalize_config(GEMMA_7B_HF_CONFIG, file="google/gemma-7b config.json")
 
 
 def gemma7b_q4_tensors() -> list[tuple[str, str, list[int]]]:

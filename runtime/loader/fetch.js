@@ -204,7 +204,7 @@ export async function fetchJson(url, { signal, fetchImpl = globalThis.fetch.bind
 
 /**
  * Read a response body into `into` from byte `start`. With a byte stream
- * (fetch and Cache Storage bodies in Chromium) a BYOB reader fills one reused
+ * (fetch bodies in Chromium) a BYOB reader fills one reused
  * 64 KiB scratch buffer (small, so a dropped connection loses little), so no per-chunk garbage piles up between garbage
  * collections (issue 5, item 4); otherwise the stream's own chunks are copied
  * in. The scratch, not `into`, is what BYOB reads transfer, so a failed read
@@ -214,13 +214,18 @@ export async function fetchJson(url, { signal, fetchImpl = globalThis.fetch.bind
  * @param {number} start
  * @param {(n: number) => void} onBytes  called after each chunk (the running end is `start` + the sum)
  * @param {{ buf: Uint8Array | null }} scratch  reused between calls
+ * @param {boolean} [useByob]  false for Cache Storage bodies: in Chromium 156 a BYOB read of one
+ *   sometimes never settles when several are read at once (bench/load_bench.py hung at random shards
+ *   of a 287-shard warm load); their default reader's chunks are large and few, so little garbage.
  * @returns {Promise<{ end: number, overflow: boolean }>}
  */
-export async function readBody(body, into, start, onBytes, scratch) {
+export async function readBody(body, into, start, onBytes, scratch, useByob = true) {
   let pos = start;
   /** @type {ReadableStreamBYOBReader | null} */
   let byob = null;
-  try { byob = body.getReader({ mode: "byob" }); } catch { byob = null; }
+  if (useByob) {
+    try { byob = body.getReader({ mode: "byob" }); } catch { byob = null; }
+  }
   if (byob) {
     for (;;) {
       const buf = scratch.buf && scratch.buf.byteLength ? scratch.buf : new Uint8Array(2 ** 16);

@@ -168,7 +168,7 @@ export async function forEachShard(args) {
       const response = await store.match(shard.file);
       let n = 0;
       const read = response?.body && await readBody(response.body, into, 0,
-        (k) => { n += k; progress.addBytes(k, "cache", index); }, scratch).catch(() => null);
+        (k) => { n += k; progress.addBytes(k, "cache", index); }, scratch, false).catch(() => null);
       const ok = read && !read.overflow && read.end === into.byteLength;
       if (ok) progress.emit("download", "cache", index);
       if (ok && (!verifyCached || await digest(into) === shard.sha256)) return true;

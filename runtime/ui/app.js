@@ -49,6 +49,8 @@ class App {
     this.stats = null;
     /** @type {ReturnType<WorkerClient["generate"]> | null} */
     this.stream = null;
+    /** The reply that was streaming when the GPU device was lost. @type {ReturnType<WorkerClient["generate"]> | null} */
+    this.lostStream = null;
     /** @type {Awaited<ReturnType<typeof openStore>> | null} */
     this.store = null;
     /** @type {Conversation} */
@@ -195,6 +197,8 @@ class App {
   async onDeviceLost() {
     // The conversation is in memory and IndexedDB; only the model needs loading again.
     this.ready = false;
+    // A reply cut off by the loss keeps its text and is marked interrupted, not "stopped".
+    this.lostStream = this.stream;
     this.stream?.abort();
     this.updateControls();
     this.setStatus("loading", this.strings.reloading_model);
@@ -273,6 +277,9 @@ class App {
       temperature: clamp(saved.temperature, 0, 2, g.temperature),
       top_p: clamp(saved.top_p, 0.05, 1, g.top_p),
       max_new_tokens: clamp(saved.max_new_tokens, 1, g.max_new_tokens, g.max_new_tokens),
+      // The visitor's own system prompt, only where the author allows it.
+      system: this.config.prompts.system_editable && typeof saved.system === "string" ? saved.system
+        : this.config.prompts.system,
     };
   }
 
@@ -283,7 +290,13 @@ class App {
         /** @type {HTMLInputElement} */ ($(`set-${n}`)).value = String(this.settings[n]);
         $(`out-${n}`).textContent = String(this.settings[n]);
       }
+      if (system) system.value = this.settings.system;
     };
+    const system = /** @type {HTMLTextAreaElement | null} */ (document.getElementById("set-system"));
+    system?.addEventListener("input", () => {
+      this.settings.system = system.value;
+      localStorage.setItem(this.key("settings"), JSON.stringify(this.settings));
+    });
     for (const n of names) {
       $(`set-${n}`).addEventListener("input", (ev) => {
         const input = /** @type {HTMLInputElement} */ (ev.target);
@@ -340,8 +353,8 @@ class App {
   modelMessages() {
     /** @type {{ role: "system" | "user" | "assistant", content: string }[]} */
     const out = [];
-    const system = this.config.prompts.system;
-    if (system) out.push({ role: "system", content: system });
+    const system = this.settings.system;
+    if (system.trim()) out.push({ role: "system", content: system });
     for (const m of this.conv.messages) {
       if (m.error || (m.role === "assistant" && !m.content)) continue;
       const last = out[out.length - 1];
@@ -398,7 +411,7 @@ class App {
     const body = /** @type {HTMLElement} */ (li.querySelector(".message-body"));
     const view = new MarkdownView(body, { strings: { copy: this.strings.copy } });
     li.dataset.streaming = "true";
-    this.stream = client.generate({ messages: history, settings: this.requestSettings() });
+    const stream = this.stream = client.generate({ messages: history, settings: this.requestSettings() });
     this.updateControls();
     /** @type {number[]} */
     const tokens = [];
@@ -416,7 +429,13 @@ class App {
         if (performance.now() - lastSave > 1500) { lastSave = performance.now(); this.save(); }
       }
       const { finishReason, usage } = await this.stream.result;
-      if (finishReason === "abort") { msg.stopped = true; ok = false; }
+      if (finishReason === "abort" && this.lostStream === stream) {
+        msg.error = "DeviceLostError";
+        ok = false;
+      } else if (finishReason === "abort") {
+        msg.stopped = true;
+        ok = false;
+      }
       if (usage) {
         msg.speed = usage.timings?.decode_tokens_per_s;
         msg.cachedTokens = usage.prompt_tokens_details?.cached_tokens;

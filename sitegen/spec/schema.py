@@ -313,6 +313,9 @@ class Prompts(Section):
     system = Str("System prompt, sent before the conversation (if the model's chat template "
                  "has a system role; otherwise it is prepended to the first user message).",
                  default="", example="You are a warm, concise writing assistant.")
+    system_editable = Bool("Let the visitor read and change the system prompt in the page's settings "
+                           "(the change stays in their browser; Reset brings back `system`).",
+                           default=False, example=True)
     starters = ListOf(Str("", nonempty=True), "Example prompts shown as buttons on an empty "
                       "conversation.", default=[], example=["Explain WebGPU in one paragraph."])
     form = Sub(Form, "A form that builds the first message from named inputs; absent: none.",

@@ -121,15 +121,18 @@ def main() -> None:
         opts = {"manifestUrl": f"/models/{a.model}/manifest.json", "concurrency": a.concurrency, "cache": a.cache}
         print("cold load (local server)", file=sys.stderr)
         report["cold"] = timed_load(page, cdp, opts)
+        print(f"  {report['cold']}", file=sys.stderr)
         page, cdp = fresh_page()
         print("warm load (cache)", file=sys.stderr)
         report["warm"] = timed_load(page, cdp, opts)
+        print(f"  {report['warm']}", file=sys.stderr)
         report["cached"] = page.evaluate("listCachedModels()")
         if manifest.get("config"):
             page, cdp = fresh_page()
             print("engine: load from cache, compile, one token", file=sys.stderr)
             report["engine"] = timed_load(page, cdp, {"manifestUrl": opts["manifestUrl"], "tokenId": 2},
                                           start="startEngine")
+            print(f"  {report['engine']}", file=sys.stderr)
         page.evaluate("clearStorage()")
         ctx.close()
     server.stop()

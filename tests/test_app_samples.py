@@ -90,6 +90,10 @@ def test_sample_screenshots(sample, browser):
                 assert overflow <= 0, (sample, size, overflow)
                 assert page.evaluate("() => document.documentElement.dataset.theme") == scheme
                 page.screenshot(path=str(SCREENS / f"{sample}-{scheme}-{size}.png"), full_page=True)
+                if sample == "chat":  # the settings panel, with the visitor-editable system prompt
+                    page.click("#settings > summary")
+                    assert page.input_value("#set-system") == "You are a helpful, concise assistant."
+                    page.screenshot(path=str(SCREENS / f"{sample}-settings-{scheme}-{size}.png"))
                 assert not errors, errors
                 context.close()
     finally:

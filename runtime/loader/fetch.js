@@ -247,5 +247,12 @@ export async function readBody(body, into, start, onBytes, scratch, useByob = tr
     into.set(value, pos);
     pos += value.byteLength;
     onBytes(value.byteLength);
+    // The chunk is garbage now, but V8 may keep hundreds of MiB of such chunks before collecting them
+    // (a 4.8 GB warm load peaked at 780 MiB). Detaching the chunk's buffer frees its memory at once.
+    // Only a chunk that owns its whole buffer: a shared one would break the chunks after it.
+    const buffer = /** @type {any} */ (value.buffer);
+    if (value.byteOffset === 0 && value.byteLength === buffer.byteLength && typeof buffer.transfer === "function") {
+      buffer.transfer(0);
+    }
   }
 }

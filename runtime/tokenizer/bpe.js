@@ -22,6 +22,45 @@
 const encoder = new TextEncoder();
 
 /** A min-heap of candidate merges keyed by (rank, left position). */
+/**
+ * A word's symbols as a doubly linked list over positions 0..n-1 (symbol i spans [i, end[i])), merged
+ * pairwise in the order a MergeHeap gives: the shared core of rank-based BPE and score-based
+ * (SentencePiece) merging, which differ only in how a candidate pair is found and what a merge produces.
+ */
+class SymbolList {
+  /** @param {number} n */
+  constructor(n) {
+    this.next = new Int32Array(n);
+    this.prev = new Int32Array(n);
+    this.end = new Int32Array(n);
+    for (let i = 0; i < n; i++) { this.next[i] = i + 1 < n ? i + 1 : -1; this.prev[i] = i - 1; this.end[i] = i + 1; }
+    this.alive = new Uint8Array(n).fill(1);
+  }
+
+  /**
+   * Apply the heap's candidates best first; after each merge of l with its right neighbour, `consider`
+   * pushes the new pairs on either side.
+   * @param {MergeHeap} heap @param {(l: number, r: number) => void} consider
+   * @param {(l: number, id: number) => void} [onMerge]  told the merged symbol's id
+   */
+  mergeAll(heap, consider, onMerge) {
+    const { next, prev, end, alive } = this;
+    while (heap.size) {
+      heap.pop();
+      const l = /** @type {number} */ (heap.topLeft), r = /** @type {number} */ (heap.topRight);
+      // Skip candidates made stale by earlier merges.
+      if (!alive[l] || !alive[r] || next[l] !== r || end[r] !== heap.topRightEnd) continue;
+      onMerge?.(l, /** @type {number} */ (heap.topId));
+      end[l] = end[r];
+      alive[r] = 0;
+      next[l] = next[r];
+      if (next[r] >= 0) prev[next[r]] = l;
+      if (prev[l] >= 0) consider(prev[l], l);
+      if (next[l] >= 0) consider(l, next[l]);
+    }
+  }
+}
+
 class MergeHeap {
   constructor() {
     /** @type {number[]} */ this.rank = [];
@@ -212,9 +251,8 @@ export class Bpe {
         sym.splice(best + 1, 1);
       }
     }
-    const next = new Int32Array(n), prev = new Int32Array(n), end = new Int32Array(n);
-    for (let i = 0; i < n; i++) { next[i] = i + 1 < n ? i + 1 : -1; prev[i] = i - 1; end[i] = i + 1; }
-    const alive = new Uint8Array(n).fill(1);
+    const list = new SymbolList(n);
+    const { next, end } = list;
     const heap = new MergeHeap();
     /** @param {number} l @param {number} r */
     const consider = (l, r) => {
@@ -222,19 +260,7 @@ export class Bpe {
       if (rank >= 0) heap.push(rank, l, r, end[r], this.merged(rank, sym[l], sym[r]));
     };
     for (let i = 0; i + 1 < n; i++) consider(i, i + 1);
-    while (heap.size) {
-      heap.pop();
-      const l = /** @type {number} */ (heap.topLeft), r = /** @type {number} */ (heap.topRight);
-      // Skip candidates made stale by earlier merges.
-      if (!alive[l] || !alive[r] || next[l] !== r || end[r] !== heap.topRightEnd) continue;
-      sym[l] = /** @type {number} */ (heap.topId);
-      end[l] = end[r];
-      alive[r] = 0;
-      next[l] = next[r];
-      if (next[r] >= 0) prev[next[r]] = l;
-      if (prev[l] >= 0) consider(prev[l], l);
-      if (next[l] >= 0) consider(l, next[l]);
-    }
+    list.mergeAll(heap, consider, (l, id) => { sym[l] = id; });
     /** @type {number[]} */
     const out = [];
     for (let i = 0; i >= 0; i = next[i]) out.push(sym[i]);
@@ -249,9 +275,8 @@ export class Bpe {
     const off = new Int32Array(n + 1);
     for (let i = 0; i < n; i++) off[i + 1] = off[i] + chars[i].length;
     const scores = /** @type {(number | null)[]} */ (this.scores);
-    const next = new Int32Array(n), prev = new Int32Array(n), end = new Int32Array(n);
-    for (let i = 0; i < n; i++) { next[i] = i + 1 < n ? i + 1 : -1; prev[i] = i - 1; end[i] = i + 1; }
-    const alive = new Uint8Array(n).fill(1);
+    const list = new SymbolList(n);
+    const { next, end } = list;
     const heap = new MergeHeap();
     /** @param {number} l @param {number} r */
     const consider = (l, r) => {
@@ -261,17 +286,7 @@ export class Bpe {
       if (score !== null && score !== undefined) heap.push(-score, l, r, end[r], id);
     };
     for (let i = 0; i + 1 < n; i++) consider(i, i + 1);
-    while (heap.size) {
-      heap.pop();
-      const l = /** @type {number} */ (heap.topLeft), r = /** @type {number} */ (heap.topRight);
-      if (!alive[l] || !alive[r] || next[l] !== r || end[r] !== heap.topRightEnd) continue;
-      end[l] = end[r];
-      alive[r] = 0;
-      next[l] = next[r];
-      if (next[r] >= 0) prev[next[r]] = l;
-      if (prev[l] >= 0) consider(prev[l], l);
-      if (next[l] >= 0) consider(l, next[l]);
-    }
+    list.mergeAll(heap, consider);
     /** @type {number[]} */
     const out = [];
     let lastUnk = false;

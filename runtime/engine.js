@@ -21,7 +21,7 @@ import {
   throwIfAborted,
 } from "./errors.js";
 import { resolveSamplingParams, sampleToken, createRng, StopStringMatcher, commonPrefixLength } from "./sampling.js";
-import { planUpload, createBuffers, uploadShard, tensorParts } from "./loader/upload.js";
+import { planUpload, createBuffers, uploadShard, tensorParts } from "./backends/webgpu/upload.js";
 import { createGraph } from "./graph.js";
 
 /**
@@ -121,7 +121,7 @@ async function loadOnto(device, manifest, loader, contextLength, options) {
     throwIfAborted(signal);
 
     progress({ phase: "compile" });
-    const { Kernels, shaderSourceFrom } = await import("./kernels.js");
+    const { Kernels, shaderSourceFrom } = await import("./backends/webgpu/kernels.js");
     const kernels = await Kernels.create(device,
       options.shaderBase ? { shaderSource: shaderSourceFrom(options.shaderBase) } : {});
     device.pushErrorScope("out-of-memory");
@@ -257,7 +257,7 @@ async function requestDevice(manifest) {
   /** @type {GPU | undefined} */
   let gpu = globalThis.navigator?.gpu;
   if (!gpu && typeof process !== "undefined" && process.versions?.node) {
-    gpu = await (await import("./node/dawn.js")).getNodeGPU();
+    gpu = await (await import("./backends/webgpu/dawn.js")).getNodeGPU();
   }
   if (!gpu) {
     throw new WebGPUUnavailableError("This browser has no WebGPU: use a recent Chrome or Edge (or Safari 26, " +

@@ -25,9 +25,9 @@
 import { InvalidRequestError, SitegenRuntimeError } from "./errors.js";
 
 /**
- * @typedef {import("./kernels.js").Kernels} Kernels
- * @typedef {import("./kernels.js").KernelOp} KernelOp
- * @typedef {import("./kernels.js").WeightPart} WeightPart
+ * @typedef {import("./backends/webgpu/kernels.js").Kernels} Kernels
+ * @typedef {import("./backends/webgpu/kernels.js").KernelOp} KernelOp
+ * @typedef {import("./backends/webgpu/kernels.js").WeightPart} WeightPart
  * @typedef {WeightPart & { rowStart: number }} Part
  */
 

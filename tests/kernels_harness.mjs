@@ -11,7 +11,7 @@
 import { create, globals } from "webgpu";
 import fs from "node:fs";
 import path from "node:path";
-import { Kernels } from "../runtime/kernels.js";
+import { Kernels } from "../runtime/backends/webgpu/kernels.js";
 
 Object.assign(globalThis, globals);
 const gpu = create([]);  // kept for the process's life: dawn.node crashes if collected

@@ -18,7 +18,7 @@ import { ProgressTracker } from "./progress.js";
 import { checkStorage } from "./preflight.js";
 
 export { fetchJson } from "./fetch.js";
-export { planUpload, createBuffers, uploadShard, tensorParts } from "./upload.js";
+export { planUpload, createBuffers, uploadShard, tensorParts } from "../backends/webgpu/upload.js";
 export { listCachedModels, deleteCachedModel } from "./cache.js";
 export { preflight, checkStorage } from "./preflight.js";
 export { CorsError, ShardNotFoundError, NetworkError, StorageQuotaError } from "./errors.js";
@@ -276,7 +276,7 @@ export async function loadModel(args) {
     throw new ManifestError(`${url} is not a sitegen-weights version 1 manifest (format '${manifest?.format}', `
       + `version ${manifest?.version}): rebuild the site with this sitegen version.`, { url });
   }
-  const { planUpload, createBuffers, uploadShard } = await import("./upload.js");
+  const { planUpload, createBuffers, uploadShard } = await import("../backends/webgpu/upload.js");
   const plan = planUpload(manifest, device.limits);
   const buffers = createBuffers(device, plan);
   try {

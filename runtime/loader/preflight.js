@@ -3,7 +3,7 @@
 
 import { InsufficientMemoryError, MissingFeatureError, BufferTooLargeError, WebGPUUnavailableError } from "../errors.js";
 import { StorageQuotaError } from "./errors.js";
-import { planUpload } from "./upload.js";
+import { planUpload } from "../backends/webgpu/upload.js";
 
 const GiB = 2 ** 30;
 

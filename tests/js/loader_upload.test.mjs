@@ -5,8 +5,8 @@
 // Run: VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json LD_LIBRARY_PATH=/usr/lib/chromium node --test tests/js/
 import test from "node:test";
 import assert from "node:assert/strict";
-import { planUpload, createBuffers, uploadShard, tensorParts } from "../../runtime/loader/upload.js";
-import { getNodeGPU } from "../../runtime/node/dawn.js";
+import { planUpload, createBuffers, uploadShard, tensorParts } from "../../runtime/backends/webgpu/upload.js";
+import { getNodeGPU } from "../../runtime/backends/webgpu/dawn.js";
 
 const align = (n, a) => Math.ceil(n / a) * a;
 

@@ -5,7 +5,7 @@
 // needs VK_ICD_FILENAMES and LD_LIBRARY_PATH set *before* the process starts:
 //   VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json LD_LIBRARY_PATH=/usr/lib/chromium
 
-import { WebGPUUnavailableError } from "../errors.js";
+import { WebGPUUnavailableError } from "../../errors.js";
 
 /** @type {GPU | null} */
 let gpu = null; // module-level: dawn.node crashes if its GPU object is collected

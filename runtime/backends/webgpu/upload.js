@@ -15,7 +15,7 @@
 // ranges of each, so it is assembled in place on the GPU and no shard needs to
 // be kept after `uploadShard` returns.
 
-import { BufferTooLargeError, ManifestError } from "../errors.js";
+import { BufferTooLargeError, ManifestError } from "../../errors.js";
 
 /**
  * @typedef {{ name: string, offset: number, nbytes: number }} Plane

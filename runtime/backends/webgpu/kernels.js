@@ -41,7 +41,7 @@
 //   cached by key. The uniform `Params` struct of each kernel is described once
 //   below (FAMILIES) and generated into the WGSL source and the JS writer.
 
-import { MissingFeatureError, SitegenRuntimeError } from "./errors.js";
+import { MissingFeatureError, SitegenRuntimeError } from "../../errors.js";
 
 /** @typedef {"f32" | "f16" | "q8" | "q4"} WeightDtype */
 /**
@@ -152,10 +152,10 @@ export const FAMILIES = {
 /**
  * The shader-source hook: `name` ("matvec") → WGSL text of `shaders/<name>.wgsl`.
  * In the browser it fetches relative to `base`; for a file: URL (Node) it reads the file.
- * @param {string | URL} [base] the shaders folder (default: `../shaders/` next to this module)
+ * @param {string | URL} [base] the shaders folder (default: the repository's `shaders/`, three folders up from this module)
  * @returns {ShaderSource}
  */
-export function shaderSourceFrom(base = new URL("../shaders/", import.meta.url)) {
+export function shaderSourceFrom(base = new URL("../../../shaders/", import.meta.url)) {
   const root = new URL(String(base).endsWith("/") ? String(base) : `${base}/`);
   return async (name) => {
     const url = new URL(`${name}.wgsl`, root);

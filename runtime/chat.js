@@ -16,14 +16,18 @@
  * @typedef {{ role: "system" | "user" | "assistant", content: string }} ChatMessage
  */
 
+import { SitegenRuntimeError, registerErrorClass } from "./errors.js";
+
 /** Thrown for a conversation the model's chat template does not accept. */
-export class ChatFormatError extends Error {
-  /** @param {string} message */
-  constructor(message) {
-    super(message);
+export class ChatFormatError extends SitegenRuntimeError {
+  /** @param {string} message @param {Record<string, unknown>} [data] */
+  constructor(message, data = {}) {
+    super(message, data);
     this.name = "ChatFormatError";
   }
 }
+// Registered so that it crosses the worker boundary as itself (runtime/protocol.js imports this module).
+registerErrorClass(ChatFormatError);
 
 // Python's str.strip() whitespace (what Jinja's `trim` and `.strip()` remove); JS's trim() differs
 // (it keeps \x1c-\x1f and \x85, and removes \ufeff).

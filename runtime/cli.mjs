@@ -119,7 +119,8 @@ async function main(argv) {
   }
 
   if (command === "tokenize") {
-    if (!v.text === !v.chat) throw new UsageError("tokenize: give exactly one of --text TEXT or --chat FILE.json.");
+    // `--text ""` is a valid text (it tokenizes to what the tokenizer gives for "", usually []).
+    if ((v.text === undefined) === (v.chat === undefined)) throw new UsageError("tokenize: give exactly one of --text TEXT or --chat FILE.json.");
     const engine = await open(v);
     const ids = v.chat
       ? engine.tokenizer.encode(engine.formatChat(await readMessages(v.chat)), { addSpecial: false })

@@ -124,13 +124,24 @@ async function loadOnto(device, manifest, loader, contextLength, options) {
     const { Kernels, shaderSourceFrom } = await import("./backends/webgpu/kernels.js");
     const kernels = await Kernels.create(device,
       options.shaderBase ? { shaderSource: shaderSourceFrom(options.shaderBase) } : {});
+    const tokenizer = await loadTokenizer(manifest);
     device.pushErrorScope("out-of-memory");
-    const graph = createGraph({
-      device, kernels, config, contextLength,
-      prefillChunk: options.prefillChunk ?? 256,
-      weight: (/** @type {string} */ name) => (plan.tensors.has(name)
-        ? /** @type {import("./graph.js").Part[]} */ (tensorParts(plan, buffers, name)) : null),
-    });
+    /** @type {ReturnType<typeof createGraph>} */
+    let graph;
+    try {
+      graph = createGraph({
+        device, kernels, config, contextLength,
+        prefillChunk: options.prefillChunk ?? 256,
+        weight: (/** @type {string} */ name) => (plan.tensors.has(name)
+          ? /** @type {import("./graph.js").Part[]} */ (tensorParts(plan, buffers, name)) : null),
+        sampleVocab: pickableVocab(manifest, tokenizer),
+      });
+    } catch (e) {
+      // createGraph freed what it had allocated; the kernels' own buffers go too.
+      await device.popErrorScope();
+      kernels.destroy();
+      throw e;
+    }
     const oom2 = await device.popErrorScope();
     if (oom2) {
       graph.destroy();
@@ -145,7 +156,6 @@ async function loadOnto(device, manifest, loader, contextLength, options) {
       await graph.forward(new Int32Array(warm), 0);
       await graph.forward(new Int32Array(1), warm);
     }
-    const tokenizer = await loadTokenizer(manifest);
     const chat = manifest.chat_template ? await import("./chat.js").catch((e) => ({ error: e })) : null;
     progress({ phase: "ready" });
     /** @type {Record<string, number>} */
@@ -395,6 +405,8 @@ export class Engine {
       }
     });
     this._eos = eosIds(manifest, tokenizer?.error ? null : tokenizer);
+    /** Rows of the output head that sampling may pick: those the tokenizer can decode. */
+    this._pickable = pickableVocab(manifest, tokenizer);
     this.chat = { completions: { create: (/** @type {any} */ req, /** @type {any} */ opts) => this._createCompletion(req, opts) } };
   }
 
@@ -445,13 +457,29 @@ export class Engine {
    * @param {number[]} ids @param {{ allPositions?: boolean }} [opts]
    */
   async _feed(ids, { allPositions = false } = {}) {
+    return /** @type {Promise<Float32Array>} */ (this._run(ids, allPositions ? "all" : "last"));
+  }
+
+  /**
+   * Feed `ids` like `_feed` and return the greedy next token, chosen on the
+   * GPU among the ids the tokenizer can decode (8 bytes read back, not the row).
+   * @param {number[]} ids @returns {Promise<number>}
+   */
+  async _feedGreedy(ids) {
+    return /** @type {Promise<number>} */ (this._run(ids, "greedy"));
+  }
+
+  /** @param {number[]} ids @param {"all" | "last" | "greedy"} mode */
+  async _run(ids, mode) {
     const start = this._cached.length;
     // Marked stale first: if the pass fails, the cache no longer matches `_cached`.
     const saved = this._cached;
     this._cached = saved.slice(0, start);
     let logits;
     try {
-      logits = await this.graph.forward(Int32Array.from(ids), start, { allPositions });
+      const tokens = Int32Array.from(ids);
+      logits = mode === "greedy" ? await this.graph.forwardGreedy(tokens, start)
+        : await this.graph.forward(tokens, start, { allPositions: mode === "all" });
     } catch (e) {
       throw await this._lossOr(e);
     }
@@ -543,9 +571,22 @@ export class Engine {
     const decoder = tok ? (typeof tok.decoder === "function" ? tok.decoder({ skipSpecial: true }) : new IncrementalDecoder(tok)) : null;
     throwIfAborted(signal);
 
+    // Greedy without a repetition penalty is chosen on the GPU; every other
+    // sampler reads the last row and never picks an id past the tokenizer's
+    // vocabulary (padding rows of the embedding: Phi-2, Qwen2.5, test models).
+    const onDevice = params.temperature === 0 && params.repetitionPenalty === 1;
+    const pickable = this._pickable;
+    /** @param {number[]} ids @returns {Promise<number>} */
+    const next = async (ids) => {
+      if (onDevice) return this._feedGreedy(ids);
+      const logits = await this._feed(ids);
+      if (pickable < logits.length) logits.fill(-Infinity, pickable);
+      return sampleToken(logits, params, rng, seen);
+    };
+    const seen = promptIds.slice();
     const t0 = now();
     const cachedTokens = this._reuse(promptIds);
-    let logits = await this._feed(promptIds.slice(cachedTokens));
+    let id = await next(promptIds.slice(cachedTokens));
     const t1 = now();
     /** @type {number[]} */
     const generated = [];
@@ -554,10 +595,8 @@ export class Engine {
     let stoppedByString = false;
     // Time the consumer spends between chunks is not decode time.
     let pausedMs = 0;
-    const seen = promptIds.slice();
     while (generated.length < maxNew) {
       throwIfAborted(signal);
-      const id = sampleToken(logits, params, rng, seen);
       if (!req.ignoreEos && this._eos.has(id)) { finishReason = "stop"; break; }
       generated.push(id);
       seen.push(id);
@@ -572,7 +611,7 @@ export class Engine {
       pausedMs += now() - yieldedAt;
       if (stoppedByString) { finishReason = "stop"; break; }
       if (generated.length >= maxNew) break;
-      logits = await this._feed([id]);
+      id = await next([id]);
     }
     if (decoder && !stoppedByString) {
       // Text still held back: an incomplete character, or what looked like the start of a stop string.
@@ -674,6 +713,17 @@ export class Engine {
     this._cached = [];
     if (this._ownsDevice) this.device.destroy();
   }
+}
+
+/**
+ * How many ids sampling may pick: the head's rows, less the padding rows past
+ * the tokenizer's vocabulary (no text decodes from them).
+ * @param {any} manifest @param {any} tokenizer
+ */
+export function pickableVocab(manifest, tokenizer) {
+  const rows = manifest.config.vocab_size;
+  const size = tokenizer && !tokenizer.error ? tokenizer.vocabSize : undefined;
+  return Number.isInteger(size) && size > 0 ? Math.min(rows, size) : rows;
 }
 
 /** @param {any} manifest */

@@ -35,9 +35,27 @@ const USAGE_STORAGE = 0x0080, USAGE_COPY_SRC = 0x0004, USAGE_COPY_DST = 0x0008, 
 
 /**
  * @param {{ device: GPUDevice, kernels: Kernels, config: any, contextLength: number, prefillChunk: number,
- *   weight: (name: string) => Part[] | null }} o
+ *   weight: (name: string) => Part[] | null, sampleVocab?: number }} o
+ *   sampleVocab: how many rows of the output head sampling may pick (the tokenizer's size; Phi-2,
+ *   Qwen2.5 and random test models pad their embeddings with rows no token decodes to).
  */
-export function createGraph({ device, kernels: k, config: c, contextLength, prefillChunk, weight }) {
+export function createGraph(o) {
+  // Everything allocated so far is freed if building the graph fails part-way
+  // (a caller that owns the device would otherwise keep the buffers).
+  /** @type {GPUBuffer[]} */
+  const owned = [];
+  try {
+    return buildGraph(o, owned);
+  } catch (e) {
+    for (const b of owned) b.destroy();
+    throw e;
+  }
+}
+
+/**
+ * @param {Parameters<typeof createGraph>[0]} o @param {GPUBuffer[]} owned
+ */
+function buildGraph({ device, kernels: k, config: c, contextLength, prefillChunk, weight, sampleVocab }, owned) {
   const hidden = c.hidden_size, heads = c.num_heads, kvHeads = c.num_kv_heads, hd = c.head_dim;
   const vocab = c.vocab_size, inter = c.intermediate_size;
   const qDim = heads * hd, kvDim = kvHeads * hd;
@@ -45,8 +63,6 @@ export function createGraph({ device, kernels: k, config: c, contextLength, pref
   const normKind = c.norm_type === "layernorm" ? "layer" : "rms";
   const eps = c.norm_eps;
 
-  /** @type {GPUBuffer[]} */
-  const owned = [];
   /** @param {string} label @param {number} bytes @param {number} [extra] */
   const buffer = (label, bytes, extra = 0) => {
     const b = device.createBuffer({ label, size: Math.max(16, Math.ceil(bytes / 16) * 16),
@@ -121,7 +137,8 @@ export function createGraph({ device, kernels: k, config: c, contextLength, pref
 
   /**
    * A linear layer over all parts of a (possibly row-split) weight.
-   * @param {{ out: GPUBuffer, x: GPUBuffer, w: string, gate?: string, bias?: GPUBuffer | null, act?: any,
+   * @param {{ out: GPUBuffer, x: GPUBuffer, w: string, gate?: string, bias?: GPUBuffer | null,
+   *   gateBias?: GPUBuffer | null, act?: any,
    *   softcap?: number | null, accumulate?: boolean, rows?: "all" | "last" | "first" }} o
    * @returns {KernelOp[]}
    */
@@ -129,17 +146,22 @@ export function createGraph({ device, kernels: k, config: c, contextLength, pref
     const wp = parts(o.w);
     const gp = o.gate ? parts(o.gate) : null;
     const N = wp.reduce((a, p) => a + p.rows, 0);
-    return wp.map((p, i) => {
-      let bias = null;
-      if (o.bias) {
-        const off = p.rowStart * 4;
-        if (off % 256 !== 0) {
-          throw new SitegenRuntimeError(`Tensor '${o.w}' is split at row ${p.rowStart}, where its bias cannot be bound ` +
-            "(offset not a multiple of 256 bytes): use a GPU with a larger maxStorageBufferBindingSize.");
-        }
-        bias = { buffer: o.bias, offset: off, size: p.rows * 4 };
+    /** The rows of a bias vector that part `p` produces. @param {GPUBuffer | null | undefined} b @param {Part} p */
+    const slice = (b, p) => {
+      if (!b) return null;
+      const off = p.rowStart * 4;
+      if (off % 256 !== 0) {
+        throw new SitegenRuntimeError(`Tensor '${o.w}' is split at row ${p.rowStart}, where its bias cannot be bound ` +
+          "(offset not a multiple of 256 bytes): use a GPU with a larger maxStorageBufferBindingSize.");
       }
-      return k.linear({ out: o.out, x: o.x, w: p, gate: gp ? gp[i] : null, bias, act: o.act ?? null,
+      return { buffer: b, offset: off, size: p.rows * 4 };
+    };
+    if (gp && gp.some((g, i) => g.rowStart !== wp[i]?.rowStart || g.rows !== wp[i]?.rows)) {
+      throw new SitegenRuntimeError(`Tensors '${o.gate}' and '${o.w}' are split differently: reconvert the model.`);
+    }
+    return wp.map((p, i) => {
+      const bias = slice(o.bias, p), gateBias = slice(o.gateBias, p);
+      return k.linear({ out: o.out, x: o.x, w: p, gate: gp ? gp[i] : null, bias, gateBias, act: o.act ?? null,
         softcap: o.softcap ?? null, accumulate: o.accumulate ?? false, outOffset: p.rowStart, outStride: N,
         rows: o.rows ?? "all" });
     });
@@ -173,7 +195,9 @@ export function createGraph({ device, kernels: k, config: c, contextLength, pref
     body.push(...linear({ out: vb, x, w: `${L}.attn.v.weight`, bias: bias.v ? need(`${L}.attn.v.bias`) : null }));
     if (c.qk_norm) {
       // RMSNorm over head_dim (Qwen3, Gemma 3) or a per-head LayerNorm (StableLM).
-      const kind = c.qk_norm === "layernorm_per_head" ? "layer" : "rms";
+      // "layernorm" (Phi's qk_layernorm: one weight+bias over head_dim) and "layernorm_per_head" are
+      // both LayerNorms; only "rmsnorm" is an RMSNorm (docs/internals.md, normalised config).
+      const kind = c.qk_norm === "rmsnorm" ? "rms" : "layer";
       for (const [which, src, dst, nh] of /** @type {const} */ ([["q", q, qn, heads], ["k", kb, kn, kvHeads]])) {
         const w = parts(`${L}.attn.${which}_norm.weight`)[0];
         body.push(k.norm({ out: dst, x: src, weight: w.buffer, bias: vector(`${L}.attn.${which}_norm.bias`), n: hd, eps,
@@ -199,8 +223,10 @@ export function createGraph({ device, kernels: k, config: c, contextLength, pref
     else if (c.parallel_mlp_norm ?? weight(`${L}.mlp_norm.weight`)) mx = x2;
     const upBias = c.mlp_bias ? vector(`${L}.mlp.up.bias`) : null;
     if (c.mlp_gated) {
-      if (upBias) throw new SitegenRuntimeError("Gated MLPs with biases are not supported yet.");
-      body.push(...linear({ out: mlp, x: mx, w: `${L}.mlp.up.weight`, gate: `${L}.mlp.gate.weight`, act: c.activation }));
+      // Llama's mlp_bias: act(x·Wgᵀ + bg) * (x·Wuᵀ + bu), both biases fused into the dual matvec.
+      const gateBias = c.mlp_bias ? vector(`${L}.mlp.gate.bias`) : null;
+      body.push(...linear({ out: mlp, x: mx, w: `${L}.mlp.up.weight`, gate: `${L}.mlp.gate.weight`, act: c.activation,
+        bias: upBias, gateBias }));
     } else {
       body.push(...linear({ out: mlp, x: mx, w: `${L}.mlp.up.weight`, bias: upBias, act: c.activation }));
     }
@@ -223,6 +249,13 @@ export function createGraph({ device, kernels: k, config: c, contextLength, pref
   /** Final norm + lm_head: only the last position ("last"), or every position of the chunk. */
   const headLast = [norm("final_norm", x, h, { rows: "last" }),
     ...linear({ out: logitsLast, x, w: lmWeight, bias: lmBias, softcap: c.final_softcap, rows: "first" })];
+  // Greedy decoding on the GPU: the argmax of the last logits row over the
+  // tokens sampling may pick, so a decode step reads back 8 bytes, not the row.
+  const pickable = Math.max(1, Math.min(sampleVocab ?? vocab, vocab));
+  const chosen = buffer("greedy choice", 16);
+  const stagingChosen = device.createBuffer({ label: "greedy readback", size: 16, usage: USAGE_MAP_READ | USAGE_COPY_DST });
+  owned.push(stagingChosen);
+  const argmaxOp = k.argmax({ out: chosen, logits: logitsLast, n: pickable, rows: "first" });
   /** @type {{ ops: KernelOp[], logits: GPUBuffer, staging: GPUBuffer } | null} */
   let headAll = null;
   const allHead = () => {
@@ -246,6 +279,26 @@ export function createGraph({ device, kernels: k, config: c, contextLength, pref
    * @returns {Promise<Float32Array>}
    */
   async function forward(tokenIds, start, { allPositions = false } = {}) {
+    return /** @type {Promise<Float32Array>} */ (run(tokenIds, start, allPositions ? "all" : "last"));
+  }
+
+  /**
+   * Run `tokenIds` like `forward` and return the greedy choice after the last
+   * position: the id of the largest logit among the first `sampleVocab` rows
+   * (the lowest id on ties, like numpy.argmax), computed on the GPU.
+   * @param {Int32Array} tokenIds @param {number} start
+   * @returns {Promise<number>}
+   */
+  async function forwardGreedy(tokenIds, start) {
+    return /** @type {Promise<number>} */ (run(tokenIds, start, "greedy"));
+  }
+
+  /**
+   * @param {Int32Array} tokenIds @param {number} start @param {"all" | "last" | "greedy"} mode
+   * @returns {Promise<Float32Array | number>}
+   */
+  async function run(tokenIds, start, mode) {
+    const allPositions = mode === "all";
     const n = tokenIds.length;
     if (n === 0) throw new SitegenRuntimeError("forward: no tokens.");
     if (start + n > contextLength) {
@@ -256,7 +309,7 @@ export function createGraph({ device, kernels: k, config: c, contextLength, pref
         throw new InvalidRequestError(`Token id ${id} is outside the vocabulary (0..${vocab - 1}).`, { param: "tokens", id });
       }
     }
-    const out = allPositions ? new Float32Array(n * vocab) : new Float32Array(vocab);
+    const out = allPositions ? new Float32Array(n * vocab) : mode === "last" ? new Float32Array(vocab) : null;
     for (let off = 0; off < n; off += C) {
       const m = Math.min(C, n - off);
       const last = off + m === n;
@@ -267,23 +320,31 @@ export function createGraph({ device, kernels: k, config: c, contextLength, pref
       for (const op of body) op.record(pass);
       const head = allPositions ? allHead().ops : last ? headLast : [];
       for (const op of head) op.record(pass);
+      if (last && mode === "greedy") argmaxOp.record(pass);
       pass.end();
       if (allPositions) enc.copyBufferToBuffer(allHead().logits, 0, allHead().staging, 0, m * vocab * 4);
+      else if (last && mode === "greedy") enc.copyBufferToBuffer(chosen, 0, stagingChosen, 0, 16);
       else if (last) enc.copyBufferToBuffer(logitsLast, 0, stagingLast, 0, vocab * 4);
       device.queue.submit([enc.finish()]);
       if (allPositions) {
         const s = allHead().staging;
         await s.mapAsync(1 /* GPUMapMode.READ */, 0, m * vocab * 4);
-        out.set(new Float32Array(s.getMappedRange(0, m * vocab * 4)), off * vocab);
+        /** @type {Float32Array} */ (out).set(new Float32Array(s.getMappedRange(0, m * vocab * 4)), off * vocab);
         s.unmap();
       }
     }
+    if (mode === "greedy") {
+      await stagingChosen.mapAsync(1 /* GPUMapMode.READ */);
+      const id = new Uint32Array(stagingChosen.getMappedRange(0, 4))[0];
+      stagingChosen.unmap();
+      return id;
+    }
     if (!allPositions) {
       await stagingLast.mapAsync(1 /* GPUMapMode.READ */);
-      out.set(new Float32Array(stagingLast.getMappedRange()));
+      /** @type {Float32Array} */ (out).set(new Float32Array(stagingLast.getMappedRange()));
       stagingLast.unmap();
     }
-    return out;
+    return /** @type {Float32Array} */ (out);
   }
 
   /**
@@ -312,6 +373,7 @@ export function createGraph({ device, kernels: k, config: c, contextLength, pref
 
   return {
     forward,
+    forwardGreedy,
     profile,
     /** Bytes of the KV cache. */
     kvCacheBytes: 2 * c.num_layers * kvBytes,

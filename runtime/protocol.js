@@ -17,6 +17,7 @@ import { errorFromJSON, errorToJSON } from "./errors.js";
 // The loader's error classes register themselves with errors.js on import, so
 // that a CorsError thrown in the worker is a CorsError on the page too.
 import "./loader/errors.js";
+import "./chat.js"; // ChatFormatError, likewise
 
 /**
  * @typedef {{ role: "system" | "user" | "assistant", content: string }} ChatMessage

@@ -135,7 +135,8 @@ def make_tiny(arch: str, out_dir: Path, *, seed: int = 0, **overrides) -> Path:
     out_dir = Path(out_dir)
     vocab = make_tokenizer(out_dir)
     cls_name, kwargs = ARCHES[arch]
-    kwargs = dict(kwargs, vocab_size=vocab, bos_token_id=1, eos_token_id=2, **overrides)
+    # overrides win (``vocab_size`` larger than the tokenizer makes padding rows, as Phi-2 and Qwen2.5 have)
+    kwargs = {**kwargs, "vocab_size": vocab, "bos_token_id": 1, "eos_token_id": 2, **overrides}
     config = getattr(transformers, cls_name)(**kwargs)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)

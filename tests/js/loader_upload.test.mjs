@@ -104,3 +104,12 @@ test("planes that disagree with the shape are a manifest error", () => {
   assert.throws(() => planUpload(manifest, { maxStorageBufferBindingSize: 1 << 20, maxBufferSize: 1 << 20 }),
     { name: "ManifestError", message: /Tensor w \(q4, shape \[8,64\]\) has planes that do not match its shape/ });
 });
+
+test("a quantization group size the kernels cannot decode is refused before any download", () => {
+  const { manifest } = makeModel([["w", "q4", [8, 64]]], 4096);
+  assert.doesNotThrow(() => planUpload(manifest, { maxStorageBufferBindingSize: 1 << 20, maxBufferSize: 1 << 20 }));
+  manifest.tensors[0].group_size = 64;
+  manifest.tensors[0].planes[1].nbytes = 8 * (64 / 64) * 2;
+  assert.throws(() => planUpload(manifest, { maxStorageBufferBindingSize: 1 << 20, maxBufferSize: 1 << 20 }),
+    { name: "ManifestError", message: /Tensor w is quantized in groups of 64; this runtime's kernels read groups of 32/ });
+});

@@ -82,3 +82,20 @@ test("a lost device is reported to onLost as a DeviceLostError", async () => {
   client.load({ manifestUrl: "m.json" });
   assert.ok((await lost) instanceof DeviceLostError);
 });
+
+test("every runtime error class crosses the worker boundary as itself", async () => {
+  // The page imports protocol.js only; every class the worker can throw must be known there.
+  const errors = await import("../../runtime/errors.js");
+  const loaderErrors = await import("../../runtime/loader/errors.js");
+  const chat = await import("../../runtime/chat.js");
+  const { errorFromJSON } = errors;
+  const classes = [...Object.values(errors), ...Object.values(loaderErrors), ...Object.values(chat)]
+    .filter((v) => typeof v === "function" && v.prototype instanceof Error);
+  assert.ok(classes.some((c) => c.name === "ChatFormatError"));
+  for (const cls of classes) {
+    const e = cls === errors.AbortError ? new cls() : new cls("boom", { k: 1 });
+    const back = errorFromJSON(errorToJSON(e));
+    assert.equal(back.constructor, cls, `${cls.name} was rebuilt as ${back.constructor.name}`);
+    assert.equal(back.name, e.name);
+  }
+});

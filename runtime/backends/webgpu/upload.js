@@ -33,6 +33,9 @@ import { BufferTooLargeError, ManifestError } from "../../errors.js";
  *             shardBytes: number[], totalBytes: number }} UploadPlan
  */
 
+/** Quantization group size the WebGPU kernels decode (docs/weights-format.md, storage types). */
+export const KERNEL_GROUP_SIZE = 32;
+
 /** Bytes per row of the data (or `q`) plane and of the `scales` plane, by dtype. */
 const ROW_BYTES = {
   f32: (/** @type {number} */ cols) => [cols * 4, 0],
@@ -96,6 +99,13 @@ export function planUpload(manifest, limits) {
     const groupSize = t.group_size ?? 32;
     const [qRow, sRow] = rowBytesOf(cols, groupSize);
     const quantized = sRow > 0;
+    // The q4/q8 kernels read one f16 scale per 32 codes (shaders/common.wgsl); another group size
+    // would be decoded wrongly, so it is refused here, before any byte is downloaded.
+    if (quantized && groupSize !== KERNEL_GROUP_SIZE) {
+      throw new ManifestError(`Tensor ${t.name} is quantized in groups of ${groupSize}; this runtime's kernels `
+        + `read groups of ${KERNEL_GROUP_SIZE}: convert the model again with this sitegen.`,
+      { tensor: t.name, group_size: groupSize });
+    }
     const planeOf = (/** @type {string} */ name) => t.planes?.find((p) => p.name === name);
     const qPlane = quantized ? planeOf("q") : { name: "data", offset: 0, nbytes: t.nbytes };
     const sPlane = quantized ? planeOf("scales") : undefined;

@@ -1,0 +1,144 @@
+"""The WebGPU engine on every model variant the numpy reference is tested on (issue 10, defects).
+
+tests/test_engine.py covers the four Llama-family models at f32/q8/q4 and the other families in
+their default configuration; here every other variant of tests/test_reference.py's CASES runs
+through the engine too (Phi's q/k LayerNorm, StableLM's per-head q/k norm with a parallel
+residual, a gated MLP with biases, Qwen2's sliding layers, Falcon's other layouts), against
+transformers at f32: all-position logits within 1e-4 of the logits' range and greedy tokens
+(chosen on the GPU) equal to transformers' ``generate``. A model whose embedding has padding
+rows past the tokenizer's vocabulary never samples them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_engine import PROMPT, hf_greedy, hf_logits, run_cli, run_node
+from test_reference import CASES
+from tiny_models import make_tiny
+
+pytestmark = pytest.mark.gpu
+
+# Variants not already run through the engine by tests/test_engine.py.
+VARIANTS = ["llama-tied-biases", "qwen2-sliding", "phi-qk-layernorm", "stablelm-qk-norm-parallel",
+            "falcon-new-arch", "falcon-mha-sequential"]
+GREEDY = 16
+
+
+@pytest.fixture(scope="module")
+def variant_models(tmp_path_factory):
+    from sitegen.convert import convert
+
+    root = tmp_path_factory.mktemp("engine_variants")
+    out = {}
+    for case in VARIANTS:
+        arch, overrides = CASES[case]
+        src = make_tiny(arch, root / f"{case}_src", **overrides)
+        out[case] = (src, convert(src, root / case, quant="f32"))
+    return out
+
+
+def test_variants_match_transformers(variant_models):
+    prompt = PROMPT[:6]
+    folders = {case: str(folder) for case, (_, folder) in variant_models.items()}
+    script = f"""
+    import {{ createEngine }} from "./runtime/engine.js";
+    const out = {{}};
+    for (const [name, dir] of Object.entries({json.dumps(folders)})) {{
+      try {{
+        const e = await createEngine({{ modelDir: dir, warmup: false }});
+        const logits = Array.from(await e.logits({json.dumps(PROMPT)}));
+        const g = e.generate({{ promptIds: {json.dumps(prompt)}, maxNewTokens: {GREEDY}, ignoreEos: true,
+          sampling: {{ temperature: 0 }} }});
+        let r; while (!(r = await g.next()).done) {{}}
+        out[name] = {{ logits, ids: r.value.tokenIds }};
+        await e.unload();
+      }} catch (err) {{ out[name] = `${{err.name}}: ${{err.message}}`; }}
+    }}
+    console.log(JSON.stringify(out));
+    """
+    out = run_node(script)
+    failures = []
+    for case, (src, _) in variant_models.items():
+        got = out[case]
+        if isinstance(got, str):
+            failures.append(f"{case}: {got}")
+            continue
+        logits = np.array(got["logits"]).reshape(len(PROMPT), -1)
+        want = hf_logits(src, PROMPT)
+        err = float(np.abs(logits - want).max())
+        if err > 1e-4 * max(1.0, float(np.abs(want).max())):
+            failures.append(f"{case}: logits max |diff| {err:.3g} (range {np.abs(want).max():.3g})")
+        want_ids = hf_greedy(src, prompt, GREEDY)
+        if got["ids"] != want_ids:
+            failures.append(f"{case}: greedy {got['ids']} != transformers {want_ids}")
+    assert not failures, failures
+
+
+@pytest.fixture(scope="module")
+def padded_model(tmp_path_factory):
+    """A Llama whose head has 64 rows more than its tokenizer has tokens; the padding rows are made
+    the most likely ones, so a sampler that does not mask them picks them at once."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from sitegen.convert import convert
+
+    root = tmp_path_factory.mktemp("padded")
+    probe = make_tiny("llama", root / "probe")
+    tokens = json.loads((probe / "tokenizer.json").read_text())
+    size = len(tokens["model"]["vocab"]) + len(
+        [t for t in tokens.get("added_tokens", []) if t["id"] >= len(tokens["model"]["vocab"])])
+    src = make_tiny("llama", root / "src", vocab_size=size + 64)
+    weights = load_file(src / "model.safetensors")
+    head = weights["lm_head.weight"]
+    # Padding rows: 5x the largest real row, in every direction the real rows use (logit >> others).
+    head[size:] = 5 * head[:size].abs().max(dim=0).values * torch.sign(head[:size].sum(dim=0))
+    save_file(weights, src / "model.safetensors", metadata={"format": "pt"})
+    return size, convert(src, root / "model", quant="f32")
+
+
+def test_padding_rows_are_never_sampled(padded_model):
+    size, folder = padded_model
+    script = f"""
+    import {{ createEngine }} from "./runtime/engine.js";
+    const e = await createEngine({{ modelDir: {json.dumps(str(folder))}, warmup: false }});
+    const out = {{ vocab: e.config.vocab_size, tokenizer: e.tokenizer.vocabSize, runs: [] }};
+    const last = await e.logits({json.dumps(PROMPT[:4])});
+    const row = Array.from(last.subarray(last.length - e.config.vocab_size));
+    out.rawArgmax = row.indexOf(Math.max(...row));
+    for (const sampling of [{{ temperature: 0 }}, {{ temperature: 0, repetition_penalty: 1.3 }},
+                            {{ temperature: 1.5, top_k: 0, top_p: 1 }}, {{ temperature: 0.7, top_k: 20 }}]) {{
+      for (const seed of [1, 2]) {{
+        try {{
+          const r = await e.chat.completions.create({{ messages: [{{ role: "user", content: "hi" }}],
+            max_tokens: 12, seed, ...sampling }});
+          out.runs.push({{ ok: true, ids: r.choices[0].token_ids }});
+        }} catch (err) {{ out.runs.push({{ ok: false, error: `${{err.name}}: ${{err.message}}` }}); }}
+      }}
+    }}
+    console.log(JSON.stringify(out));
+    await e.unload();
+    """
+    out = run_node(script)
+    assert out["tokenizer"] == size and out["vocab"] == size + 64
+    # The test model is what it claims: unmasked, the padding would win.
+    assert out["rawArgmax"] >= size, out["rawArgmax"]
+    for run in out["runs"]:
+        assert run["ok"], run["error"]
+        assert all(0 <= i < size for i in run["ids"]), run["ids"]
+    assert sum(len(run["ids"]) for run in out["runs"]) >= 24, out["runs"]
+
+
+def test_tokenize_empty_text(variant_models):
+    """`tokenize --text ""` is the empty string's encoding (tokenizers' own), not a usage error."""
+    from tokenizers import Tokenizer
+
+    src, folder = variant_models["llama-tied-biases"]
+    want = Tokenizer.from_file(str(src / "tokenizer.json")).encode("", add_special_tokens=True).ids
+    got = json.loads(run_cli("tokenize", "--model", folder, "--text", "").stdout)
+    assert got == want

@@ -23,6 +23,7 @@ import {
 import { resolveSamplingParams, sampleToken, createRng, StopStringMatcher, commonPrefixLength } from "./sampling.js";
 import { planUpload, createBuffers, uploadShard, tensorParts } from "./backends/webgpu/upload.js";
 import { createGraph } from "./graph.js";
+import { requirementsOf, checkMemory } from "./loader/preflight.js";
 
 /**
  * @typedef {{ phase: "check"|"download"|"verify"|"upload"|"compile"|"ready", bytesDone?: number,
@@ -68,6 +69,10 @@ export async function createEngine(options) {
       `max_position_embeddings), got ${contextLength}.`, { param: "contextLength", value: contextLength });
   }
 
+  // Before any byte is downloaded: the memory estimate (weights + KV cache) against what the device
+  // reports; features and buffer limits are checked against the adapter below, and the loader checks
+  // the storage quota before its first fetch.
+  checkMemory(manifest, { contextLength });
   const device = options.device ?? await requestDevice(manifest);
   try {
     return await loadOnto(device, manifest, loader, contextLength, options);
@@ -237,24 +242,6 @@ function checkManifest(manifest) {
   for (const key of ["config", "shards", "tensors", "shard_size"]) {
     if (manifest[key] == null) throw new ManifestError(`The model manifest has no '${key}': convert the model again.`, { key });
   }
-}
-
-/**
- * Device requirements in the manifest (sitegen/convert/manifest.py `requirements`).
- * Only features are hard requirements: tensors larger than a binding are split
- * by rows (loader/upload.js throws BufferTooLargeError when even that cannot
- * work), and WebGPU cannot report free memory, so memory is checked by
- * allocating inside an out-of-memory error scope.
- * @param {any} manifest
- */
-function requirementsOf(manifest) {
-  const r = manifest.requirements ?? {};
-  return {
-    /** @type {string[]} */
-    features: r.features ?? [],
-    /** @type {string[]} */
-    optionalFeatures: r.optional_features ?? ["shader-f16", "subgroups"],
-  };
 }
 
 /**

@@ -1,7 +1,7 @@
 // Preflight (issue 5, item 6): everything that can be known before the first
 // shard byte is fetched, each failure its own actionable error.
 
-import { InsufficientMemoryError, MissingFeatureError, BufferTooLargeError, WebGPUUnavailableError } from "../errors.js";
+import { InsufficientMemoryError, MissingFeatureError, WebGPUUnavailableError } from "../errors.js";
 import { StorageQuotaError } from "./errors.js";
 import { planUpload } from "../backends/webgpu/upload.js";
 
@@ -15,22 +15,45 @@ export function formatBytes(n) {
 }
 
 /**
- * The manifest's device requirements (snake_case or camelCase keys).
+ * The manifest's device requirements, exactly the keys the converter writes
+ * (sitegen/convert/manifest.py `requirements`, docs/weights-format.md#requirements).
+ * The one reader of them: the engine and `preflight` both use it.
  * @param {any} manifest
+ * @param {{ contextLength?: number }} [opts]  KV-cache positions the memory estimate includes (default 1024)
  */
-export function requirementsOf(manifest) {
-  const r = manifest.requirements ?? {};
-  const limits = { ...(r.limits ?? {}) };
-  for (const [snake, camel] of [["max_storage_buffer_binding_size", "maxStorageBufferBindingSize"],
-    ["max_buffer_size", "maxBufferSize"]]) {
-    const v = r[camel] ?? r[snake];
-    if (v) limits[camel] = v;
-  }
+export function requirementsOf(manifest, { contextLength = 1024 } = {}) {
+  const r = manifest?.requirements ?? {};
+  const num = (/** @type {unknown} */ v) => (typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : 0);
+  const weightsBytes = num(r.weights_bytes);
+  const kvBytes = num(r.kv_cache_bytes_per_1k_tokens) * Math.ceil(contextLength / 1024);
   return {
-    /** @type {string[]} */ features: r.features ?? [],
-    /** @type {Record<string, number>} */ limits,
-    /** @type {number} */ memoryBytes: r.memoryBytes ?? r.memory_bytes ?? r.gpu_memory_bytes ?? 0,
+    /** WebGPU features the model cannot run without. @type {string[]} */
+    features: Array.isArray(r.features) ? r.features : [],
+    /** Features the kernels use when the adapter has them. @type {string[]} */
+    optionalFeatures: Array.isArray(r.optional_features) ? r.optional_features : ["shader-f16", "subgroups"],
+    weightsBytes,
+    kvBytes,
+    /** GPU memory the model needs: weights plus the KV cache for `contextLength`. */
+    memoryBytes: weightsBytes + kvBytes,
   };
+}
+
+/**
+ * The memory check that can be made before any download: no browser reports
+ * GPU memory, but `navigator.deviceMemory` (RAM, capped at 8 GiB by Chrome) is
+ * a floor worth checking on small devices. Throws InsufficientMemoryError.
+ * @param {any} manifest
+ * @param {{ contextLength?: number, deviceMemory?: number }} [opts]
+ * @returns {number} the estimate (bytes)
+ */
+export function checkMemory(manifest, { contextLength, deviceMemory } = {}) {
+  const need = requirementsOf(manifest, { contextLength }).memoryBytes;
+  const ram = deviceMemory ?? /** @type {any} */ (globalThis.navigator)?.deviceMemory;
+  if (typeof ram === "number" && ram > 0 && ram < 8 && need > ram * GiB) {
+    throw new InsufficientMemoryError(`The model needs about ${formatBytes(need)} of GPU memory, more than this `
+      + `device's ${ram} GiB of memory: use a smaller or more quantized model.`, { needed: need, deviceMemory: ram });
+  }
+  return need;
 }
 
 /**
@@ -65,11 +88,11 @@ export async function checkStorage(missingBytes, modelId) {
  * Check WebGPU, the adapter's features and limits, a memory estimate and the
  * storage quota against the manifest, before any shard is fetched.
  * @param {{ manifest: any, gpu?: GPU, adapter?: GPUAdapter | null, modelId?: string, cachedBytes?: number,
- *           checkQuota?: boolean }} args
+ *           checkQuota?: boolean, contextLength?: number }} args
  * @returns {Promise<{ adapter: GPUAdapter, gpuBytes: number, storage: Awaited<ReturnType<typeof checkStorage>> }>}
  */
 export async function preflight({ manifest, gpu = globalThis.navigator?.gpu, adapter, modelId, cachedBytes = 0,
-  checkQuota = true }) {
+  checkQuota = true, contextLength }) {
   if (!gpu) {
     throw new WebGPUUnavailableError("This browser has no WebGPU, which the model needs: use a recent Chrome or "
       + "Edge (113+), Safari 26 or Firefox 141+, or turn WebGPU on in the browser's settings.", {});
@@ -85,22 +108,9 @@ export async function preflight({ manifest, gpu = globalThis.navigator?.gpu, ada
     throw new MissingFeatureError(`This GPU lacks the WebGPU feature(s) ${missing.join(", ")} that the model needs: `
       + "use another browser or GPU, or a model converted without them.", { missing });
   }
-  for (const [key, need] of Object.entries(req.limits)) {
-    const have = /** @type {any} */ (a.limits)[key];
-    if (typeof have === "number" && have < need) {
-      throw new BufferTooLargeError(`The model needs the GPU limit ${key} >= ${need}; this GPU allows ${have}: `
-        + "use a GPU with larger limits, or a smaller model.", { limit: key, need, have });
-    }
-  }
   // The plan fails here (not mid-download) when a tensor cannot be split to fit the adapter's buffers.
-  const plan = planUpload(manifest, a.limits);
-  const gpuBytes = plan.totalBytes + req.memoryBytes;
-  // No browser reports GPU memory; deviceMemory (RAM, capped at 8 GiB by Chrome) is a floor worth checking.
-  const ram = /** @type {any} */ (globalThis.navigator)?.deviceMemory;
-  if (typeof ram === "number" && ram > 0 && ram < 8 && gpuBytes > ram * GiB) {
-    throw new InsufficientMemoryError(`The model needs about ${formatBytes(gpuBytes)} of GPU memory, more than this `
-      + `device's ${ram} GiB of memory: use a smaller or more quantized model.`, { needed: gpuBytes, deviceMemory: ram });
-  }
+  planUpload(manifest, a.limits);
+  const gpuBytes = checkMemory(manifest, { contextLength });
   const total = (manifest.shards ?? []).reduce((/** @type {number} */ s, /** @type {any} */ x) => s + x.bytes, 0);
   const storage = checkQuota ? await checkStorage(total - cachedBytes, modelId ?? manifest.name ?? "the model")
     : { quota: null, usage: null, persisted: null };

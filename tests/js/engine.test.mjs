@@ -20,6 +20,11 @@ function fakeEngine(script, { contextLength = 64 } = {}) {
       logits[script[Math.min(next++, script.length - 1)]] = 10;
       return logits;
     },
+    // Greedy on the "device": the argmax of the same scripted row.
+    async forwardGreedy(/** @type {Int32Array} */ ids, /** @type {number} */ start) {
+      const logits = await graph.forward(ids, start);
+      return logits.indexOf(Math.max(...logits));
+    },
     destroy() {},
     kvCacheBytes: 0,
   };

@@ -7,9 +7,11 @@ import { ProgressTracker } from "../../runtime/loader/progress.js";
 const manifest = {
   name: "m", shard_size: 1024, shards: [{ file: "shard-00000.bin", bytes: 600, sha256: "" }],
   tensors: [{ name: "w", dtype: "f32", shape: [4, 4], shard: 0, offset: 0, nbytes: 64 }],
-  requirements: { features: ["shader-f16"], limits: { maxComputeWorkgroupStorageSize: 32768 } },
+  // The keys sitegen/convert/manifest.py writes (tests/test_convert.py checks the converter's side).
+  requirements: { features: ["shader-f16"], optional_features: ["subgroups"], max_buffer_bytes: 64,
+    max_binding_bytes: 64, weights_bytes: 64, kv_cache_bytes_per_1k_tokens: 3 * 2 ** 30 },
 };
-const limits = { maxStorageBufferBindingSize: 1 << 27, maxBufferSize: 1 << 28, maxComputeWorkgroupStorageSize: 16384 };
+const limits = { maxStorageBufferBindingSize: 1 << 27, maxBufferSize: 1 << 28 };
 const adapter = (features) => ({ features: new Set(features), limits });
 
 test("no WebGPU, no adapter, a missing feature and a low limit are distinct errors", async () => {
@@ -23,10 +25,11 @@ test("no WebGPU, no adapter, a missing feature and a low limit are distinct erro
     name: "MissingFeatureError",
     message: "This GPU lacks the WebGPU feature(s) shader-f16 that the model needs: use another browser or GPU, "
       + "or a model converted without them." });
-  await assert.rejects(preflight({ manifest, gpu: /** @type {any} */ ({}), adapter: adapter(["shader-f16"]) }), {
-    name: "BufferTooLargeError",
-    message: "The model needs the GPU limit maxComputeWorkgroupStorageSize >= 32768; this GPU allows 16384: "
-      + "use a GPU with larger limits, or a smaller model." });
+  // A 1-D tensor larger than the adapter's largest binding cannot be split by rows.
+  const big = { ...manifest, tensors: [{ name: "norm", dtype: "f32", shape: [2 ** 26], shard: 0, offset: 0, nbytes: 2 ** 28 }],
+    shards: [{ file: "shard-00000.bin", bytes: 2 ** 28, sha256: "" }], shard_size: 2 ** 28 };
+  await assert.rejects(preflight({ manifest: big, gpu: /** @type {any} */ ({}), adapter: adapter(["shader-f16"]) }), {
+    name: "BufferTooLargeError", message: /Tensor norm \(1-D, 268435456 bytes\) is larger than this GPU's largest storage buffer/ });
 });
 
 test("storage: too small a quota is a StorageQuotaError; persist() is asked", async () => {
@@ -57,4 +60,15 @@ test("progress: rate over recent bytes and an ETA", () => {
   assert.equal(e.rate, 100);            // 200 bytes in 2 s
   assert.equal(e.eta, 8);               // 800 bytes left at 100 B/s
   assert.equal(e.source, "network");
+});
+
+test("memory: weights plus the KV cache for the context length, against deviceMemory", async () => {
+  const { requirementsOf, checkMemory } = await import("../../runtime/loader/preflight.js");
+  const r = requirementsOf(manifest, { contextLength: 2048 });
+  assert.deepEqual([r.features, r.optionalFeatures, r.weightsBytes, r.kvBytes], [["shader-f16"], ["subgroups"], 64, 6 * 2 ** 30]);
+  assert.equal(checkMemory(manifest, { contextLength: 1024, deviceMemory: 4 }), 64 + 3 * 2 ** 30);
+  assert.throws(() => checkMemory(manifest, { contextLength: 2048, deviceMemory: 4 }), {
+    name: "InsufficientMemoryError",
+    message: "The model needs about 6.00 GiB of GPU memory, more than this device's 4 GiB of memory: use a smaller "
+      + "or more quantized model." });
 });

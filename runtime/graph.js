@@ -347,34 +347,9 @@ function buildGraph({ device, kernels: k, config: c, contextLength, prefillChunk
     return /** @type {Float32Array} */ (out);
   }
 
-  /**
-   * Time every op of one step on its own (one submit each; for benchmarks and
-   * kernel tuning, never in the hot path). Leaves the KV cache as `forward` would.
-   * @param {Int32Array} tokenIds @param {number} start
-   * @returns {Promise<{ label: string, ms: number }[]>}
-   */
-  async function profile(tokenIds, start) {
-    device.queue.writeBuffer(ids, 0, Uint32Array.from(tokenIds));
-    k.setStep({ tokens: tokenIds.length, pos0: start });
-    const out = [];
-    for (const op of [...body, ...headLast]) {
-      await device.queue.onSubmittedWorkDone();
-      const t0 = performance.now();
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      op.record(pass);
-      pass.end();
-      device.queue.submit([enc.finish()]);
-      await device.queue.onSubmittedWorkDone();
-      out.push({ label: op.label, ms: performance.now() - t0 });
-    }
-    return out;
-  }
-
   return {
     forward,
     forwardGreedy,
-    profile,
     /** Bytes of the KV cache. */
     kvCacheBytes: 2 * c.num_layers * kvBytes,
     destroy() {

@@ -396,33 +396,7 @@ _add_attention("attn-d80-window300-chunks", heads=2, kv_heads=1, head_dim=80, to
 _add_attention("attn-first-token", heads=2, kv_heads=2, head_dim=256, tokens=1, pos0=0)
 
 
-# ---- element-wise and argmax
-
-def _add_act(cid, kind, gated, n=77, variant="plain"):
-    tokens = 3
-    g = _f32(np.concatenate([RNG.standard_normal(n * tokens - 6) * 3, [-100, -20, -1e-4, 1e-4, 20, 100]]))
-    u = _f32(RNG.standard_normal(n * tokens))
-    f = ACTS[kind]
-    ref = f(g.astype(np.float64)) * u if gated else f(u.astype(np.float64))
-    x = g if gated else u
-    err = 1e-6 * (np.abs(ref) + np.abs(x) * (np.abs(u) if gated else 1)) + 1e-7
-    opts = {"out": "$out", "up": "$u", "n": n, "kind": kind}
-    if gated:
-        opts["gate"] = "$g"
-    B.add(f"{cid}-{variant}", variant=variant, step=(tokens, 0), buffers={"g": g, "u": u, "out": np.zeros_like(u)},
-          ops=[{"op": "act", "opts": opts}], expect={"out": (ref, err)})
-
-
-for _kind in ("silu", "gelu_tanh", "gelu"):
-    _add_act(f"act-{_kind}-gated", _kind, True)
-    _add_act(f"act-{_kind}", _kind, False)
-
-_x = _f32(RNG.standard_normal(77 * 3))
-_o = _f32(RNG.standard_normal(77 * 3))
-B.add("add-scale-plain", variant="plain", step=(3, 0), buffers={"x": _x, "out": _o},
-      ops=[{"op": "add", "opts": {"out": "$out", "x": "$x", "n": 77, "scale": 0.5}}],
-      expect={"out": (_o + 0.5 * _x.astype(np.float64), 1e-6 * (np.abs(_o) + np.abs(_x)))})
-
+# ---- argmax (greedy sampling on the GPU)
 
 def _add_argmax(cid, rows):
     n, tokens = 1000, 3

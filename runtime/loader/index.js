@@ -18,7 +18,6 @@ import { ProgressTracker } from "./progress.js";
 import { checkStorage } from "./preflight.js";
 
 export { fetchJson } from "./fetch.js";
-export { planUpload, createBuffers, uploadShard, tensorParts } from "../backends/webgpu/upload.js";
 export { listCachedModels, deleteCachedModel } from "./cache.js";
 export { preflight, checkStorage } from "./preflight.js";
 export { CorsError, ShardNotFoundError, NetworkError, StorageQuotaError } from "./errors.js";
@@ -261,33 +260,4 @@ export async function forEachShard(args) {
   result.peakBufferedBytes = peak;
   result.seconds = (performance.now() - started) / 1000;
   return result;
-}
-
-/**
- * Fetch a model's manifest.json, then everything `forEachShard` does, writing
- * each shard into GPU buffers planned for `device`.
- * @param {{ manifestUrl: string, device: GPUDevice } & LoaderOptions & Omit<ForEachShardArgs, "manifest" | "onShard">} args
- */
-export async function loadModel(args) {
-  const { manifestUrl, device, signal } = args;
-  const url = new URL(manifestUrl, globalThis.location?.href).href;
-  const { json: manifest } = await fetchJson(url, { signal, fetchImpl: args.fetchImpl });
-  if (manifest?.format !== "sitegen-weights" || manifest.version !== 1) {
-    throw new ManifestError(`${url} is not a sitegen-weights version 1 manifest (format '${manifest?.format}', `
-      + `version ${manifest?.version}): rebuild the site with this sitegen version.`, { url });
-  }
-  const { planUpload, createBuffers, uploadShard } = await import("../backends/webgpu/upload.js");
-  const plan = planUpload(manifest, device.limits);
-  const buffers = createBuffers(device, plan);
-  try {
-    const result = await forEachShard({
-      ...args, manifest, baseUrl: args.baseUrl ?? new URL(".", url).href,
-      onShard: ({ index, bytes }) => uploadShard(device, plan, buffers, index, bytes),
-    });
-    await device.queue.onSubmittedWorkDone();
-    return { manifest, plan, buffers, result };
-  } catch (e) {
-    buffers.forEach((b) => b.destroy());
-    throw e;
-  }
 }

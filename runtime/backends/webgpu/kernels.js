@@ -74,7 +74,7 @@ const MATVEC_MAX_TOKENS = 4;
 const ROWS_CODE = { all: 0, last: 1, first: 2 };
 const ACT_CODE = { none: 0, silu: 1, gelu_tanh: 2, gelu: 3 };
 const DTYPE_CODE = { f32: 0, f16: 1, q8: 2, q4: 3 };
-const SHADER_FILES = ["common", "embed", "norm", "matvec", "matmul", "rope", "attention", "elementwise", "sample"];
+const SHADER_FILES = ["common", "embed", "norm", "matvec", "matmul", "rope", "attention", "sample"];
 
 /**
  * @typedef {{ name: string, kind: "read" | "rw" | "weight", type?: string }} BindingSpec
@@ -130,17 +130,6 @@ export const FAMILIES = {
       ["scale", "f32"], ["softcap", "f32"]],
     bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "read", type: "array<f32>" },
       { name: "v_cache", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
-  },
-  act: {
-    file: "elementwise", entry: "act_main",
-    params: [["n", "u32"]],
-    bindings: [{ name: "gate", kind: "read", type: "array<f32>" }, { name: "up", kind: "read", type: "array<f32>" },
-      { name: "out", kind: "rw", type: "array<f32>" }],
-  },
-  add: {
-    file: "elementwise", entry: "add_main",
-    params: [["n", "u32"], ["scale", "f32"]],
-    bindings: [{ name: "x", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
   },
   argmax: {
     file: "sample", entry: "argmax_main",
@@ -500,30 +489,6 @@ export class Kernels {
       window: o.window ?? 0, scale: o.scale, softcap: o.softcap ?? 0 },
     { q: o.q, k_cache: o.kCache, v_cache: o.vCache, out: o.out });
     return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [o.heads, tokens, 1] }));
-  }
-
-  /**
-   * Activation, gated or not, over [tokens, n]: out = act(gate) * up, or act(up)
-   * when `gate` is null. (linear() fuses this into the matvec/matmul; this
-   * standalone form is for graphs that keep gate/up separate.)
-   * @param {{ out: BufferRef, up: BufferRef, gate?: BufferRef | null, n: number, kind: Activation }} o
-   */
-  act(o) {
-    if (!(o.kind in ACT_CODE) || o.kind === /** @type {string} */ ("none")) throw new SitegenRuntimeError(`act: unknown activation '${o.kind}'.`);
-    const key = `act:${o.kind}${o.gate ? ":gated" : ""}`;
-    const k = this.#pipeline("act", key, { ACT: ACT_CODE[o.kind], GATED: Boolean(o.gate) });
-    const bg = this.#bindGroup("act", k, { n: o.n }, { gate: o.gate ?? null, up: o.up, out: o.out });
-    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...this.#grid(Math.ceil(tokens * o.n / WG)), 1] }));
-  }
-
-  /**
-   * Residual add over [tokens, n]: out += x * scale (scale default 1).
-   * @param {{ out: BufferRef, x: BufferRef, n: number, scale?: number }} o
-   */
-  add(o) {
-    const k = this.#pipeline("add", "add", {});
-    const bg = this.#bindGroup("add", k, { n: o.n, scale: o.scale ?? 1 }, { x: o.x, out: o.out });
-    return new KernelOp(this, "add", (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...this.#grid(Math.ceil(tokens * o.n / WG)), 1] }));
   }
 
   /**

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from oracles import need
+
 from sitegen.convert.architectures import (SUPPORTED, canonical_tensors, expected_tensors, normalize_config,
                                            stack_parts)
 from sitegen.errors import ConvertError
@@ -47,7 +49,7 @@ LEGACY = {
 
 @pytest.mark.parametrize("name", LEGACY)
 def test_legacy_config_keys_normalise_like_transformers_reads_them(name):
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     cls_name, legacy = LEGACY[name]
     modern = getattr(transformers, cls_name)(**legacy).to_dict()  # transformers' reading, rope_parameters etc.
     modern["architectures"] = legacy["architectures"]
@@ -66,7 +68,7 @@ def test_llama3_scaling_and_gemma3_bases_are_read():
 
 
 def test_every_supported_architecture_normalises():
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     classes = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config",
                "gemma": "GemmaConfig", "gemma2": "Gemma2Config", "gemma3": "Gemma3TextConfig", "phi": "PhiConfig",
                "phi3": "Phi3Config", "stablelm": "StableLmConfig", "falcon": "FalconConfig", "gpt2": "GPT2Config"}

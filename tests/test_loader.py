@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from oracles import need
+
 from fault_server import FaultServer
 from weights_fixture import grid_tensors, write_model
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
+playwright_sync = need("playwright.sync_api")
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

@@ -31,10 +31,12 @@ import sys
 import numpy as np
 import pytest
 
+from oracles import need
+
 from tiny_models import make_tiny
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = need("torch")
+transformers = need("transformers")
 
 from sitegen.convert import convert  # noqa: E402
 from sitegen.reference import KVCache, load  # noqa: E402

@@ -45,6 +45,9 @@ import { requirementsOf, checkMemory } from "./loader/preflight.js";
  * @property {number} [maxBindingBytes] split tensors above this size even if the device allows more
  *   (headroom on drivers that fail near the limit; tests use it to exercise splitting)
  * @property {AbortSignal} [signal]    aborts loading
+ * @property {"auto" | "f32" | "f16"} [compute]  arithmetic of the matrix kernels: "f16" needs the device
+ *   feature shader-f16 (most Chrome users have it); "f32" forces the f32 path everywhere; "auto"
+ *   (default) uses f16 when the device has it
  * @property {boolean} [warmup]  run a short prefill and a decode step at load so that the first
  *   request's timings exclude shader compilation (default true)
  */
@@ -127,8 +130,15 @@ async function loadOnto(device, manifest, loader, contextLength, options) {
 
     progress({ phase: "compile" });
     const { Kernels, shaderSourceFrom } = await import("./backends/webgpu/kernels.js");
-    const kernels = await Kernels.create(device,
-      options.shaderBase ? { shaderSource: shaderSourceFrom(options.shaderBase) } : {});
+    const compute = options.compute ?? "auto";
+    if (!["auto", "f32", "f16"].includes(compute)) {
+      throw new InvalidRequestError(`compute: expected "auto", "f32" or "f16", got ${JSON.stringify(compute)}.`,
+        { param: "compute" });
+    }
+    const kernels = await Kernels.create(device, {
+      ...(options.shaderBase ? { shaderSource: shaderSourceFrom(options.shaderBase) } : {}),
+      f16: compute === "auto" ? undefined : compute === "f16",
+    });
     const tokenizer = await loadTokenizer(manifest);
     device.pushErrorScope("out-of-memory");
     /** @type {ReturnType<typeof createGraph>} */
@@ -166,7 +176,8 @@ async function loadOnto(device, manifest, loader, contextLength, options) {
     /** @type {Record<string, number>} */
     const splitTensors = {};
     for (const [name, t] of plan.tensors) if (t.parts.length > 1) splitTensors[name] = t.parts.length;
-    const stats = { weightsBytes: plan.totalBytes, kvCacheBytes: graph.kvCacheBytes, splitTensors };
+    const stats = { weightsBytes: plan.totalBytes, kvCacheBytes: graph.kvCacheBytes, splitTensors,
+      compute: kernels.features.f16 ? "f16" : "f32" };
     return new Engine({ manifest, device, ownsDevice: !options.device, buffers, graph, tokenizer, chat, contextLength, stats });
   } catch (e) {
     buffers.forEach((b) => b.destroy());

@@ -142,3 +142,93 @@ def test_tokenize_empty_text(variant_models):
     want = Tokenizer.from_file(str(src / "tokenizer.json")).encode("", add_special_tokens=True).ids
     got = json.loads(run_cli("tokenize", "--model", folder, "--text", "").stdout)
     assert got == want
+
+
+# f16 compute: what most Chrome users get (shader-f16 present). SwiftShader lacks the feature, so
+# these whole models run on Mesa's lavapipe, which has it (scripts/setup installs it). Bound: the
+# matrix kernels multiply and sum each 32-wide group in f16 (10-bit mantissa), with the sums across
+# groups in f32; on these models that stays within 2e-3 of the logits' range, about a
+# fiftieth of q8's error. Greedy tokens may differ only at a near tie of the f32 logits.
+F16_ARCHES = ["llama", "gemma2", "phi", "qwen3"]
+F16_BOUND = 2e-3
+
+
+def _lavapipe_env() -> dict | None:
+    import glob
+    import os
+
+    found = sorted(glob.glob("/usr/share/vulkan/icd.d/lvp_icd*.json"))
+    if not found:
+        return None
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    env["VK_ICD_FILENAMES"] = found[0]
+    env.setdefault("GALLIVM_PERF", "nopt")
+    return env
+
+
+def test_f16_compute_whole_models_on_lavapipe(tmp_path_factory):
+    import os
+    import subprocess
+
+    from sitegen.convert import convert
+
+    env = _lavapipe_env()
+    if env is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            "f16 compute runs on Mesa's lavapipe (SwiftShader lacks shader-f16): scripts/setup installs it")
+    root = tmp_path_factory.mktemp("f16")
+    folders, srcs = {}, {}
+    for arch in F16_ARCHES:
+        srcs[arch] = make_tiny(arch, root / f"{arch}_src")
+        folders[arch] = str(convert(srcs[arch], root / arch, quant="f16"))
+    prompt = PROMPT[:6]
+    script = f"""
+    import {{ createEngine }} from "./runtime/engine.js";
+    const out = {{}};
+    for (const [arch, dir] of Object.entries({json.dumps(folders)})) {{
+      out[arch] = {{}};
+      for (const compute of ["f16", "f32"]) {{
+        try {{
+          const e = await createEngine({{ modelDir: dir, warmup: false, compute }});
+          const logits = Array.from(await e.logits({json.dumps(PROMPT)}));
+          const g = e.generate({{ promptIds: {json.dumps(prompt)}, maxNewTokens: {GREEDY}, ignoreEos: true,
+            sampling: {{ temperature: 0 }} }});
+          let r; while (!(r = await g.next()).done) {{}}
+          out[arch][compute] = {{ used: e.stats.compute, logits, ids: r.value.tokenIds }};
+          await e.unload();
+        }} catch (err) {{ out[arch][compute] = `${{err.name}}: ${{err.message}}`; }}
+      }}
+    }}
+    console.log(JSON.stringify(out));
+    """
+    proc = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1], timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    from sitegen.reference.model import load
+
+    failures = []
+    for arch in F16_ARCHES:
+        ref = load(folders[arch])
+        want = ref.logits(PROMPT)
+        scale = max(1.0, float(np.abs(want).max()))
+        for compute, bound in (("f16", F16_BOUND), ("f32", 1e-4)):
+            got = out[arch][compute]
+            if isinstance(got, str):
+                failures.append(f"{arch}/{compute}: {got}")
+                continue
+            if got["used"] != compute:
+                failures.append(f"{arch}/{compute}: the engine ran {got['used']} compute")
+            err = float(np.abs(np.array(got["logits"]).reshape(len(PROMPT), -1) - want).max())
+            if err > bound * scale:
+                failures.append(f"{arch}/{compute}: logits max |diff| {err:.3g} > {bound} x {scale:.3g}")
+            want_ids = ref.generate(prompt, GREEDY)
+            ids = got["ids"]
+            first = next((i for i, (a, b) in enumerate(zip(ids, want_ids)) if a != b), None)
+            if first is not None:
+                row = ref.logits(prompt + want_ids[:first])[-1]
+                gap = float(row.max() - row[ids[first]])
+                if compute == "f32" or gap > 10 * bound * max(1.0, float(np.abs(row).max())):
+                    failures.append(f"{arch}/{compute}: greedy token {first} {ids[first]} != {want_ids[first]} "
+                                    f"(gap {gap:.3g})")
+    assert not failures, failures

@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ROOFLINE = 3.0e12  # bytes/s: a WGSL streaming read on the H100 under Dawn (shared/gpu/README.md)
+# bytes/s: a WGSL streaming read on the H200 under Dawn (shared/gpu/README.md); measure it again in
+# the same run with ../shared/gpu/probe.mjs and pass --roofline.
+ROOFLINE = 4.31e12
 
 # The real models' shapes (their config.json), random weights.
 SHAPES = {
@@ -63,6 +65,7 @@ def main() -> int:
     ap.add_argument("--quant", default="q4")
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--decode-tokens", type=int, default=128)
+    ap.add_argument("--roofline", type=float, default=ROOFLINE, help="bytes/s of a streaming read, measured")
     args = ap.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
     for shape in args.shapes.split(","):
@@ -70,8 +73,10 @@ def main() -> int:
         conv = args.outdir / f"{shape}-{args.quant}"
         if not (conv / "manifest.json").exists():
             t0 = time.time()
-            subprocess.run([sys.executable, "-m", "sitegen", "convert", str(hf), "-o", str(conv),
-                            "--quant", args.quant], check=True)
+            # In-process: the GPU machine's Python has no livereload, which the CLI's serve verb needs.
+            sys.path.insert(0, str(ROOT))
+            from sitegen.convert import convert
+            convert(hf, conv, quant=args.quant)
             print(f"# converted {shape} in {time.time() - t0:.1f}s", file=sys.stderr)
         man = json.loads((conv / "manifest.json").read_text())
         cfg = man["config"]
@@ -89,7 +94,7 @@ def main() -> int:
         r.update(shape=shape, quant=args.quant, weight_bytes=weight_bytes,
                  bytes_per_token=int(bytes_per_token),
                  decode_bandwidth_GBs=round(bytes_per_token * r["decode_tokens_per_s"] / 1e9, 1),
-                 roofline_fraction=round(bytes_per_token * r["decode_tokens_per_s"] / ROOFLINE, 4))
+                 roofline_fraction=round(bytes_per_token * r["decode_tokens_per_s"] / args.roofline, 4))
         print(json.dumps(r), flush=True)
     return 0
 

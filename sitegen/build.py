@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 import jinja2
 
 from . import resources
-from .errors import BuildError, SitegenError
+from .convert.manifest import read_manifest
+from .errors import BuildError, ConvertError, SitegenError
 from .progress import ProgressFn
 from .spec import App, Problem, Spec, load_spec
 from .spec.schema import display_path
@@ -265,15 +266,9 @@ def _resolve_model(spec: Spec, name: str, cache_dir: Path, progress) -> _Model:
 def _check_converted(folder: Path, file: str, key: str) -> dict:
     path = folder / "manifest.json"
     try:
-        manifest = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as e:
-        raise BuildError(f"cannot read {path}: {e}", file=file, key=key) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != "sitegen-weights":
-        raise BuildError(f"{path} is not a sitegen weights manifest (its 'format' is not "
-                         f"'sitegen-weights')", file=file, key=key)
-    if manifest.get("version") != 1:
-        raise BuildError(f"{path} has version {manifest.get('version')!r}; this sitegen reads "
-                         f"version 1 (convert the model again)", file=file, key=key)
+        manifest = read_manifest(folder)  # the one reader (docs/manifest.schema.json)
+    except ConvertError as e:
+        raise BuildError(e.message, file=file, key=key) from None
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not shards:
         raise BuildError(f"{path} lists no shards", file=file, key=key)
@@ -292,7 +287,7 @@ def _check_converted(folder: Path, file: str, key: str) -> dict:
 def _copy_model(model: _Model, dest: Path, progress) -> None:
     """Copy manifest.json and (unless hosted elsewhere) the shards; hard-link when possible."""
     dest.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((model.folder / "manifest.json").read_text("utf-8"))
+    manifest = read_manifest(model.folder)
     names = ["manifest.json"]
     if not model.host_url:
         names += [s["file"] for s in manifest["shards"]]

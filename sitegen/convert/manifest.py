@@ -111,19 +111,21 @@ def generation_defaults(gen: dict) -> dict:
 
 
 def read_manifest(folder: Path) -> dict:
-    """manifest.json of a converted folder, checked for format and version."""
+    """manifest.json of a converted folder, checked for format and version: the one Python reader
+    (build, the reference and convert use it; docs/manifest.schema.json is the contract)."""
     path = Path(folder) / "manifest.json"
     try:
         m = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
-        raise ConvertError("not a converted model folder: manifest.json is missing", file=str(path)) from None
-    except ValueError as e:
-        raise ConvertError(f"corrupt manifest: {e}", file=str(path)) from None
+        raise ConvertError(f"no manifest.json in {folder} (is it a converted model folder?)", file=str(path)) from None
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON or UTF-8
+        raise ConvertError(f"cannot read {path}: {e}", file=str(path)) from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise ConvertError(f"not a {FORMAT} manifest", file=str(path))
+        raise ConvertError(f"{path} is not a sitegen weights manifest (its 'format' is not '{FORMAT}')",
+                           file=str(path))
     if m.get("version") != FORMAT_VERSION:
-        raise ConvertError(f"{FORMAT} version {m.get('version')} is not supported (this sitegen reads version "
-                           f"{FORMAT_VERSION}); convert the model again", file=str(path))
+        raise ConvertError(f"{path} has version {m.get('version')!r}; this sitegen reads version {FORMAT_VERSION} "
+                           "(convert the model again)", file=str(path))
     return m
 
 

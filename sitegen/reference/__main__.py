@@ -51,11 +51,12 @@ def _cmd_logits(args: argparse.Namespace) -> None:
 
 def _cmd_generate(args: argparse.Namespace) -> None:
     from sitegen.convert import tokenizer as tk
-    from sitegen.reference.model import _read_manifest, load
+    from sitegen.convert.manifest import read_manifest
+    from sitegen.reference.model import load
 
     if args.max_new_tokens < 1:
         raise _UsageError(f"must be at least 1, got {args.max_new_tokens}", key="--max-new-tokens")
-    manifest = _read_manifest(Path(args.model))
+    manifest = read_manifest(Path(args.model))
     tok = manifest.get("tokenizer")
     if not tok:
         raise _UsageError("the converted model has no tokenizer data; use `logits --tokens` instead",

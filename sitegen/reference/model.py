@@ -15,7 +15,6 @@ Where a line implements a PyTorch line from transformers, that line is quoted.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from sitegen.convert.manifest import read_manifest
 from sitegen.errors import ConvertError
 
 __all__ = ["Model", "KVCache", "load", "rope_inv_freq"]
@@ -315,27 +315,12 @@ class Model:
 # Loading a converted folder (docs/weights-format.md)
 
 
-def _read_manifest(model_dir: Path) -> dict:
-    path = model_dir / "manifest.json"
-    if not path.is_file():
-        raise ConvertError(f"no manifest.json in {model_dir} (is it a converted model folder?)", file=str(path))
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConvertError(f"invalid JSON: {e.msg}", file=str(path), line=e.lineno, col=e.colno) from None
-    if manifest.get("format") != "sitegen-weights" or manifest.get("version") != 1:
-        raise ConvertError(f"not a sitegen-weights version 1 manifest "
-                           f"(format {manifest.get('format')!r}, version {manifest.get('version')!r})",
-                           file=str(path))
-    return manifest
-
-
 def load(model_dir: str | Path) -> Model:
     """Read a converted model folder (manifest + shards) and dequantize every tensor to float32."""
     from sitegen.convert.quantize import dequantize  # the converter's own decoder, the inverse of quantize
 
     model_dir = Path(model_dir)
-    manifest = _read_manifest(model_dir)
+    manifest = read_manifest(model_dir)
     shard_size = int(manifest["shard_size"])
     shards = []
     for s in manifest["shards"]:

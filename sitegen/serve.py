@@ -6,7 +6,10 @@ once the build has finished. A spec with errors prints them and keeps serving
 the last good build. Pages get ``Cross-Origin-Opener-Policy``/``-Embedder-Policy``
 (cross-origin isolation, as a production host should send), exact MIME types
 (``.wasm``, ``.js``/``.mjs``, ``.json``, ``.wgsl``) and byte ranges (the weight
-loader may fetch parts of a shard). Paths that leave the site get 404.
+loader may fetch parts of a shard). Paths that leave the site, paths with a NUL
+byte and internal files (``.sitegen-build``, any dot-file) get 404. The live-reload
+tag is injected by the handler itself, so ``HEAD``, ``GET`` and ranges agree on
+lengths; ``/livereload.js`` gets the same headers as every other response.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import mimetypes
 import os
+import re
 import shutil
 import signal
 import sys
@@ -21,14 +25,14 @@ import tempfile
 import threading
 from pathlib import Path
 
+import livereload
 from livereload import Server
 from livereload.handlers import LiveReloadHandler, LiveReloadJSHandler
-from livereload.server import LiveScriptInjector
 from livereload.watcher import get_watcher_class
 from tornado import web
 
 from . import resources
-from .build import build_site
+from .build import MARKER, build_site
 from .errors import ServeError, SitegenError
 from .spec import SpecErrors, load_spec
 
@@ -62,6 +66,9 @@ _TYPES = {
 _RELOAD_SCRIPT = b'<script src="/livereload.js"></script>'
 
 
+_ONE_RANGE = re.compile(r"bytes=(\d+-\d*|-\d+)")
+
+
 def content_type(path: str) -> str:
     """The Content-Type the preview server sends for ``path``."""
     ext = os.path.splitext(path)[1].lower()
@@ -90,6 +97,19 @@ class _SiteHandler(web.StaticFileHandler):
     def get_content_type(self) -> str:
         return content_type(self.absolute_path or "")
 
+    def get(self, path: str, include_body: bool = True):
+        # A NUL byte would reach os.stat (ValueError, a 500 with a traceback); dot-files
+        # (the build marker) are the builder's, not the site's.
+        if "\0" in path or any(part.startswith(".") or part == MARKER
+                                for part in path.replace("\\", "/").split("/")):
+            raise web.HTTPError(404)
+        # One range, well formed, or none: RFC 9110 §14.2 lets a server ignore a Range
+        # header and send the whole body (200), which beats tornado's guesses at odd ones.
+        rng = self.request.headers.get("Range")
+        if rng is not None and not _ONE_RANGE.fullmatch(rng.strip()):
+            del self.request.headers["Range"]
+        return super().get(path, include_body=include_body)
+
     # tornado answers 403 for a path outside the root (``..``, decoded ``%2e%2e``, an
     # absolute path); a preview server should not even confirm such a path exists.
     @classmethod
@@ -116,24 +136,54 @@ def _forbidden_as_404():
         raise
 
 
-class _ReloadScriptInjector(LiveScriptInjector):
-    script = _RELOAD_SCRIPT
+def _with_reload_tag(data: bytes) -> bytes:
+    return data.replace(b"</head>", _RELOAD_SCRIPT + b"</head>", 1)
 
-    def transform_first_chunk(self, status_code, headers, chunk, finishing):
-        if status_code != 200:  # never touch a 206 range or an error page
-            return status_code, headers, chunk
-        return super().transform_first_chunk(status_code, headers, chunk, finishing)
+
+class _LiveSiteHandler(_SiteHandler):
+    """The site with the live-reload tag in every HTML page, counted in every length."""
+
+    @classmethod
+    def get_content(cls, abspath, start=None, end=None):
+        if not content_type(abspath).startswith("text/html"):
+            yield from super().get_content(abspath, start, end)
+            return
+        with open(abspath, "rb") as f:
+            yield _with_reload_tag(f.read())[start:end]
+
+    def get_content_size(self) -> int:
+        assert self.absolute_path is not None
+        if not content_type(self.absolute_path).startswith("text/html"):
+            return super().get_content_size()
+        with open(self.absolute_path, "rb") as f:
+            return len(_with_reload_tag(f.read()))
+
+
+class _ReloadJSHandler(LiveReloadJSHandler):
+    """livereload's client script, with the site's headers, its MIME type and HEAD."""
+
+    def set_default_headers(self) -> None:
+        _SiteHandler.set_default_headers(self)  # type: ignore[arg-type]
+
+    def _body(self) -> bytes:
+        return (Path(livereload.__file__).parent / "vendors" / "livereload.js").read_bytes()
+
+    def get(self) -> None:
+        self.set_header("Content-Type", content_type("livereload.js"))
+        self.write(self._body())
+
+    def head(self) -> None:
+        self.set_header("Content-Type", content_type("livereload.js"))
+        self.set_header("Content-Length", str(len(self._body())))
 
 
 def make_app(root: _Root, *, live_reload: bool = True) -> web.Application:
     """The tornado application: livereload's socket and script, then the site."""
     handlers: list = []
-    transforms = []
     if live_reload:
-        handlers += [(r"/livereload", LiveReloadHandler), (r"/livereload.js", LiveReloadJSHandler)]
-        transforms.append(_ReloadScriptInjector)
-    handlers.append((r"/(.*)", _SiteHandler, {"root": root}))
-    return web.Application(handlers=handlers, debug=False, transforms=transforms or None)
+        handlers += [(r"/livereload", LiveReloadHandler), (r"/livereload.js", _ReloadJSHandler)]
+    handlers.append((r"/(.*)", _LiveSiteHandler if live_reload else _SiteHandler, {"root": root}))
+    return web.Application(handlers=handlers, debug=False)
 
 
 class _Watcher(get_watcher_class()):
@@ -147,9 +197,13 @@ class _Watcher(get_watcher_class()):
 class _Server(Server):
     """livereload's Server with our application in place of its static handler."""
 
-    def __init__(self, root: _Root):
+    def __init__(self, root: _Root, on_listening=None):
         super().__init__(watcher=_Watcher())
         self._root = root
+        self._on_listening = on_listening
+
+    def _setup_logging(self):
+        pass  # livereload would log "Serving on ..." before the socket is bound
 
     def application(self, port, host, liveport=None, debug=None, live_css=True):
         LiveReloadHandler.watcher = self.watcher
@@ -159,6 +213,8 @@ class _Server(Server):
         except OSError as e:
             raise ServeError(f"cannot listen on {host}:{port}: {e.strerror} (try another --port)",
                              key="--port") from None
+        if self._on_listening is not None:
+            self._on_listening()
 
 
 class PreviewServer:
@@ -167,6 +223,8 @@ class PreviewServer:
     def __init__(self, spec_path: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
                  strict: bool = False, cache_dir: str | os.PathLike | None = None,
                  out=sys.stderr):
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise ServeError(f"must be a port number from 1 to 65535, got {port!r}", key="--port")
         self.spec_path = Path(spec_path)
         self.host, self.port, self.strict = host, port, strict
         self.cache_dir = cache_dir
@@ -223,7 +281,8 @@ class PreviewServer:
             if not self.build():
                 raise ServeError("the first build failed; fix the spec and run sitegen serve "
                                  "again", file=str(self.spec_path))
-            server = _Server(self.root)
+            server = _Server(self.root, on_listening=lambda: self._say(
+                f"serving http://{self.host}:{self.port}/ (Ctrl-C to stop)"))
             watching: set[Path] = set()
 
             def on_change() -> None:
@@ -239,7 +298,6 @@ class PreviewServer:
                 # delay="forever": livereload never reloads on its own; on_change
                 # reloads the pages only after a good build.
                 server.watch(str(p), on_change, delay="forever")
-            self._say(f"serving http://{self.host}:{self.port}/ (Ctrl-C to stop)")
             server.serve(port=self.port, host=self.host, restart_delay=0, debug=False)
         finally:
             signal.signal(signal.SIGTERM, previous_term)

@@ -24,6 +24,7 @@ import { resolveSamplingParams, sampleToken, createRng, StopStringMatcher, commo
 import { planUpload, createBuffers, uploadShard, tensorParts } from "./backends/webgpu/upload.js";
 import { createGraph } from "./graph.js";
 import { requirementsOf, checkMemory } from "./loader/preflight.js";
+import { readManifest } from "./manifest.js";
 
 /**
  * @typedef {{ phase: "check"|"download"|"verify"|"upload"|"compile"|"ready", bytesDone?: number,
@@ -62,7 +63,7 @@ export async function createEngine(options) {
   options.onProgress?.({ phase: "check" });
 
   const { manifest, loader } = await resolveSource(options);
-  checkManifest(manifest);
+  readManifest(manifest);
   const config = manifest.config;
 
   const maxPositions = config.max_position_embeddings ?? DEFAULT_CONTEXT;
@@ -238,21 +239,6 @@ async function resolveSource(options) {
 async function defaultUrlLoader(manifestUrl) {
   const { createLoader } = await import("./loader/index.js");
   return createLoader({ baseUrl: new URL(".", manifestUrl).href });
-}
-
-/** @param {any} manifest */
-function checkManifest(manifest) {
-  if (!manifest || manifest.format !== "sitegen-weights") {
-    throw new ManifestError("This is not a sitegen model manifest (format is not 'sitegen-weights'): " +
-      "convert the model with `sitegen convert`.", { format: manifest?.format });
-  }
-  if (manifest.version !== 1) {
-    throw new ManifestError(`The model manifest has version ${manifest.version}; this runtime reads version 1: ` +
-      "rebuild the site with a matching sitegen.", { version: manifest.version });
-  }
-  for (const key of ["config", "shards", "tensors", "shard_size"]) {
-    if (manifest[key] == null) throw new ManifestError(`The model manifest has no '${key}': convert the model again.`, { key });
-  }
 }
 
 /**

@@ -86,3 +86,24 @@ def test_the_reference_reads_through_the_one_reader(converted, tmp_path):
     (folder / "manifest.json").write_text(json.dumps({**m, "version": 2}))
     with pytest.raises(ConvertError, match=r"has version 2; this sitegen reads version 1 \(convert the model again\)"):
         load(folder)
+
+
+def test_the_runtime_reader_accepts_every_converted_manifest(converted):
+    """runtime/manifest.js readManifest, the JS side of the same contract, on the same manifests."""
+    import subprocess
+
+    folders = [str(f / "manifest.json") for f in converted.values()]
+    script = f"""
+    import {{ readFile }} from "node:fs/promises";
+    import {{ readManifest }} from "./runtime/manifest.js";
+    const out = [];
+    for (const p of {json.dumps(folders)}) {{
+      try {{ readManifest(JSON.parse(await readFile(p, "utf8"))); out.push(null); }}
+      catch (e) {{ out.push(`${{p}}: ${{e.name}}: ${{e.message}}`); }}
+    }}
+    console.log(JSON.stringify(out));
+    """
+    p = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert [e for e in json.loads(p.stdout) if e] == []

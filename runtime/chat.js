@@ -80,6 +80,24 @@ function check(c, messages) {
 }
 
 /**
+ * A template without a system role gets the system prompt prepended to the first user
+ * message, followed by a blank line (transformers' convention for such templates, e.g. Gemma).
+ * @param {CompiledChatTemplate} c
+ * @param {ChatMessage[]} messages
+ * @returns {ChatMessage[]}
+ */
+function foldSystem(c, messages) {
+  if (c.roles.system || !Array.isArray(messages) || messages[0]?.role !== "system"
+      || typeof messages[0].content !== "string") return messages;
+  const [sys, ...rest] = messages;
+  if (sys.content === "") return rest;
+  const k = rest.findIndex((m) => m?.role === "user" && typeof m.content === "string");
+  if (k < 0) return messages; // check() says why
+  rest[k] = { ...rest[k], content: sys.content + "\n\n" + rest[k].content };
+  return rest;
+}
+
+/**
  * Format a conversation into the prompt text the model was trained on.
  * When `compiled.add_bos` is true the text already begins with the BOS token: do not add another.
  * @param {CompiledChatTemplate} compiled the manifest's `chat_template`
@@ -89,6 +107,7 @@ function check(c, messages) {
  */
 export function formatChat(compiled, messages, { addGenerationPrompt = true } = {}) {
   const c = compiled;
+  messages = foldSystem(c, messages);
   check(c, messages);
   const roles = c.roles;
   /** @type {string | null} */

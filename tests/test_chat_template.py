@@ -83,6 +83,10 @@ CONVERSATIONS = [
 
 
 def _accepted(compiled, messages):
+    """Whether the template itself takes ``messages`` (a system message on a template with no
+    system role is folded by sitegen, not taken by the template)."""
+    if messages and messages[0]["role"] == "system" and compiled["roles"].get("system") is None:
+        return False
     try:
         format_conversation(compiled, messages)
         return True
@@ -211,7 +215,7 @@ const out = cases.map(([c, m]) => {{
 }});
 console.log(JSON.stringify(out));
 """
-    cases = [(compiled_all["gemma-2-it"], [_m("system", "s"), _m("user", "u")]),
+    cases = [(compiled_all["gemma-2-it"], [_m("system", "s"), _m("assistant", "a")]),
              (compiled_all["gemma3-lenml"], [_m("user", "u"), _m("user", "v")]),
              (compiled_all["chatml"], [_m("user", "u"), _m("system", "s")]),
              (compiled_all["chatml"], []),
@@ -362,3 +366,37 @@ def test_error_late_turn_difference_is_caught_by_verification():
         compile_chat_template(t, bos_token=None, eos_token=None)
     assert ("the template formats a message differently depending on its position in the "
             "conversation") in str(e.value)
+
+
+def test_system_prompt_without_a_system_role_joins_the_first_user_message(compiled_all):
+    """docs/spec.md: with no system role the system prompt is prepended to the first user
+    message (then a blank line, transformers' convention): both twins give jinja2's text of
+    the folded conversation."""
+    names = [n for n, c in compiled_all.items() if c["roles"].get("system") is None]
+    assert {"gemma-2-it", "mistral-v0.1-instruct"} <= set(names)
+    cases = []
+    for name in names:
+        t, b, e, v = REAL[name]
+        for messages in CONVERSATIONS:
+            if messages[0]["role"] != "system":
+                continue
+            folded = [dict(m) for m in messages[1:]]
+            folded[0]["content"] = messages[0]["content"] + "\n\n" + folded[0]["content"]
+            want = render_jinja(t, folded, bos_token=b, eos_token=e, add_generation_prompt=True,
+                                variables=v)
+            assert format_conversation(compiled_all[name], messages) == want, name
+            cases.append({"compiled": compiled_all[name], "messages": messages, "want": want})
+    assert len(cases) >= 6
+    script = f"""
+import {{ formatChat }} from {json.dumps((ROOT / 'runtime' / 'chat.js').as_uri())};
+const cases = JSON.parse(process.argv[1]);
+console.log(JSON.stringify(cases.map((c) => formatChat(c.compiled, c.messages) === c.want)));
+"""
+    r = subprocess.run([NODE, "--input-type=module", "-e", script, json.dumps(cases)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [True] * len(cases)
+    # An empty system prompt leaves the conversation as it is.
+    c = compiled_all["gemma-2-it"]
+    assert format_conversation(c, [_m("system", ""), _m("user", "u")]) == \
+        format_conversation(c, [_m("user", "u")])

@@ -136,6 +136,23 @@ def _check_conversation(c: dict, messages: list[dict]) -> None:
                                  f"(message {i + offset} is {json.dumps(m['role'])})")
 
 
+def _fold_system(c: dict, messages: list[dict]) -> list[dict]:
+    """A template without a system role gets the system prompt prepended to the first user
+    message, followed by a blank line (transformers' convention, e.g. Gemma). Twin of chat.js."""
+    if (c["roles"].get("system") is not None or not isinstance(messages, list) or not messages
+            or not isinstance(messages[0], dict) or messages[0].get("role") != "system"
+            or not isinstance(messages[0].get("content"), str)):
+        return messages
+    system, rest = messages[0]["content"], list(messages[1:])
+    if system == "":
+        return rest
+    for k, m in enumerate(rest):
+        if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+            rest[k] = {**m, "content": system + "\n\n" + m["content"]}
+            return rest
+    return messages  # _check_conversation says why
+
+
 def format_conversation(compiled: dict, messages: list[dict], *,
                         add_generation_prompt: bool = True) -> str:
     """Format ``messages`` (``[{"role", "content"}]``) with a compiled chat template.
@@ -143,6 +160,7 @@ def format_conversation(compiled: dict, messages: list[dict], *,
     Raises ``ValueError`` for a conversation the template does not accept (unknown role, system
     message not first, roles not alternating where the template requires it)."""
     c = compiled
+    messages = _fold_system(c, messages)
     _check_conversation(c, messages)
     roles = c["roles"]
     system, rest = None, messages

@@ -311,7 +311,8 @@ class Prompts(Section):
     """What the app says to the model."""
 
     system = Str("System prompt, sent before the conversation (if the model's chat template "
-                 "has a system role; otherwise it is prepended to the first user message).",
+                 "has a system role; otherwise it is prepended to the first user message, followed by a "
+                 "blank line).",
                  default="", example="You are a warm, concise writing assistant.")
     system_editable = Bool("Let the visitor read and change the system prompt in the page's settings "
                            "(the change stays in their browser; Reset brings back `system`).",

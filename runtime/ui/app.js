@@ -10,6 +10,7 @@
 import { WorkerClient } from "../protocol.js";
 import { MarkdownView } from "./markdown.js";
 import { openStore, toMarkdown } from "./store.js";
+import { fillTemplate } from "./template.js";
 
 /**
  * @typedef {import("./store.js").Conversation} Conversation
@@ -502,10 +503,10 @@ class App {
   /**
    * Fill a parsed template (`parts` of app.json). Values are inserted as they
    * are, never parsed again (docs/spec.md "Prompt templates").
-   * @param {({ text: string } | { field: string })[]} parts @param {Record<string, string>} values
+   * @param {import("./template.js").TemplatePart[]} parts @param {Record<string, string>} values
    */
   fill(parts, values) {
-    return parts.map((p) => ("text" in p ? p.text : values[p.field] ?? "")).join("");
+    return fillTemplate(parts, values);
   }
 
   async submitForm() {

@@ -55,6 +55,10 @@ _TEMPLATES = """\
 - `{name}` inserts the value of the form field `name` (letters, digits and `_`, starting with a
   letter or `_`); no spaces, expressions, filters or attribute access;
 - `{{` and `}}` write a literal `{` and `}`;
+- `[[ ... ]]` is an optional part: the page leaves it out when any field it uses is empty, so
+  `{relation}.[[ Things worth mentioning: {notes}]]` sends no dangling clause when `notes` is
+  left blank. It holds text and placeholders (no nested `[[`) and uses at least one field; an
+  unclosed `[[` or a stray `]]` is an error (a single `[` or `]` is plain text);
 - in follow-up templates, `{responses}` inserts every response generated so far, numbered
   (so `responses` cannot be a field name).
 

@@ -1,4 +1,5 @@
-"""Prompt templates of forms: ``{field}`` placeholders, ``{{`` and ``}}`` for literal braces.
+"""Prompt templates of forms: ``{field}`` placeholders, ``{{`` and ``}}`` for literal braces,
+``[[ ... ]]`` for an optional part, left out when any field it uses is empty.
 
 The syntax is deliberately tiny (no expressions, filters or attribute access)
 so the page script can fill it with a few lines of JavaScript and a visitor's
@@ -12,7 +13,7 @@ import re
 
 __all__ = ["TemplateSyntaxError", "parse_template", "placeholders"]
 
-_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|\{|\}")
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|\{|\}|\[\[|\]\]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -21,8 +22,12 @@ class TemplateSyntaxError(ValueError):
 
 
 def parse_template(text: str) -> list[dict]:
-    """Split ``text`` into ``[{"text": ...} | {"field": name}]``, merging adjacent text."""
-    parts: list[dict] = []
+    """Split ``text`` into ``[{"text": ...} | {"field": name} | {"optional": [parts]}]``,
+    merging adjacent text. An optional part holds text and fields (no nesting) and uses at
+    least one field."""
+    top: list[dict] = []
+    parts = top
+    opened = 0  # offset of the open ``[[``
 
     def add_text(s: str) -> None:
         if not s:
@@ -37,7 +42,23 @@ def parse_template(text: str) -> list[dict]:
         add_text(text[pos:m.start()])
         pos = m.end()
         tok = m.group(0)
-        if tok == "{{":
+        if tok == "[[":
+            if parts is not top:
+                raise TemplateSyntaxError(f"'[[' at {_where(text, m.start())} opens an optional "
+                                          f"part inside the one opened at "
+                                          f"{_where(text, opened)}: close that one first")
+            opened, parts = m.start(), []
+            top.append({"optional": parts})
+        elif tok == "]]":
+            if parts is top:
+                raise TemplateSyntaxError(f"']]' at {_where(text, m.start())} closes no "
+                                          "optional part (open one with '[[')")
+            if not placeholders(parts):
+                raise TemplateSyntaxError(f"the optional part at {_where(text, opened)} uses no "
+                                          "field: '[[ ... ]]' is left out when a field in it is "
+                                          "empty, so it needs one")
+            parts = top
+        elif tok == "{{":
             add_text("{")
         elif tok == "}}":
             add_text("}")
@@ -56,7 +77,9 @@ def parse_template(text: str) -> list[dict]:
                     "(and '{{' for a literal '{')")
             parts.append({"field": name})
     add_text(text[pos:])
-    return parts
+    if parts is not top:
+        raise TemplateSyntaxError(f"'[[' at {_where(text, opened)} is never closed with ']]'")
+    return top
 
 
 def placeholders(parts: list[dict]) -> list[str]:
@@ -65,6 +88,8 @@ def placeholders(parts: list[dict]) -> list[str]:
     for p in parts:
         if "field" in p:
             seen.setdefault(p["field"])
+        for name in placeholders(p.get("optional", [])):
+            seen.setdefault(name)
     return list(seen)
 
 

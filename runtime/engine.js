@@ -5,10 +5,12 @@
 //   for await (const chunk of await engine.chat.completions.create({ messages, stream: true })) ...
 //   await engine.unload();
 //
-// Data flow: manifest → device check → upload plan (loader/upload.js) →
-// loader.forEachShard writes shards into GPU buffers → kernels compiled →
-// graph (graph.js) runs prefill/decode with the KV cache on the GPU → sampling
-// on the CPU from the last position's logits.
+// Data flow: model source (source.js: manifest + loader + tokenizer) → manifest
+// checked (manifest.js) → memory preflight → device check → upload plan
+// (backends/webgpu/upload.js) → loader.forEachShard writes shards into GPU
+// buffers → kernels compiled → graph (graph.js) runs prefill/decode with the KV
+// cache on the GPU → greedy picked on the GPU, other samplers on the CPU from
+// the last row. The OpenAI-style shapes (chunks, usage) are in openai.js.
 //
 // Context-window policy (item 5): the engine never drops turns by itself. A
 // prompt that leaves no room for one new token throws ContextWindowExceededError
@@ -17,7 +19,7 @@
 
 import {
   AbortError, ContextWindowExceededError, DeviceLostError, EngineStateError, InsufficientMemoryError,
-  InvalidRequestError, ManifestError, MissingFeatureError, WebGPUUnavailableError, BufferTooLargeError,
+  InvalidRequestError, ManifestError, MissingFeatureError, WebGPUUnavailableError,
   throwIfAborted,
 } from "./errors.js";
 import { resolveSamplingParams, sampleToken, createRng, StopStringMatcher, commonPrefixLength } from "./sampling.js";
@@ -25,6 +27,9 @@ import { planUpload, createBuffers, uploadShard, tensorParts } from "./backends/
 import { createGraph } from "./graph.js";
 import { requirementsOf, checkMemory } from "./loader/preflight.js";
 import { readManifest } from "./manifest.js";
+import { resolveSource, loadTokenizer } from "./source.js";
+import { generationDefaults, usageOf, completionChunks } from "./openai.js";
+import { IncrementalDecoder } from "./tokenizer/streaming.js";
 
 /**
  * @typedef {{ phase: "check"|"download"|"verify"|"upload"|"compile"|"ready", bytesDone?: number,
@@ -192,56 +197,6 @@ function formatBytes(n) {
 }
 
 /**
- * Where the manifest and the shards come from.
- * @param {EngineOptions} options
- * @returns {Promise<{ manifest: any, loader: Loader }>}
- */
-async function resolveSource(options) {
-  if (options.modelDir) {
-    const files = await import("./node/files.js");
-    const manifest = options.manifest ?? await files.readManifestFile(options.modelDir);
-    return { manifest, loader: options.loader ?? files.createFileLoader(options.modelDir) };
-  }
-  if (options.manifestUrl) {
-    const url = new URL(options.manifestUrl, globalThis.location?.href ?? import.meta.url);
-    let manifest = options.manifest;
-    if (!manifest) {
-      let response;
-      try {
-        response = await fetch(url, { signal: options.signal });
-      } catch (e) {
-        if (/** @type {Error} */ (e).name === "AbortError") throw new AbortError();
-        throw new ManifestError(`${url}: cannot fetch the model manifest (${/** @type {Error} */ (e).message}).`, { url: String(url) });
-      }
-      if (!response.ok) {
-        throw new ManifestError(`${url}: HTTP ${response.status} fetching the model manifest; check the model's URL.`,
-          { url: String(url), status: response.status });
-      }
-      try {
-        manifest = await response.json();
-      } catch (e) {
-        throw new ManifestError(`${url}: the model manifest is not valid JSON.`, { url: String(url) });
-      }
-    }
-    return { manifest, loader: options.loader ?? await defaultUrlLoader(url) };
-  }
-  if (options.manifest && options.loader) return { manifest: options.manifest, loader: options.loader };
-  throw new InvalidRequestError("createEngine: pass manifestUrl (a model's manifest.json URL), or modelDir under Node.",
-    { param: "manifestUrl" });
-}
-
-/**
- * The weight-delivery loader (runtime/loader/index.js): parallel, verified, cached.
- * Imported on demand so Node's file loader never pulls in the browser's cache code.
- * @param {URL} manifestUrl
- * @returns {Promise<Loader>}
- */
-async function defaultUrlLoader(manifestUrl) {
-  const { createLoader } = await import("./loader/index.js");
-  return createLoader({ baseUrl: new URL(".", manifestUrl).href });
-}
-
-/**
  * Request an adapter and a device with the limits the model needs
  * (WebGPU gives a device only its default limits unless asked).
  * @param {any} manifest
@@ -311,18 +266,6 @@ export function checkLimits(gpu, manifest, what) {
     throw new MissingFeatureError(`This GPU ${what} lacks WebGPU feature${missing.length > 1 ? "s" : ""} ` +
       `${missing.join(", ")}, which the model needs: use a browser/GPU that supports ${missing.length > 1 ? "them" : "it"}, ` +
       "or convert the model without it (e.g. --quant q4 instead of f16).", { missing });
-  }
-}
-
-/** @param {any} manifest */
-async function loadTokenizer(manifest) {
-  if (!manifest.tokenizer) return null;
-  try {
-    const mod = /** @type {any} */ (await import("./tokenizer/index.js"));
-    return mod.createTokenizer(manifest.tokenizer);
-  } catch (e) {
-    // Not every consumer needs text (the logits command works on ids).
-    return { error: /** @type {Error} */ (e) };
   }
 }
 
@@ -430,9 +373,28 @@ export class Engine {
    * @template T @param {() => Promise<T>} fn @returns {Promise<T>}
    */
   _exclusive(fn) {
-    const run = this._queue.then(fn, fn);
-    this._queue = run.catch(() => {});
-    return run;
+    return this._turn().then(async (release) => {
+      try {
+        return await fn();
+      } finally {
+        release();
+      }
+    });
+  }
+
+  /**
+   * The one request queue: resolves when every earlier request is done, with
+   * the function that lets the next one run (a generator holds it until it ends).
+   * @returns {Promise<() => void>}
+   */
+  async _turn() {
+    /** @type {() => void} */
+    let release = () => {};
+    const turn = new Promise((resolve) => { release = () => resolve(undefined); });
+    const previous = this._queue;
+    this._queue = previous.then(() => turn);
+    await previous.catch(() => {});
+    return release;
   }
 
   /**
@@ -523,12 +485,7 @@ export class Engine {
    */
   async *generate(req) {
     // Serialise with other requests: wait for the queue, hold it until done.
-    /** @type {() => void} */
-    let release = () => {};
-    const turn = new Promise((resolve) => { release = () => resolve(undefined); });
-    const previous = this._queue;
-    this._queue = previous.then(() => turn);
-    await previous.catch(() => {});
+    const release = await this._turn();
     try {
       return yield* this._generate(req);
     } finally {
@@ -708,80 +665,6 @@ export function pickableVocab(manifest, tokenizer) {
   const rows = manifest.config.vocab_size;
   const size = tokenizer && !tokenizer.error ? tokenizer.vocabSize : undefined;
   return Number.isInteger(size) && size > 0 ? Math.min(rows, size) : rows;
-}
-
-/** @param {any} manifest */
-function generationDefaults(manifest) {
-  const g = manifest.generation ?? {};
-  /** @type {Record<string, number>} */
-  const d = {};
-  if (typeof g.temperature === "number") d.temperature = g.temperature;
-  if (typeof g.top_p === "number") d.topP = g.top_p;
-  if (typeof g.top_k === "number") d.topK = g.top_k;
-  if (typeof g.min_p === "number") d.minP = g.min_p;
-  if (typeof g.repetition_penalty === "number") d.repetitionPenalty = g.repetition_penalty;
-  return d;
-}
-
-/** @param {GenerateResult} r */
-function usageOf(r) {
-  return {
-    prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens,
-    prompt_tokens_details: { cached_tokens: r.cachedTokens },
-    timings: {
-      prefill_ms: r.prefillMs, decode_ms: r.decodeMs,
-      prefill_tokens_per_s: r.prefillTokensPerSecond, decode_tokens_per_s: r.decodeTokensPerSecond,
-    },
-  };
-}
-
-/**
- * @param {AsyncGenerator<GenerateStep, GenerateResult>} gen
- * @param {{ id: string, created: number, model: string }} meta
- */
-async function* completionChunks(gen, meta) {
-  const base = { id: meta.id, object: "chat.completion.chunk", created: meta.created, model: meta.model };
-  yield { ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] };
-  let r;
-  while (!(r = await gen.next()).done) {
-    const step = r.value;
-    yield { ...base, choices: [{ index: 0, delta: { content: step.text }, token_ids: step.tokenId >= 0 ? [step.tokenId] : [],
-      finish_reason: null }] };
-  }
-  yield { ...base, choices: [{ index: 0, delta: {}, finish_reason: r.value.finishReason }], usage: usageOf(r.value) };
-}
-
-/**
- * Streamed detokenisation: decode all generated ids and emit what is new,
- * holding back an incomplete UTF-8 sequence (shown as U+FFFD) until the next
- * token completes it. Works with any `decode(ids)`.
- */
-export class IncrementalDecoder {
-  /** @param {{ decode(ids: number[], opts?: any): string }} tokenizer */
-  constructor(tokenizer) {
-    this.tokenizer = tokenizer;
-    /** @type {number[]} */
-    this.ids = [];
-    this.emitted = 0;
-  }
-
-  /** @param {number} id @returns {string} */
-  push(id) {
-    this.ids.push(id);
-    const text = this.tokenizer.decode(this.ids, { skipSpecial: true });
-    if (text.endsWith("\uFFFD")) return "";
-    const out = text.slice(this.emitted);
-    this.emitted = text.length;
-    return out;
-  }
-
-  /** @returns {string} */
-  flush() {
-    const text = this.tokenizer.decode(this.ids, { skipSpecial: true });
-    const out = text.slice(this.emitted);
-    this.emitted = text.length;
-    return out;
-  }
 }
 
 function now() {

@@ -1,5 +1,6 @@
 // The runtime's public API: one list of re-exports (other modules add theirs here).
-export { createEngine, Engine, IncrementalDecoder } from "./engine.js";
+export { createEngine, Engine } from "./engine.js";
+export { IncrementalDecoder } from "./tokenizer/streaming.js";
 export {
   SitegenRuntimeError, WebGPUUnavailableError, MissingFeatureError, BufferTooLargeError, InsufficientMemoryError,
   ManifestError, ShardLoadError, ShardIntegrityError, ContextWindowExceededError, InvalidRequestError,

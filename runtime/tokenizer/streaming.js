@@ -41,3 +41,36 @@ export function createStreamingDecoder(bytesOf, strip) {
     },
   };
 }
+
+/**
+ * Streamed detokenisation: decode all generated ids and emit what is new,
+ * holding back an incomplete UTF-8 sequence (shown as U+FFFD) until the next
+ * token completes it. Works with any `decode(ids)`.
+ */
+export class IncrementalDecoder {
+  /** @param {{ decode(ids: number[], opts?: any): string }} tokenizer */
+  constructor(tokenizer) {
+    this.tokenizer = tokenizer;
+    /** @type {number[]} */
+    this.ids = [];
+    this.emitted = 0;
+  }
+
+  /** @param {number} id @returns {string} */
+  push(id) {
+    this.ids.push(id);
+    const text = this.tokenizer.decode(this.ids, { skipSpecial: true });
+    if (text.endsWith("\uFFFD")) return "";
+    const out = text.slice(this.emitted);
+    this.emitted = text.length;
+    return out;
+  }
+
+  /** @returns {string} */
+  flush() {
+    const text = this.tokenizer.decode(this.ids, { skipSpecial: true });
+    const out = text.slice(this.emitted);
+    this.emitted = text.length;
+    return out;
+  }
+}

@@ -32,7 +32,7 @@ from .convert.manifest import read_manifest
 from .errors import BuildError, ConvertError, SitegenError
 from .progress import ProgressFn
 from .spec import App, Problem, Spec, load_spec
-from .spec.schema import display_path
+from .spec.schema import SETTINGS_BOUNDS, display_path
 from .spec.template import parse_template
 
 __all__ = ["build", "build_site", "BuildResult", "default_cache_dir", "MARKER", "APP_FORMAT",
@@ -206,10 +206,19 @@ def app_config(spec: Spec, app: App, model: _Model, *, runtime_url: str) -> dict
                "placeholder": ui.placeholder if ui.placeholder is not None
                else strings["placeholder"],
                "layout": ui.layout, "theme": ui.theme, "accent": ui.accent,
-               "language": ui.language, "strings": strings},
+               "language": ui.language, "strings": strings,
+               "settings_bounds": settings_bounds(app)},
         "model": {"name": model.name, "manifest": manifest, "base_url": base},
         "runtime": {"base": runtime_url + "runtime/", "shaders": runtime_url + "shaders/"},
     }
+
+
+def settings_bounds(app: App) -> dict:
+    """``{name: [min, max]}`` of the settings sliders: SETTINGS_BOUNDS, widened to the spec's
+    value so the author's own default is always in range."""
+    g = app.generation
+    return {name: [min(lo, getattr(g, name)), max(hi, getattr(g, name))]
+            for name, (lo, hi) in SETTINGS_BOUNDS.items()}
 
 
 def _dump_json(obj) -> str:

@@ -268,6 +268,7 @@ class App {
 
   loadSettings() {
     const g = this.config.generation;
+    const b = this.config.ui.settings_bounds;
     const saved = (() => {
       try { return JSON.parse(localStorage.getItem(this.key("settings")) ?? "{}"); } catch { return {}; }
     })();
@@ -275,8 +276,9 @@ class App {
     const clamp = (/** @type {unknown} */ v, /** @type {number} */ lo, /** @type {number} */ hi, /** @type {number} */ d) =>
       (typeof v === "number" && v >= lo && v <= hi ? v : d);
     return {
-      temperature: clamp(saved.temperature, 0, 2, g.temperature),
-      top_p: clamp(saved.top_p, 0.05, 1, g.top_p),
+      // The sliders' bounds come from app.json (sitegen/spec/schema.py SETTINGS_BOUNDS).
+      temperature: clamp(saved.temperature, b.temperature[0], b.temperature[1], g.temperature),
+      top_p: clamp(saved.top_p, b.top_p[0], b.top_p[1], g.top_p),
       max_new_tokens: clamp(saved.max_new_tokens, 1, g.max_new_tokens, g.max_new_tokens),
       // The visitor's own system prompt, only where the author allows it.
       system: this.config.prompts.system_editable && typeof saved.system === "string" ? saved.system

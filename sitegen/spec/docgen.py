@@ -133,6 +133,8 @@ URLs in it are relative to `app.json` itself (the page's folder).
   `{"field": name}` items in order (`{{`/`}}` already turned into braces).
 - `ui.welcome`, `ui.placeholder`, `prompts.form.submit` are filled from the UI language's strings
   when the spec leaves them `null`; `ui.strings` holds every UI string of that language.
+- `ui.settings_bounds` gives `[min, max]` of the settings panel's sliders (from
+  `SETTINGS_BOUNDS` in `sitegen/spec/schema.py`, widened to take in the spec's own value).
 - `model.manifest` is always on this site unless the source is an `https://` URL;
   `model.base_url` is where the shard files named in the manifest are fetched from.
 
@@ -226,7 +228,8 @@ def _app_json_example() -> str:
                        "repetition_penalty": 1.1, "max_new_tokens": 160, "stop": [],
                        "seed": None},
         "ui": {"welcome": "…", "placeholder": "…", "layout": "form", "theme": "auto",
-               "accent": "#d946ef", "language": "en", "strings": {"send": "Send", "…": "…"}},
+               "accent": "#d946ef", "language": "en", "strings": {"send": "Send", "…": "…"},
+               "settings_bounds": {"temperature": [0.0, 2.0], "top_p": [0.05, 1.0]}},
         "model": {"name": "smollm2", "manifest": "../models/smollm2/manifest.json",
                   "base_url": "../models/smollm2/"},
         "runtime": {"base": "../assets/runtime-0123456789ab/runtime/",

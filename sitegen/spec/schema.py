@@ -323,6 +323,12 @@ class Prompts(Section):
                absent="none")
 
 
+# The ranges of the page's settings sliders (widened to take in the spec's own value): the
+# build writes them into app.json (``ui.settings_bounds``), the toolbar and the page script
+# read them from there. Nowhere else may these numbers be written.
+SETTINGS_BOUNDS = {"temperature": (0.0, 2.0), "top_p": (0.05, 1.0)}
+
+
 class Generation(Section):
     """Sampling defaults; the visitor can change them in the page's settings."""
 

@@ -342,7 +342,7 @@ def test_validate_accepts_compiled(compiled_all):
 
 def test_chat_js_typechecks():
     r = subprocess.run([str(ROOT / "node_modules" / ".bin" / "tsc"), "--noEmit", "--allowJs", "--checkJs",
-                        "--strict", "--target", "es2022", "--module", "es2022", "--lib", "es2022",
+                        "--strict", "--target", "es2022", "--module", "es2022", "--lib", "es2022,dom",
                         str(ROOT / "runtime" / "chat.js")], capture_output=True, text=True, timeout=120,
                        env={**os.environ})
     assert r.returncode == 0, r.stdout + r.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -56,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug or an OS failure: one line, no traceback
+        if os.environ.get("SITEGEN_DEBUG") == "1":
+            raise
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        print("this is unexpected: please report it (SITEGEN_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 def print_warnings(problems) -> None:

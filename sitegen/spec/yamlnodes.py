@@ -38,6 +38,8 @@ def compose(text: str) -> Node | None:
         return _raise(problem, mark)
     except yaml.YAMLError as e:  # e.g. a reader error on bad bytes
         raise YamlSyntaxError(str(e), None, None) from None
+    except RecursionError:
+        raise YamlSyntaxError("the document is nested too deeply", 1, 1) from None
 
 
 def _raise(problem, mark):

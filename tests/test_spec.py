@@ -418,7 +418,10 @@ def test_spec_file_errors(tmp_path):
     (tmp_path / "bad.yaml").write_bytes(b"site: \xff\n")
     with pytest.raises(SpecError) as e:
         load_spec(tmp_path / "bad.yaml")
-    assert str(e.value) == f"{tmp_path / 'bad.yaml'}: not UTF-8 text (byte 6)"
+    # Located like every other problem (issue 11): line 1, the 7th character.
+    assert str(e.value).splitlines()[0] == (
+        f"{tmp_path / 'bad.yaml'}:1:7: not UTF-8 text: byte 0xff (a binary file, or text in "
+        f"another encoding? save the spec as UTF-8)")
 
 
 def test_spec_errors_summary(tmp_path, converted_model):

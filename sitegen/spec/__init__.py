@@ -15,7 +15,8 @@ from .problems import Problem, SpecErrors
 from .schema import (UI, App, Field, Followup, Form, Generation, Host, Model, Prompts, Site, Spec)
 from .sources import ModelSource
 from .template import parse_template, placeholders
-from .yamlnodes import YamlSyntaxError, compose
+from .options import join_key
+from .yamlnodes import YamlSyntaxError, compose, line_col, refusals
 
 __all__ = ["load_spec", "Spec", "Site", "Model", "Host", "App", "Prompts", "Form", "Field",
            "Followup", "Generation", "UI", "ModelSource", "Problem", "SpecErrors",
@@ -33,17 +34,26 @@ def load_spec(path: str | Path, *, strict: bool = False) -> Spec:
     path = Path(path)
     file = str(path)
     try:
-        text = path.read_text("utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError("no such spec file (expected a YAML file such as app.yaml)",
                         file=file) from None
     except IsADirectoryError:
         raise SpecError("is a folder; give the spec file inside it (e.g. app.yaml)",
                         file=file) from None
-    except UnicodeDecodeError as e:
-        raise SpecError(f"not UTF-8 text (byte {e.start})", file=file) from None
     except OSError as e:
         raise SpecError(f"cannot read: {e.strerror}", file=file) from None
+    try:
+        # Universal newlines, as read_text() would give.
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as e:
+        # Everything before the bad byte is text: that gives its line and column.
+        before = data[:e.start].decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        line, col = line_col(before, len(before))
+        raise SpecErrors(file, [Problem(file, line, col, "", f"not UTF-8 text: byte "
+                                        f"0x{data[e.start]:02x} (a binary file, or text in "
+                                        f"another encoding? save the spec as UTF-8)")]
+                         ) from None
     spec_dir = path.resolve().parent
     ctx = Context(file, spec_dir)
     try:
@@ -54,6 +64,8 @@ def load_spec(path: str | Path, *, strict: bool = False) -> Spec:
     if root is None:
         raise SpecErrors(file, [Problem(file, 1, 1, "", "the spec is empty; it needs at least "
                                                         "'site', 'models' and 'apps'")])
+    for node, key, message in refusals(root, join_key):
+        ctx.error(node, key, message)
     spec = Spec.load(root, ctx, "")
     # Cross-checks run after the walk; report in file order all the same.
     problems = sorted(ctx.problems, key=lambda p: (p.line or 0, p.col or 0))

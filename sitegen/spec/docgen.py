@@ -37,7 +37,46 @@ error: app.yaml: 2 errors in the spec
 
 Unknown keys and form fields no template uses are warnings; `--strict` (on `validate`, `build`
 and `serve`) makes warnings errors. A key written with no value (`key:`) takes its default.
-List items are written `apps[0]`, nested keys with dots.
+List items are written `apps[0]`, nested keys with dots. A message quotes at most the first 60
+characters of a value (then `…`), however long the value is.
+
+## The YAML a spec may use
+
+A spec is plain YAML (PyYAML's safe loader, YAML 1.1 scalars): strings, integers, floats,
+booleans, null, lists and mappings, in block or flow style, with comments, anchors (`&name`)
+and aliases (`*name`). Anything else is an error at its line, never a traceback:
+
+- **Tags.** No tag outside the core schema: `!shiny`, `!!python/name:...`, `!!binary`, `!!set`,
+  `!!omap` are refused. Core tags (`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`) are allowed
+  when the value is of that type (`!!int lots` is an error); quoting is the usual way to make a
+  value a string.
+- **Merge keys** (`<<: *base`) are refused: write the keys out. An alias of a whole value
+  (`system: *shared_prompt`) is fine.
+- **Dates.** YAML 1.1 reads an unquoted `2024-05-01` as a date, which no key takes: it is
+  reported as "got the date ..." (quote it); an impossible date such as `2024-13-01` is reported
+  as one that cannot be read.
+- **Numbers.** An integer too large for a float where a number is expected, one with thousands
+  of digits, and a size with more than 30 digits are errors, not overflows. `1e3` without a
+  decimal point is a string in YAML 1.1: write `1.0e3`.
+- **Text.** The file must be UTF-8; a byte that is not, a NUL or another control character YAML
+  forbids is reported at its line and column. Nesting deeper than Python's recursion limit is an
+  error.
+
+## Files a spec may name
+
+`site.favicon` and `site.theme_dir` must lie inside the spec's folder tree: the path is resolved
+(`..` and symlinks followed) and refused if it ends up outside, so a spec cannot copy a file from
+elsewhere on the machine into the site. The favicon must be a type browsers show (`.ico`, `.png`,
+`.svg`, `.gif`, `.jpg`/`.jpeg`, `.webp`) and its first bytes must match that type.
+
+A local model source may be a relative path, which must stay inside the spec's folder tree
+(`../../models/x` is refused), or an **absolute** path, which may point anywhere: the author has
+written it out explicitly. A symlink inside the spec's folder may point to a model elsewhere: only a model's own files are read (a converted folder's `manifest.json`
+and the shards it lists, or the files of a Hugging Face folder or `.gguf`).
+
+Page paths may not use `/assets/` or `/models/`, nor a segment named `index.html` or `app.json`
+(the files the build writes into every page's folder); `validate` reports these, so `build`
+never meets a collision.
 
 ## Example
 

@@ -13,11 +13,13 @@ import copy
 import difflib
 import math
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .problems import Problem
-from .yamlnodes import MappingNode, Node, ScalarNode, SequenceNode, describe, position, scalar_value
+from .yamlnodes import (QUOTE_LIMIT, MappingNode, Node, ScalarNode, SequenceNode, describe,
+                        is_refused, number, position, quote, scalar_value)
 
 __all__ = ["Context", "Option", "Section", "Sub", "ListOf", "MapOf", "Str", "Bool", "Int", "Float",
            "Choice", "Name", "Size", "Url", "LocalPath", "INVALID", "MISSING", "did_you_mean",
@@ -38,6 +40,8 @@ MISSING = _Sentinel("MISSING")   # no default: the key is required
 
 def did_you_mean(word: str, candidates) -> str:
     """`` (did you mean 'x'?)`` for the closest candidate, or ''."""
+    if len(str(word)) > QUOTE_LIMIT:
+        return ""  # a typo is short; comparing a 5 MB value with every candidate is not
     close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -45,6 +49,8 @@ def did_you_mean(word: str, candidates) -> str:
 def join_key(parent: str, child: str | int) -> str:
     if isinstance(child, int):
         return f"{parent}[{child}]"
+    if len(child) > QUOTE_LIMIT:
+        child = child[:QUOTE_LIMIT] + "…"  # key paths appear in messages too
     return f"{parent}.{child}" if parent else child
 
 
@@ -98,6 +104,8 @@ class Option:
 
     def load(self, node: Node, ctx: Context, key: str):
         """Validate ``node``; return the value or ``INVALID`` after reporting."""
+        if is_refused(node):
+            return INVALID  # outside the accepted YAML: reported once, by refusals()
         if isinstance(node, ScalarNode) and scalar_value(node) is None:
             if self.default is not MISSING:
                 # `key:` with nothing after it means "the default", as in mkdocs.
@@ -137,7 +145,7 @@ class Str(Option):
             ctx.error(node, key, "must not be empty")
             return INVALID
         if self.pattern and not self.pattern.fullmatch(value):
-            ctx.error(node, key, f"expected {self.pattern_doc}, got {value!r}")
+            ctx.error(node, key, f"expected {self.pattern_doc}, got {quote(value)}")
             return INVALID
         return value
 
@@ -175,7 +183,12 @@ class Float(Option):
         value = self._scalar(node, ctx, key, (int, float), "a number")
         if value is INVALID:
             return INVALID
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer beyond any float, e.g. 400 digits
+            ctx.error(node, key, f"is too large for a number, got {describe(node)}")
+            return INVALID
+        if not finite:
             ctx.error(node, key, f"must be a finite number, got {value!r}")
             return INVALID
         # Integers stay integers (JSON `1`, HTML `min="1"`), floats stay floats.
@@ -191,7 +204,7 @@ def _check_range(value, node, ctx, key, lo, hi, lo_exclusive, what):
             parts.append(f"{'>' if lo_exclusive else '>='} {lo:g}")
         if hi is not None:
             parts.append(f"<= {hi:g}")
-        ctx.error(node, key, f"must be {what}{' and '.join(parts)}, got {value:g}")
+        ctx.error(node, key, f"must be {what}{' and '.join(parts)}, got {number(value)}")
         return INVALID
     return value
 
@@ -230,12 +243,15 @@ class Name(Str):
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*", re.IGNORECASE)
+_SIZE_DIGITS = 30  # more digits than any real size: refused before any arithmetic
 _UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3,
           "gib": 1024**3}
 MIB = 1024 * 1024
 
 
 def format_size(n: int) -> str:
+    if n >= 1024 ** 5:
+        return f"about {number(n)} bytes"  # no float division of a huge integer
     if n % MIB == 0:
         return f"{n // MIB} MiB"
     if n >= MIB:
@@ -251,10 +267,12 @@ class Size(Option):
     type_doc = "size"
 
     def __init__(self, doc: str, *, min: int, max: int, warn_above: int | None = None,
-                 warn_reason: str = "", max_reason: str = "", **kw):
+                 warn_reason: str = "", max_reason: str = "", multiple_of: int = 1,
+                 multiple_reason: str = "", **kw):
         super().__init__(doc, **kw)
         self.min, self.max, self.warn_above = min, max, warn_above
         self.warn_reason, self.max_reason = warn_reason, max_reason
+        self.multiple_of, self.multiple_reason = multiple_of, multiple_reason
 
     def check(self, node, ctx, key):
         value = scalar_value(node) if isinstance(node, ScalarNode) else None
@@ -262,7 +280,12 @@ class Size(Option):
         if isinstance(value, int) and not isinstance(value, bool):
             size = value
         elif isinstance(value, str) and (m := _SIZE.fullmatch(value)):
-            size = int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
+            if len(m.group(1)) > _SIZE_DIGITS:
+                ctx.error(node, key, f"must be at most {format_size(self.max)}"
+                                     f"{self.max_reason}, got {describe(node)}")
+                return INVALID
+            # Decimal, not float: exact, and no OverflowError on a long number.
+            size = int(Decimal(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
         if size is None:
             ctx.error(node, key, f"expected a size such as '16MiB' or a number of bytes, "
                                  f"got {describe(node)}")
@@ -273,6 +296,12 @@ class Size(Option):
         if size > self.max:
             ctx.error(node, key, f"must be at most {format_size(self.max)}{self.max_reason}, "
                                  f"got {format_size(size)}")
+            return INVALID
+        if size % self.multiple_of:
+            lo = size - size % self.multiple_of
+            ctx.error(node, key, f"must be a multiple of {self.multiple_of} bytes"
+                                 f"{self.multiple_reason}, got {size} bytes (e.g. {lo} or "
+                                 f"{lo + self.multiple_of})")
             return INVALID
         if self.warn_above is not None and size > self.warn_above:
             ctx.warn(node, key, f"{format_size(size)} is above {format_size(self.warn_above)}"
@@ -292,7 +321,7 @@ class Url(Str):
         if value is INVALID:
             return INVALID
         if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s]*)?", value):
-            ctx.error(node, key, f"expected an http:// or https:// URL, got {value!r}")
+            ctx.error(node, key, f"expected an http:// or https:// URL, got {quote(value)}")
             return INVALID
         if self.trailing_slash and not value.endswith("/"):
             value += "/"
@@ -300,28 +329,56 @@ class Url(Str):
 
 
 class LocalPath(Str):
-    """A file or folder, relative to the spec's folder; it must exist."""
+    """A file or folder inside the spec's folder tree (relative to it); it must exist.
+
+    The path is resolved (symlinks followed) before the check, so neither ``..`` nor a
+    symlink can make the build copy or render a file from elsewhere on the machine
+    (issue 11: a favicon of ``../../../etc/passwd`` was copied into the site).
+    ``suffixes`` limits a file's extension; ``check_file(path)`` returns a problem or ''.
+    """
 
     type_doc = "path"
 
-    def __init__(self, doc: str, *, kind: str, **kw):
+    def __init__(self, doc: str, *, kind: str, suffixes: tuple[str, ...] = (),
+                 check_file=None, **kw):
         super().__init__(doc, **kw)
         self.kind = kind  # "file" | "dir"
+        self.suffixes, self.check_file = suffixes, check_file
 
     def check(self, node, ctx, key):
         value = super().check(node, ctx, key)
         if value is INVALID:
             return INVALID
-        path = (ctx.spec_dir / value).resolve()
-        ok = path.is_file() if self.kind == "file" else path.is_dir()
+        what = "file" if self.kind == "file" else "folder"
+        try:
+            path = (ctx.spec_dir / value).resolve()
+            ok = path.is_file() if self.kind == "file" else path.is_dir()
+        except (OSError, RuntimeError, ValueError) as e:  # NUL, a symlink loop, a long name
+            reason = getattr(e, "strerror", None) or str(e)
+            ctx.error(node, key, f"not a usable path: {quote(value)} ({quote(reason)})")
+            return INVALID
+        if not path.is_relative_to(ctx.spec_dir):
+            ctx.error(node, key, f"{quote(value)} is outside the spec's folder "
+                                 f"{str(ctx.spec_dir)!r}; a spec may name only files "
+                                 f"inside its own folder tree (copy the {what} there)")
+            return INVALID
+        if self.suffixes and path.suffix.lower() not in self.suffixes:
+            ctx.error(node, key, f"{quote(value)} is not one of the accepted file types "
+                                 f"({' '.join(self.suffixes)})")
+            return INVALID
         if not ok:
-            what = "file" if self.kind == "file" else "folder"
             exists_as = ""
             if path.exists():
-                exists_as = f" ({value!r} is a {'folder' if path.is_dir() else 'file'})"
-            ctx.error(node, key, f"no such {what}: {value!r}{exists_as} "
-                                 f"(relative paths start at the spec's folder {str(ctx.spec_dir)!r})")
+                exists_as = f" ({quote(value)} is a {'folder' if path.is_dir() else 'file'})"
+            ctx.error(node, key, f"no such {what}: {quote(value)}{exists_as} "
+                                 f"(relative paths start at the spec's folder "
+                                 f"{str(ctx.spec_dir)!r})")
             return INVALID
+        if self.check_file is not None:
+            problem = self.check_file(path)
+            if problem:
+                ctx.error(node, key, f"{quote(value)}: {problem}")
+                return INVALID
         return path
 
 
@@ -357,14 +414,18 @@ class Section:
         obj._key = key
         obj._value_nodes = {}
         seen: dict[str, Node] = {}
+        refused = False
         for key_node, value_node in (node.value if node is not None else []):
+            if is_refused(key_node):
+                refused = True  # a merge key or a tagged key: reported by refusals()
+                continue
             name = scalar_value(key_node) if isinstance(key_node, ScalarNode) else None
             if not isinstance(name, str):
                 ctx.error(key_node, key, f"expected a key name, got {describe(key_node)}")
                 continue
             child = join_key(key, name)
             if name in seen:
-                ctx.error(key_node, child, f"duplicate key {name!r} (first defined at line "
+                ctx.error(key_node, child, f"duplicate key {quote(name)} (first defined at line "
                                            f"{position(seen[name])[0]})")
                 continue
             seen[name] = key_node
@@ -373,7 +434,7 @@ class Section:
                 hint = did_you_mean(name, cls._options)
                 if not hint:
                     hint = f" (expected one of: {', '.join(cls._options)})"
-                ctx.warn(key_node, child, f"unknown key {name!r}{hint}")
+                ctx.warn(key_node, child, f"unknown key {quote(name)}{hint}")
                 continue
             value = option.load(value_node, ctx, child)
             obj._value_nodes[name] = value_node
@@ -384,7 +445,8 @@ class Section:
                 continue
             child = join_key(key, name)
             if option.required:
-                ctx.error(where, child, "missing required key")
+                if not refused:  # a refused '<<: *base' may have been meant to give it
+                    ctx.error(where, child, "missing required key")
                 setattr(obj, name, None)
             else:
                 setattr(obj, name, option.default_value(ctx, child, where))
@@ -494,6 +556,9 @@ class MapOf(Option):
         out: dict[str, Any] = {}
         first: dict[str, Node] = {}
         for key_node, value_node in node.value:
+            if is_refused(key_node):
+                refused = True  # a merge key or a tagged key: reported by refusals()
+                continue
             name = scalar_value(key_node) if isinstance(key_node, ScalarNode) else None
             if not isinstance(name, str) or not _NAME.fullmatch(name):
                 ctx.error(key_node, key, f"expected a name of letters, digits and '_' starting "
@@ -501,7 +566,7 @@ class MapOf(Option):
                 continue
             child = join_key(key, name)
             if name in first:
-                ctx.error(key_node, child, f"duplicate key {name!r} (first defined at line "
+                ctx.error(key_node, child, f"duplicate key {quote(name)} (first defined at line "
                                            f"{position(first[name])[0]})")
                 continue
             first[name] = key_node

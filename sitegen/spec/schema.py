@@ -13,13 +13,21 @@ from .options import (INVALID, MIB, Bool, Choice, Context, Float, Int, ListOf, L
                       Name, Option, Section, Size, Str, Sub, Url, did_you_mean, join_key)
 from .sources import SourceError, parse_source
 from .template import TemplateSyntaxError, parse_template, placeholders
-from .yamlnodes import describe, position
+from .yamlnodes import describe, position, quote
 
 __all__ = ["Spec", "Site", "Model", "Host", "App", "Prompts", "Form", "Field", "Followup",
            "Generation", "UI", "SECTIONS"]
 
 _BCP47 = r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*"
 _RESERVED_PATHS = ("assets", "models")
+# The files the build writes into every page's folder (and the site root): no page path may
+# have a segment of these names, or the page's folder and the file would collide (issue 11).
+_GENERATED_NAMES = ("index.html", "app.json")
+# Favicon types every current browser shows, with the first bytes each file type starts with
+# (a cheap check that the file is what its name says; '.svg' is text: '<svg' near the start).
+_ICON_MAGIC = {".ico": (b"\x00\x00\x01\x00",), ".png": (b"\x89PNG\r\n\x1a\n",),
+               ".gif": (b"GIF87a", b"GIF89a"), ".jpg": (b"\xff\xd8\xff",),
+               ".jpeg": (b"\xff\xd8\xff",), ".webp": (b"RIFF",), ".svg": ()}
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _QUANTS = ("q4", "q8", "f16", "f32")
 # The 148 CSS named colours (CSS Color Module Level 4), for ui.accent.
@@ -69,7 +77,7 @@ class _Colour(Str):
         if re.fullmatch(r"#([0-9a-f]{3}|[0-9a-f]{6})", v) or v in CSS_COLOURS:
             return v
         ctx.error(node, key, f"expected a CSS colour ('#rrggbb', '#rgb' or a named colour such "
-                             f"as 'teal'), got {value!r}{did_you_mean(v, sorted(CSS_COLOURS))}")
+                             f"as 'teal'), got {quote(value)}{did_you_mean(v, sorted(CSS_COLOURS))}")
         return INVALID
 
 
@@ -88,8 +96,15 @@ class _PagePath(Str):
         segments = [s for s in value.strip().strip("/").split("/")] if value.strip("/ ") else []
         if any(not _SEGMENT.fullmatch(s) or s in (".", "..") for s in segments):
             ctx.error(node, key, f"expected a page path such as '/' or '/cards/birthday/' "
-                                 f"(segments of letters, digits, '-', '_' and '.'), got {value!r}")
+                                 f"(segments of letters, digits, '-', '_' and '.'), got {quote(value)}")
             return INVALID
+        for s in segments:
+            if s.lower() in _GENERATED_NAMES:
+                ctx.error(node, key, f"a page path cannot have a segment named {s!r}: sitegen "
+                                     f"writes {' and '.join(_GENERATED_NAMES)} into every page's "
+                                     f"folder, so the page's folder would collide with a "
+                                     f"generated file; choose another path")
+                return INVALID
         if segments and segments[0].lower() in _RESERVED_PATHS:
             ctx.error(node, key, f"{'/' + segments[0] + '/'!r} is reserved for sitegen's own files "
                                  f"(reserved: {', '.join(_RESERVED_PATHS)}); choose another path")
@@ -121,6 +136,26 @@ class _FieldValue(Option):
         return self._scalar(node, ctx, key, (str, int, float), "a string or a number")
 
 
+def _check_icon(path) -> str:
+    """'' when the file's first bytes match its image type, else why not."""
+    suffix = path.suffix.lower()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        return f"cannot read it ({e.strerror})"
+    kind = suffix.lstrip(".").upper()
+    if suffix == ".svg":
+        if b"<svg" not in head.lower():
+            return "does not look like an SVG image (no '<svg' in its first 4 KB)"
+        return ""
+    ok = any(head.startswith(m) for m in _ICON_MAGIC[suffix])
+    if suffix == ".webp":
+        ok = ok and head[8:12] == b"WEBP"
+    return "" if ok else f"does not look like a {kind} image (its first bytes are not a " \
+                         f"{kind} file's); give an icon file of the type its name says"
+
+
 # --- sections ---------------------------------------------------------------------------------
 
 class Site(Section):
@@ -139,11 +174,13 @@ class Site(Section):
                    "writes is relative, so the site works under any path; used for the "
                    "canonical link.", default=None, trailing_slash=True,
                    example="https://example.org/cards/")
-    favicon = LocalPath("Icon file (`.png`, `.svg`, `.ico`), relative to the spec's folder; "
-                        "copied with a content-hashed name.", kind="file", default=None,
-                        example="favicon.svg")
+    favicon = LocalPath("Icon file inside the spec's folder tree, of a type browsers show "
+                        "(`.ico`, `.png`, `.svg`, `.gif`, `.jpg`/`.jpeg`, `.webp`; its first "
+                        "bytes must match the type); copied with a content-hashed name.",
+                        kind="file", default=None, example="favicon.svg",
+                        suffixes=tuple(_ICON_MAGIC), check_file=_check_icon)
     theme_dir = LocalPath("Folder of templates that override sitegen's `app_templates/` by file "
-                          "name (like mkdocs' `custom_dir`), relative to the spec's folder.",
+                          "name (like mkdocs' `custom_dir`), inside the spec's folder tree.",
                           kind="dir", default=None, example="theme")
 
 
@@ -170,11 +207,15 @@ class Model(Section):
     embeddings = Choice("Storage type of the token embeddings (and a tied output head); "
                         "`null`: the same as `quantization`.", _QUANTS, default=None,
                         example="f16")
-    shard_size = Size("Size of each weight shard file. Above 25 MiB warns (Cloudflare Pages' "
-                      "per-file limit); above 100 MiB is an error (GitHub Pages').",
+    shard_size = Size("Size of each weight shard file, a multiple of 256 bytes. Above 25 MiB "
+                      "warns (Cloudflare Pages' per-file limit); above 100 MiB is an error "
+                      "(GitHub Pages').",
                       default=16 * MIB, min=64 * 1024, max=100 * MIB, warn_above=25 * MIB,
                       warn_reason=": Cloudflare Pages refuses files over 25 MiB",
-                      max_reason=" (GitHub Pages refuses larger files)", example="16MiB")
+                      max_reason=" (GitHub Pages refuses larger files)", example="16MiB",
+                      multiple_of=256,
+                      multiple_reason=" (the converter cuts the weights at 256-byte "
+                                      "boundaries)")
     host = Sub(Host, "Where the shards are hosted.")
 
 
@@ -220,12 +261,12 @@ class Field(Section):
             return
         if self.type == "choice" and self.choices:
             if d not in self.choices:
-                ctx.error(dnode, dkey, f"{d!r} is not one of the choices "
+                ctx.error(dnode, dkey, f"{quote(d)} is not one of the choices "
                                        f"({', '.join(map(repr, self.choices))})"
                                        f"{did_you_mean(d, self.choices)}")
         elif self.type == "number":
             if isinstance(d, str):
-                ctx.error(dnode, dkey, f"a number field's default must be a number, got {d!r}")
+                ctx.error(dnode, dkey, f"a number field's default must be a number, got {quote(d)}")
             elif (self.min is not None and d < self.min) or (self.max is not None and d > self.max):
                 ctx.error(dnode, dkey, f"{d:g} is outside min..max "
                                        f"({_g(self.min)}..{_g(self.max)})")
@@ -275,7 +316,7 @@ class Form(Section):
             fkey = join_key(join_key(key, "fields"), i)
             if f.name in declared:
                 ctx.error(f.node_of("name"), join_key(fkey, "name"),
-                          f"duplicate field name {f.name!r} (also fields[{declared[f.name]}])")
+                          f"duplicate field name {quote(f.name)} (also fields[{declared[f.name]}])")
                 continue
             if f.name == "responses":
                 ctx.error(f.node_of("name"), join_key(fkey, "name"),
@@ -304,7 +345,7 @@ class Form(Section):
             if name not in used:
                 f = self.fields[i]
                 ctx.warn(f.node_of("name"), join_key(join_key(join_key(key, "fields"), i), "name"),
-                         f"field {name!r} is declared but no template uses it")
+                         f"field {quote(name)} is declared but no template uses it")
 
 
 class Prompts(Section):
@@ -424,7 +465,7 @@ class Spec(Section):
             elif app.model is not None and self.models is not None and app.model not in models:
                 hint = did_you_mean(app.model, models)
                 ctx.error(app.node_of("model"), join_key(akey, "model"),
-                          f"unknown model {app.model!r}{hint} (defined under 'models': "
+                          f"unknown model {quote(app.model)}{hint} (defined under 'models': "
                           f"{', '.join(models) or 'none'})")
             if app.path is not None:
                 if app.path in seen_paths:
@@ -432,7 +473,7 @@ class Spec(Section):
                     other = self.apps[j]
                     line = position(other.node_of("path"))[0] if other._node is not None else "?"
                     ctx.error(app.node_of("path"), join_key(akey, "path"),
-                              f"page path {display_path(app.path)!r} is already used by "
+                              f"page path {quote(display_path(app.path))} is already used by "
                               f"apps[{j}] (line {line}); each app needs its own path")
                 else:
                     seen_paths[app.path] = i
@@ -445,7 +486,7 @@ class Spec(Section):
         for name in models:
             if name not in used:
                 ctx.warn(self._map_key_node("models", name), join_key("models", name),
-                         f"model {name!r} is not used by any app (the build skips it)")
+                         f"model {quote(name)} is not used by any app (the build skips it)")
 
 
     def _map_key_node(self, option: str, name: str):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from .yamlnodes import quote
+
 __all__ = ["TemplateSyntaxError", "parse_template", "placeholders"]
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|\{|\}|\[\[|\]\]")
@@ -72,7 +74,7 @@ def parse_template(text: str) -> list[dict]:
             name = m.group(1)
             if not _NAME.fullmatch(name):
                 raise TemplateSyntaxError(
-                    f"{tok!r} at {_where(text, m.start())} is not a placeholder: write "
+                    f"{quote(tok)} at {_where(text, m.start())} is not a placeholder: write "
                     "'{name}' with a field name of letters, digits and '_' "
                     "(and '{{' for a literal '{')")
             parts.append({"field": name})

@@ -6,11 +6,12 @@
 //   await engine.unload();
 //
 // Data flow: model source (source.js: manifest + loader + tokenizer) → manifest
-// checked (manifest.js) → memory preflight → device check → upload plan
-// (backends/webgpu/upload.js) → loader.forEachShard writes shards into GPU
-// buffers → kernels compiled → graph (graph.js) runs prefill/decode with the KV
-// cache on the GPU → greedy picked on the GPU, other samplers on the CPU from
-// the last row. The OpenAI-style shapes (chunks, usage) are in openai.js.
+// checked (manifest.js) → memory preflight → backend (backend.js: WebGPU today)
+// plans the weights → loader.forEachShard hands it each verified shard → the
+// graph (graph.js, the op list) is compiled by the backend for a context length
+// → prefill/decode with the KV cache on the device → greedy and top-k chosen on
+// the device, the other samplers on the CPU from the last row. The OpenAI-style
+// shapes (chunks, usage) are in openai.js.
 //
 // Context-window policy (item 5): the engine never drops turns by itself. A
 // prompt that leaves no room for one new token throws ContextWindowExceededError
@@ -18,20 +19,22 @@
 // otherwise generation stops with finish_reason "length" when the window is full.
 
 import {
-  AbortError, ContextWindowExceededError, DeviceLostError, EngineStateError, InsufficientMemoryError,
-  InvalidRequestError, ManifestError, MissingFeatureError, WebGPUUnavailableError,
+  AbortError, ContextWindowExceededError, DeviceLostError, EngineStateError, InvalidRequestError, ManifestError,
   throwIfAborted,
 } from "./errors.js";
 import { resolveSamplingParams, sampleToken, createRng, StopStringMatcher, commonPrefixLength } from "./sampling.js";
-import { planUpload, createBuffers, uploadShard, tensorParts } from "./backends/webgpu/upload.js";
-import { createGraph } from "./graph.js";
-import { requirementsOf, checkMemory } from "./loader/preflight.js";
+import { createBackend } from "./backend.js";
+import { buildGraph } from "./graph.js";
+import { checkMemory } from "./loader/preflight.js";
 import { readManifest } from "./manifest.js";
 import { resolveSource, loadTokenizer } from "./source.js";
 import { generationDefaults, usageOf, completionChunks } from "./openai.js";
 import { IncrementalDecoder } from "./tokenizer/streaming.js";
 
 /**
+ * @typedef {import("./backend.js").Backend} Backend
+ * @typedef {import("./backend.js").CompiledModel} CompiledModel
+ * @typedef {import("./manifest.js").Manifest} Manifest
  * @typedef {{ phase: "check"|"download"|"verify"|"upload"|"compile"|"ready", bytesDone?: number,
  *   bytesTotal?: number, shardsDone?: number, shardsTotal?: number, rate?: number, eta?: number,
  *   source?: "cache"|"network"|"file" }} ProgressEvent
@@ -79,194 +82,84 @@ export async function createEngine(options) {
   }
 
   // Before any byte is downloaded: the memory estimate (weights + KV cache) against what the device
-  // reports; features and buffer limits are checked against the adapter below, and the loader checks
-  // the storage quota before its first fetch.
+  // reports; features and buffer limits are checked by the backend, and the loader checks the
+  // storage quota before its first fetch.
   checkMemory(manifest, { contextLength });
-  const device = options.device ?? await requestDevice(manifest);
+  const backend = await createBackend(manifest, { device: options.device, compute: options.compute,
+    shaderBase: options.shaderBase, maxBindingBytes: options.maxBindingBytes });
   try {
-    return await loadOnto(device, manifest, loader, contextLength, options);
+    return await loadOnto(backend, manifest, loader, contextLength, options);
   } catch (e) {
-    // A device we requested is ours to give back; a caller's device stays theirs.
-    if (!options.device) device.destroy();
+    // A device the backend requested is given back; a caller's device stays theirs.
+    backend.destroy();
     throw e;
   }
 }
 
 /**
- * Everything after the device: check, upload, compile, warm up.
- * @param {GPUDevice} device @param {any} manifest @param {Loader} loader @param {number} contextLength
+ * Everything after the backend: plan, upload, compile, warm up.
+ * @param {Backend} backend @param {Manifest} manifest @param {Loader} loader @param {number} contextLength
  * @param {EngineOptions} options
  */
-async function loadOnto(device, manifest, loader, contextLength, options) {
+async function loadOnto(backend, manifest, loader, contextLength, options) {
   const { signal } = options;
-  const config = manifest.config;
   const progress = (/** @type {ProgressEvent} */ e) => options.onProgress?.(e);
-  checkDevice(device, manifest);
   throwIfAborted(signal);
 
   // Upload: plan once, allocate, then let each shard land where the plan says.
-  const cap = options.maxBindingBytes ?? Infinity;
-  const plan = planUpload(manifest, {
-    maxStorageBufferBindingSize: Math.min(device.limits.maxStorageBufferBindingSize, cap),
-    maxBufferSize: Math.min(device.limits.maxBufferSize, cap),
+  const plan = await backend.planWeights(manifest);
+  let shardsDone = 0, bytesDone = 0;
+  const bytesTotal = plan.shardBytes.reduce((a, b) => a + b, 0);
+  await loader.forEachShard({
+    manifest, signal, onProgress: progress,
+    onShard: async ({ index, bytes }) => {
+      throwIfAborted(signal);
+      backend.receiveShard(index, bytes);
+      shardsDone++;
+      bytesDone += plan.shardBytes[index] ?? 0;
+      progress({ phase: "upload", shardsDone, shardsTotal: manifest.shards.length, bytesDone, bytesTotal });
+    },
   });
-  device.pushErrorScope("out-of-memory");
-  const buffers = createBuffers(device, plan);
-  const oom = await device.popErrorScope();
-  if (oom) {
-    buffers.forEach((b) => b.destroy());
-    throw new InsufficientMemoryError(`The GPU ran out of memory allocating the model's ${formatBytes(plan.totalBytes)} ` +
-      "of weights: close other GPU-heavy tabs or apps, or use a smaller or more quantized model.",
-    { bytes: plan.totalBytes });
-  }
-  try {
-    let shardsDone = 0;
-    await loader.forEachShard({
-      manifest, signal, onProgress: progress,
-      onShard: async ({ index, bytes }) => {
-        throwIfAborted(signal);
-        uploadShard(device, plan, buffers, index, bytes);
-        shardsDone++;
-        progress({ phase: "upload", shardsDone, shardsTotal: manifest.shards.length,
-          bytesDone: plan.shardBytes.slice(0, shardsDone).reduce((a, b) => a + b, 0), bytesTotal: plan.shardBytes.reduce((a, b) => a + b, 0) });
-      },
-    });
-    await device.queue.onSubmittedWorkDone();
-    throwIfAborted(signal);
+  await backend.weightsDone();
+  throwIfAborted(signal);
 
-    progress({ phase: "compile" });
-    const { Kernels, shaderSourceFrom } = await import("./backends/webgpu/kernels.js");
-    const compute = options.compute ?? "auto";
-    if (!["auto", "f32", "f16"].includes(compute)) {
-      throw new InvalidRequestError(`compute: expected "auto", "f32" or "f16", got ${JSON.stringify(compute)}.`,
-        { param: "compute" });
-    }
-    const kernels = await Kernels.create(device, {
-      ...(options.shaderBase ? { shaderSource: shaderSourceFrom(options.shaderBase) } : {}),
-      f16: compute === "auto" ? undefined : compute === "f16",
-    });
-    const tokenizer = await loadTokenizer(manifest);
-    device.pushErrorScope("out-of-memory");
-    /** @type {ReturnType<typeof createGraph>} */
-    let graph;
-    try {
-      graph = createGraph({
-        device, kernels, config, contextLength,
-        prefillChunk: options.prefillChunk ?? 256,
-        weight: (/** @type {string} */ name) => (plan.tensors.has(name)
-          ? /** @type {import("./graph.js").Part[]} */ (tensorParts(plan, buffers, name)) : null),
-        sampleVocab: pickableVocab(manifest, tokenizer),
-      });
-    } catch (e) {
-      // createGraph freed what it had allocated; the kernels' own buffers go too.
-      await device.popErrorScope();
-      kernels.destroy();
-      throw e;
-    }
-    const oom2 = await device.popErrorScope();
-    if (oom2) {
-      graph.destroy();
-      throw new InsufficientMemoryError(`The GPU ran out of memory allocating the KV cache for ${contextLength} ` +
-        "positions: create the engine with a smaller contextLength.", { contextLength });
-    }
+  progress({ phase: "compile" });
+  const tokenizer = await loadTokenizer(manifest);
+  const graph = buildGraph(manifest.config, { ...tensorIndex(manifest), fuse: backend.fusions });
+  const model = await backend.compile({ graph, contextLength, prefillChunk: options.prefillChunk ?? 256,
+    sampleVocab: pickableVocab(manifest, tokenizer) });
+  try {
     // Warm-up: drivers compile shaders on first use; run a short prefill (tiled
     // matmuls) and one decode step (matvecs) now, so the first request's
     // timings measure inference, not compilation. The cache is reset after.
     if (options.warmup ?? true) {
       const warm = Math.min(8, contextLength - 1);
-      await graph.forward(new Int32Array(warm), 0);
-      await graph.forward(new Int32Array(1), warm);
+      await model.forward(new Int32Array(warm), 0);
+      await model.sampleGreedy(new Int32Array(1), warm);
     }
     const chat = manifest.chat_template ? await import("./chat.js").catch((e) => ({ error: e })) : null;
     progress({ phase: "ready" });
-    /** @type {Record<string, number>} */
-    const splitTensors = {};
-    for (const [name, t] of plan.tensors) if (t.parts.length > 1) splitTensors[name] = t.parts.length;
-    const stats = { weightsBytes: plan.totalBytes, kvCacheBytes: graph.kvCacheBytes, splitTensors,
-      compute: kernels.features.f16 ? "f16" : "f32" };
-    return new Engine({ manifest, device, ownsDevice: !options.device, buffers, graph, tokenizer, chat, contextLength, stats });
+    const stats = { backend: backend.name, weightsBytes: plan.totalBytes, kvCacheBytes: model.kvCacheBytes,
+      splitTensors: plan.splitTensors, compute: backend.compute, fused: graph.fused };
+    return new Engine({ manifest, backend, model, tokenizer, chat, contextLength, stats });
   } catch (e) {
-    buffers.forEach((b) => b.destroy());
+    model.destroy();
     throw e;
   }
 }
 
-/** @param {number} n */
-function formatBytes(n) {
-  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(2)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
-}
-
 /**
- * Request an adapter and a device with the limits the model needs
- * (WebGPU gives a device only its default limits unless asked).
- * @param {any} manifest
- * @returns {Promise<GPUDevice>}
+ * What the graph needs to know of the weights: which tensors (groups, members) exist, and each
+ * group's members in row order.
+ * @param {Manifest} manifest
  */
-async function requestDevice(manifest) {
-  /** @type {GPU | undefined} */
-  let gpu = globalThis.navigator?.gpu;
-  if (!gpu && typeof process !== "undefined" && process.versions?.node) {
-    gpu = await (await import("./backends/webgpu/dawn.js")).getNodeGPU();
-  }
-  if (!gpu) {
-    throw new WebGPUUnavailableError("This browser has no WebGPU: use a recent Chrome or Edge (or Safari 26, " +
-      "Firefox 141+), or enable WebGPU in the browser's settings.");
-  }
-  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  if (!adapter) {
-    throw new WebGPUUnavailableError("WebGPU is present but no GPU adapter is available (blocklisted driver or " +
-      "GPU disabled): update the graphics driver or try another browser.");
-  }
-  const req = requirementsOf(manifest);
-  checkLimits(adapter, manifest, "adapter");
-  // Optional speed-ups the kernels use when present.
-  const want = new Set([...req.features, ...req.optionalFeatures]);
-  const requiredFeatures = /** @type {GPUFeatureName[]} */ ([...want].filter((f) => adapter.features.has(f)));
-  const L = adapter.limits;
-  let device;
-  try {
-    device = await adapter.requestDevice({
-      requiredFeatures,
-      requiredLimits: {
-        maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
-        maxBufferSize: L.maxBufferSize,
-        maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
-        maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
-        maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
-        maxComputeWorkgroupSizeX: L.maxComputeWorkgroupSizeX,
-        maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
-      },
-    });
-  } catch (e) {
-    throw new WebGPUUnavailableError(`The GPU adapter refused to create a device (${/** @type {Error} */ (e).message}): ` +
-      "close other GPU-heavy tabs or apps and reload, or update the graphics driver.");
-  }
-  return device;
-}
-
-/**
- * @param {GPUDevice} device
- * @param {any} manifest
- */
-function checkDevice(device, manifest) {
-  checkLimits(device, manifest, "device");
-}
-
-/**
- * Compare an adapter's or device's features with the manifest's
- * requirements; throw the error that says what is missing.
- * @param {{ features: GPUSupportedFeatures, limits: GPUSupportedLimits }} gpu
- * @param {any} manifest
- * @param {string} what
- */
-export function checkLimits(gpu, manifest, what) {
-  const req = requirementsOf(manifest);
-  const missing = req.features.filter((f) => !gpu.features.has(f));
-  if (missing.length) {
-    throw new MissingFeatureError(`This GPU ${what} lacks WebGPU feature${missing.length > 1 ? "s" : ""} ` +
-      `${missing.join(", ")}, which the model needs: use a browser/GPU that supports ${missing.length > 1 ? "them" : "it"}, ` +
-      "or convert the model without it (e.g. --quant q4 instead of f16).", { missing });
-  }
+export function tensorIndex(manifest) {
+  const names = new Set([...manifest.tensors.map((t) => t.name), ...(manifest.groups ?? []).map((g) => g.name)]);
+  const groups = new Map((manifest.groups ?? []).map((g) => [g.name, g.members]));
+  return {
+    has: (/** @type {string} */ name) => names.has(name),
+    members: (/** @type {string} */ group) => groups.get(group) ?? null,
+  };
 }
 
 /** The set of ids that end generation. @param {any} manifest @param {any} tokenizer */
@@ -301,23 +194,23 @@ function eosIds(manifest, tokenizer) {
 
 export class Engine {
   /**
-   * @param {{ manifest: any, device: GPUDevice, ownsDevice: boolean, buffers: GPUBuffer[],
-   *   graph: ReturnType<typeof createGraph>, tokenizer: any, chat: any, contextLength: number,
-   *   stats: { weightsBytes: number, kvCacheBytes: number, splitTensors: Record<string, number> } }} parts
+   * @param {{ manifest: any, backend: Pick<Backend, "name" | "lost" | "destroy"> & { device?: GPUDevice },
+   *   model: CompiledModel, tokenizer: any, chat: any, contextLength: number,
+   *   stats: { weightsBytes: number, kvCacheBytes: number, splitTensors: Record<string, number>, [k: string]: unknown } }} parts
    */
-  constructor({ manifest, device, ownsDevice, buffers, graph, tokenizer, chat, contextLength, stats }) {
+  constructor({ manifest, backend, model, tokenizer, chat, contextLength, stats }) {
     this.manifest = manifest;
     this.config = manifest.config;
-    this.device = device;
+    /** The backend that runs the model (runtime/backend.js). */
+    this.backend = backend;
     this.contextLength = contextLength;
-    /** GPU memory held (bytes) and the tensors split by rows (name → parts). */
+    /** Memory held (bytes), the tensors split by rows (name → parts), the backend, compute and fusions. */
     this.stats = stats;
-    this.graph = graph;
+    /** The model compiled on the backend (forward, sampleGreedy, sampleTopK). */
+    this.model = model;
     this._tokenizer = tokenizer;
     /** The chat-template module (runtime/chat.js), or `{error}` when it failed to load. */
     this._chat = chat;
-    this._buffers = buffers;
-    this._ownsDevice = ownsDevice;
     /** Token ids whose keys/values are in the KV cache, position 0 first. @type {number[]} */
     this._cached = [];
     /** @type {Promise<unknown>} */
@@ -325,7 +218,7 @@ export class Engine {
     this._unloaded = false;
     /** @type {Error | null} */
     this._lost = null;
-    device.lost.then((info) => {
+    backend.lost.then((info) => {
       if (!this._unloaded) {
         this._lost = new DeviceLostError(`The GPU device was lost (${info.reason}: ${info.message}); ` +
           "reload the page to load the model again.", { reason: info.reason });
@@ -351,7 +244,7 @@ export class Engine {
 
   /**
    * The error a failed forward pass stands for. A lost device makes mapAsync reject with a DOMException
-   * named AbortError, which must not read as the caller's abort: wait briefly for `device.lost` (it
+   * named AbortError, which must not read as the caller's abort: wait briefly for `backend.lost` (it
    * may settle a task later) and report the loss instead.
    * @param {unknown} error @returns {Promise<unknown>}
    */
@@ -359,7 +252,7 @@ export class Engine {
     if (this._lost || this._unloaded || /** @type {any} */ (error)?.name !== "AbortError" || error instanceof AbortError) {
       return this._lost ?? error;
     }
-    await Promise.race([this.device.lost, new Promise((resolve) => setTimeout(resolve, 1000))]);
+    await Promise.race([this.backend.lost, new Promise((resolve) => setTimeout(resolve, 1000))]);
     return this._lost ?? error;
   }
 
@@ -407,16 +300,25 @@ export class Engine {
   }
 
   /**
-   * Feed `ids` like `_feed` and return the greedy next token, chosen on the
-   * GPU among the ids the tokenizer can decode (8 bytes read back, not the row).
+   * Feed `ids` like `_feed` and return the greedy next token, chosen by the
+   * backend among the ids the tokenizer can decode (8 bytes read back, not the row).
    * @param {number[]} ids @returns {Promise<number>}
    */
   async _feedGreedy(ids) {
     return /** @type {Promise<number>} */ (this._run(ids, "greedy"));
   }
 
-  /** @param {number[]} ids @param {"all" | "last" | "greedy"} mode */
-  async _run(ids, mode) {
+  /**
+   * Feed `ids` like `_feed` and return the k most likely next tokens and their logits (descending),
+   * chosen by the backend: what top-k sampling needs, without the whole row.
+   * @param {number[]} ids @param {number} k @returns {Promise<{ ids: Int32Array, logits: Float32Array }>}
+   */
+  async _feedTopK(ids, k) {
+    return /** @type {Promise<{ ids: Int32Array, logits: Float32Array }>} */ (this._run(ids, "topk", k));
+  }
+
+  /** @param {number[]} ids @param {"all" | "last" | "greedy" | "topk"} mode @param {number} [k] */
+  async _run(ids, mode, k = 0) {
     const start = this._cached.length;
     // Marked stale first: if the pass fails, the cache no longer matches `_cached`.
     const saved = this._cached;
@@ -424,8 +326,9 @@ export class Engine {
     let logits;
     try {
       const tokens = Int32Array.from(ids);
-      logits = mode === "greedy" ? await this.graph.forwardGreedy(tokens, start)
-        : await this.graph.forward(tokens, start, { allPositions: mode === "all" });
+      logits = mode === "greedy" ? await this.model.sampleGreedy(tokens, start)
+        : mode === "topk" ? await this.model.sampleTopK(tokens, start, k)
+          : await this.model.forward(tokens, start, { allPositions: mode === "all" });
     } catch (e) {
       throw await this._lossOr(e);
     }
@@ -512,14 +415,25 @@ export class Engine {
     const decoder = tok ? (typeof tok.decoder === "function" ? tok.decoder({ skipSpecial: true }) : new IncrementalDecoder(tok)) : null;
     throwIfAborted(signal);
 
-    // Greedy without a repetition penalty is chosen on the GPU; every other
-    // sampler reads the last row and never picks an id past the tokenizer's
-    // vocabulary (padding rows of the embedding: Phi-2, Qwen2.5, test models).
-    const onDevice = params.temperature === 0 && params.repetitionPenalty === 1;
+    // Without a repetition penalty the backend chooses: greedy returns the id, top-k sampling the
+    // k best candidates (a few more, to see ties at the k-th score, which HF's top-k keeps), which
+    // the CPU samplers draw from. Otherwise the whole last row comes back. Sampling never picks an
+    // id past the tokenizer's vocabulary (padding rows of the embedding: Phi-2, Qwen2.5, test models).
+    const noPenalty = params.repetitionPenalty === 1;
+    const greedyOnDevice = params.temperature === 0 && noPenalty;
+    const fetchK = Math.min(params.topK + 8, this.model.maxTopK ?? 0);
+    const topKOnDevice = !greedyOnDevice && noPenalty && params.topK > 0 && params.topK < fetchK;
     const pickable = this._pickable;
     /** @param {number[]} ids @returns {Promise<number>} */
     const next = async (ids) => {
-      if (onDevice) return this._feedGreedy(ids);
+      if (greedyOnDevice) return this._feedGreedy(ids);
+      if (topKOnDevice) {
+        const cand = await this._feedTopK(ids, fetchK);
+        // Ties at the k-th score running past what came back: those candidates are incomplete,
+        // so this step draws from the whole row (recomputing the step; rare).
+        if (cand.logits[fetchK - 1] < cand.logits[params.topK - 1]) return cand.ids[sampleToken(cand.logits, params, rng, seen)];
+        this._cached = this._cached.slice(0, this._cached.length - ids.length);
+      }
       const logits = await this._feed(ids);
       if (pickable < logits.length) logits.fill(-Infinity, pickable);
       return sampleToken(logits, params, rng, seen);
@@ -643,16 +557,14 @@ export class Engine {
     return this._chat.formatChat(this.manifest.chat_template, messages, { addGenerationPrompt: true });
   }
 
-  /** Free every GPU buffer (and the device when the engine created it). */
+  /** Free the model's memory on the backend (and the device when the backend requested it). */
   async unload() {
     if (this._unloaded) return;
     await this._queue.catch(() => {});
     this._unloaded = true;
-    this.graph.destroy();
-    this._buffers.forEach((b) => b.destroy());
-    this._buffers = [];
+    this.model.destroy();
+    this.backend.destroy();
     this._cached = [];
-    if (this._ownsDevice) this.device.destroy();
   }
 }
 

@@ -1,361 +1,248 @@
-// One decoder-only transformer graph for every supported architecture
-// (issue 4, item 1). Architecture features are options read from the
-// normalised config (docs/internals.md), never per-model copies:
+// The model graph: one backend-neutral op list for every supported
+// architecture (issue 10, item 2), built from the normalised config
+// (docs/internals.md) and read beside sitegen/reference/model.py: the same
+// steps, in the same order, under the same names (`attention`, `mlp`,
+// `block`, `forward`). A backend lowers the list to its kernels
+// (runtime/backends/webgpu/lower.js); it never branches on the family.
+//
+// Architecture features are options of the config, never per-model copies:
 //   norm_type rmsnorm|layernorm (+ biases), activation, mlp_gated, attn/mlp/lm_head biases,
 //   partial rotary (rotary_dim), rope_scaling, learned positions, qk_norm,
 //   parallel_block, sandwich_norm, embed_scale, attn/final soft-capping,
 //   sliding windows per layer (with their own rope theta).
 //
-// The forward pass, per layer (HF LlamaDecoderLayer; shapes [T, ·] for T tokens):
-//   x  = norm(h)                              (attn_norm)
-//   q  = x·Wqᵀ (+bq)  [T, heads*hd];  k, v = x·Wkᵀ, x·Wvᵀ (+b)  [T, kv_heads*hd]
-//   q, k = qk_norm(q), qk_norm(k)             (Qwen3, Gemma 3)
-//   q, k = rope(q, k); cache[pos0 + t] = k, v
-//   a  = softmax(q·Kᵀ * scale, causal [, window] [, softcap]) · V
-//   h += a·Woᵀ (+bo)                          (sandwich: h += norm(a·Woᵀ))
-//   x  = norm(h)                              (mlp_norm; a parallel block reuses the first x)
-//   h += down(act(x·Wgᵀ) * (x·Wuᵀ))           (or down(act(x·Wuᵀ + bu)) when not gated)
-// then logits = norm(h)·Wlmᵀ (tied: the embedding), optionally soft-capped.
+// Fusions are chosen here, so that every backend can use them or not:
+// - "qkv": q, k and v from one product over a q/k/v tensor group (format v2)
+//   into one activation `qkv` whose parts `q`, `k`, `v` are dense arrays;
+//   without the group, or when the backend declines, three `linear` ops.
+// - the gated MLP is always one `linear` with a `gate` (act(x·Wgᵀ) * (x·Wuᵀ)
+//   in one pass; a backend without that epilogue runs it as two products and
+//   a multiply); gate and up may be members of one gate_up group.
+// - the residual add is the `accumulate` flag of the op that produces it.
 //
-// Every op is built once (bind groups included); a forward call only writes
-// the token ids and the 16-byte step, records the op list and submits once per
-// chunk of at most `prefillChunk` tokens. Activations stay on the GPU; only
-// the logits that sampling needs are read back.
+// Ops (every tensor input is a canonical tensor name or null, every
+// activation a name from `activations`; each activation is [tokens, width] f32):
+//   {op: "embed", out, table, scale}                       out = table[ids] * scale
+//   {op: "pos_embed", out, table}                          out += table[positions]
+//   {op: "norm", out, x, weight, bias, kind, n, heads, perHeadWeight, accumulate, rows}
+//   {op: "linear", out, x, w, bias, gate, gateBias, act, softcap, accumulate, rows}
+//   {op: "linear_group", out, x, group, bias}               out = the group's product (q|k|v parts)
+//   {op: "rope", q, k, v, qOut, layer, local}              q/k rotated (none for learned positions);
+//                                                           k, v appended to layer's KV cache
+//   {op: "attention", out, q, layer, scale, softcap, window}
+// `rows: "last"` (the head of a prefill) reads the last token and writes row 0;
+// `rows: "first"` reads and writes row 0.
 
-import { InvalidRequestError, SitegenRuntimeError } from "./errors.js";
-
-/**
- * @typedef {import("./backends/webgpu/kernels.js").Kernels} Kernels
- * @typedef {import("./backends/webgpu/kernels.js").KernelOp} KernelOp
- * @typedef {import("./backends/webgpu/kernels.js").WeightPart} WeightPart
- * @typedef {WeightPart & { rowStart: number }} Part
- */
-
-const USAGE_STORAGE = 0x0080, USAGE_COPY_SRC = 0x0004, USAGE_COPY_DST = 0x0008, USAGE_MAP_READ = 0x0001;
-
-/**
- * @param {{ device: GPUDevice, kernels: Kernels, config: any, contextLength: number, prefillChunk: number,
- *   weight: (name: string) => Part[] | null, sampleVocab?: number }} o
- *   sampleVocab: how many rows of the output head sampling may pick (the tokenizer's size; Phi-2,
- *   Qwen2.5 and random test models pad their embeddings with rows no token decodes to).
- */
-export function createGraph(o) {
-  // Everything allocated so far is freed if building the graph fails part-way
-  // (a caller that owns the device would otherwise keep the buffers).
-  /** @type {GPUBuffer[]} */
-  const owned = [];
-  try {
-    return buildGraph(o, owned);
-  } catch (e) {
-    for (const b of owned) b.destroy();
-    throw e;
-  }
-}
+import { SitegenRuntimeError } from "./errors.js";
 
 /**
- * @param {Parameters<typeof createGraph>[0]} o @param {GPUBuffer[]} owned
+ * @typedef {import("./manifest.js").NormalizedConfig} NormalizedConfig
+ * @typedef {"all" | "last" | "first"} RowsMode
+ * @typedef {{ op: "embed", out: string, table: string, scale: number }
+ *   | { op: "pos_embed", out: string, table: string }
+ *   | { op: "norm", out: string, x: string, weight: string, bias: string | null, kind: "rms" | "layer", n: number,
+ *       heads: number, perHeadWeight: boolean, accumulate: boolean, rows: RowsMode }
+ *   | { op: "linear", out: string, x: string, w: string, bias: string | null, gate: string | null,
+ *       gateBias: string | null, act: "silu" | "gelu_tanh" | "gelu" | null, softcap: number | null,
+ *       accumulate: boolean, rows: RowsMode }
+ *   | { op: "linear_group", out: string, x: string, group: string, bias: string | null }
+ *   | { op: "rope", q: string, k: string, v: string, qOut: string, layer: number, local: boolean }
+ *   | { op: "attention", out: string, q: string, layer: number, scale: number, softcap: number | null,
+ *       window: number | null }} GraphOp
+ * @typedef {{ width: number } | { parts: [string, number][] }} Activation
+ *   width floats per token, or an activation made of named dense parts (q | k | v) of one allocation
+ * @typedef {object} Graph
+ * @property {NormalizedConfig} config
+ * @property {Record<string, Activation>} activations  name → per-token shape
+ * @property {GraphOp[]} body     embedding and every layer, for each chunk of tokens
+ * @property {GraphOp[]} headLast final norm + output head of the last token → `logits` row 0
+ * @property {GraphOp[]} headAll  the same for every token of the chunk → `logits_all`
+ * @property {string[]} fused     the fusions used (e.g. "qkv"), for stats and tests
+ * @typedef {object} GraphOptions
+ * @property {(name: string) => boolean} has  whether the model has a tensor, group or group member
+ * @property {(group: string) => string[] | null} members  a tensor group's members in row order (null: no such group)
+ * @property {{ qkv?: boolean }} [fuse]  fusions the backend can run (default: all)
  */
-function buildGraph({ device, kernels: k, config: c, contextLength, prefillChunk, weight, sampleVocab }, owned) {
+
+/**
+ * Build the op list of a model.
+ * @param {NormalizedConfig} c
+ * @param {GraphOptions} o
+ * @returns {Graph}
+ */
+export function buildGraph(c, { has, members, fuse = {} }) {
   const hidden = c.hidden_size, heads = c.num_heads, kvHeads = c.num_kv_heads, hd = c.head_dim;
-  const vocab = c.vocab_size, inter = c.intermediate_size;
   const qDim = heads * hd, kvDim = kvHeads * hd;
-  const C = Math.max(1, Math.min(prefillChunk, contextLength));
   const normKind = c.norm_type === "layernorm" ? "layer" : "rms";
-  const eps = c.norm_eps;
+  const bias = c.attn_bias ?? { q: false, k: false, v: false, o: false };
+  /** @type {string[]} */
+  const fused = [];
 
-  /** @param {string} label @param {number} bytes @param {number} [extra] */
-  const buffer = (label, bytes, extra = 0) => {
-    const b = device.createBuffer({ label, size: Math.max(16, Math.ceil(bytes / 16) * 16),
-      usage: USAGE_STORAGE | USAGE_COPY_SRC | USAGE_COPY_DST | extra });
-    owned.push(b);
-    return b;
-  };
-
-  /** @param {string} name @returns {Part[]} */
-  const parts = (name) => {
-    const p = weight(name);
-    if (!p) throw new SitegenRuntimeError(`The model has no tensor '${name}', which ${c.architecture} needs: convert it again.`,
-      { tensor: name });
-    return p;
-  };
-  /** A 1-D tensor (norm weight, bias) as a plain buffer, or null when absent. @param {string} name */
-  const vector = (name) => {
-    const p = weight(name);
-    if (!p) return null;
-    if (p.length !== 1 || p[0].dtype !== "f32") {
-      throw new SitegenRuntimeError(`Tensor '${name}' should be one f32 vector; got ${p.length} part(s) of ${p[0]?.dtype}.`);
+  /** @param {string} name */
+  const need = (name) => {
+    if (!has(name)) {
+      throw new SitegenRuntimeError(`The model has no tensor '${name}', which ${c.architecture} needs: convert it again.`,
+        { tensor: name });
     }
-    return p[0].buffer;
+    return name;
   };
-  const need = (/** @type {string} */ name) => /** @type {GPUBuffer} */ (vector(name) ?? parts(name)[0].buffer);
+  /** @param {string} name */
+  const maybe = (name) => (has(name) ? name : null);
 
-  // Activations, [C, features] f32 (one chunk of the prompt at most).
-  const ids = buffer("ids", C * 4);
-  const h = buffer("h (residual)", C * hidden * 4);
-  const x = buffer("x (normed)", C * hidden * 4);
-  const x2 = c.parallel_block ? buffer("x2 (mlp normed)", C * hidden * 4) : x;
-  const q = buffer("q", C * qDim * 4);
-  const kb = buffer("k", C * kvDim * 4);
-  const vb = buffer("v", C * kvDim * 4);
-  const qn = c.qk_norm ? buffer("q normed", C * qDim * 4) : q;
-  const kn = c.qk_norm ? buffer("k normed", C * kvDim * 4) : kb;
-  const att = buffer("attention out", C * qDim * 4);
-  const mlp = buffer("mlp hidden", C * inter * 4);
-  const tmp = c.sandwich_norm ? buffer("sandwich tmp", C * hidden * 4) : null;
-  const logitsLast = buffer("logits (last)", vocab * 4);
-  const stagingLast = device.createBuffer({ label: "logits readback", size: vocab * 4, usage: USAGE_MAP_READ | USAGE_COPY_DST });
-  owned.push(stagingLast);
+  /** @type {Record<string, Activation>} */
+  const activations = { h: { width: hidden }, x: { width: hidden }, att: { width: qDim },
+    mlp: { width: c.intermediate_size } };
 
-  // KV cache: [contextLength, kv_heads*head_dim] f32 per layer, K and V.
-  const kvBytes = contextLength * kvDim * 4;
-  const kCache = [], vCache = [];
-  for (let i = 0; i < c.num_layers; i++) {
-    kCache.push(buffer(`k cache ${i}`, kvBytes));
-    vCache.push(buffer(`v cache ${i}`, kvBytes));
-  }
+  /**
+   * norm(x) of the hidden state (`prefix` e.g. "layers.0.attn_norm").
+   * @param {string} prefix @param {string} out @param {string} x
+   * @param {{ accumulate?: boolean, rows?: RowsMode }} [opt]
+   * @returns {GraphOp}
+   */
+  const norm = (prefix, out, x, opt = {}) => ({ op: "norm", out, x, weight: need(`${prefix}.weight`),
+    bias: maybe(`${prefix}.bias`), kind: normKind, n: hidden, heads: 1, perHeadWeight: false,
+    accumulate: opt.accumulate ?? false, rows: opt.rows ?? "all" });
 
-  // RoPE tables: one per theta (Gemma 3's sliding layers use rope_local_theta).
-  // `rope_scaling` belongs to the global theta: Gemma 3's local layers use plain RoPE (HF
-  // Gemma3RotaryEmbedding builds the local one with rope_type "default").
-  /** @type {Map<string, ReturnType<Kernels["ropeTable"]>>} */
-  const ropeTables = new Map();
-  const rotaryDim = c.rotary_dim ?? hd;
-  /** @param {boolean} local */
-  const ropeTable = (local) => {
-    if (c.position !== "rope") return null;
-    const theta = local ? c.rope_local_theta : c.rope_theta;
-    const scaling = local ? null : c.rope_scaling ?? null;
-    const key = `${theta}:${JSON.stringify(scaling)}`;
-    let t = ropeTables.get(key);
-    if (!t) {
-      t = k.ropeTable({ theta, rotaryDim, maxPositions: contextLength, scaling });
-      owned.push(t.buffer);
-      ropeTables.set(key, t);
-    }
-    return t;
+  /**
+   * x·Wᵀ (+ b): `prefix` e.g. "layers.0.attn.o".
+   * @param {string} prefix @param {string} out @param {string} x @param {boolean} withBias
+   * @param {{ accumulate?: boolean, act?: NormalizedConfig["activation"] | null, gate?: string | null,
+   *   rows?: RowsMode, softcap?: number | null, w?: string }} [opt]
+   * @returns {GraphOp}
+   */
+  const linear = (prefix, out, x, withBias, opt = {}) => ({ op: "linear", out, x, w: need(opt.w ?? `${prefix}.weight`),
+    bias: withBias ? need(`${prefix}.bias`) : null,
+    gate: opt.gate ? need(`${opt.gate}.weight`) : null,
+    gateBias: opt.gate && withBias ? need(`${opt.gate}.bias`) : null,
+    act: opt.act ?? null, softcap: opt.softcap ?? null, accumulate: opt.accumulate ?? false, rows: opt.rows ?? "all" });
+
+  // q/k/v as one product when the weights are one group and the backend takes it.
+  const qkvGroup = (/** @type {number} */ i) => {
+    const g = `layers.${i}.attn.qkv.weight`;
+    const m = members(g);
+    const p = `layers.${i}.attn.`;
+    const fusable = fuse.qkv !== false && m !== null
+      && m.join() === [`${p}q.weight`, `${p}k.weight`, `${p}v.weight`].join()
+      && (!(bias.q || bias.k || bias.v) || members(`${p}qkv.bias`)?.join() === [`${p}q.bias`, `${p}k.bias`, `${p}v.bias`].join());
+    return fusable ? g : null;
   };
 
   /**
-   * A linear layer over all parts of a (possibly row-split) weight.
-   * @param {{ out: GPUBuffer, x: GPUBuffer, w: string, gate?: string, bias?: GPUBuffer | null,
-   *   gateBias?: GPUBuffer | null, act?: any,
-   *   softcap?: number | null, accumulate?: boolean, rows?: "all" | "last" | "first" }} o
-   * @returns {KernelOp[]}
+   * Attention of layer i: x (normed) → `att` [T, heads*hd], KV cache appended; the o projection
+   * is left to `block` (it accumulates into the residual or feeds a sandwich norm).
+   * @param {number} i @returns {GraphOp[]}
    */
-  const linear = (o) => {
-    const wp = parts(o.w);
-    const gp = o.gate ? parts(o.gate) : null;
-    const N = wp.reduce((a, p) => a + p.rows, 0);
-    /** The rows of a bias vector that part `p` produces. @param {GPUBuffer | null | undefined} b @param {Part} p */
-    const slice = (b, p) => {
-      if (!b) return null;
-      const off = p.rowStart * 4;
-      if (off % 256 !== 0) {
-        throw new SitegenRuntimeError(`Tensor '${o.w}' is split at row ${p.rowStart}, where its bias cannot be bound ` +
-          "(offset not a multiple of 256 bytes): use a GPU with a larger maxStorageBufferBindingSize.");
-      }
-      return { buffer: b, offset: off, size: p.rows * 4 };
-    };
-    if (gp && gp.some((g, i) => g.rowStart !== wp[i]?.rowStart || g.rows !== wp[i]?.rows)) {
-      throw new SitegenRuntimeError(`Tensors '${o.gate}' and '${o.w}' are split differently: reconvert the model.`);
+  const attention = (i) => {
+    const p = `layers.${i}.attn.`;
+    /** @type {GraphOp[]} */
+    const ops = [];
+    const group = qkvGroup(i);
+    if (group) {
+      activations.qkv = { parts: [["q", qDim], ["k", kvDim], ["v", kvDim]] };
+      ops.push({ op: "linear_group", out: "qkv", x: "x", group,
+        bias: bias.q ? need(`${p}qkv.bias`) : null });                   // q, k, v = x·[Wq;Wk;Wv]ᵀ (+ b)
+      if (!fused.includes("qkv")) fused.push("qkv");
+    } else {
+      activations.q = { width: qDim };
+      activations.k = { width: kvDim };
+      activations.v = { width: kvDim };
+      ops.push(linear(`${p}q`, "q", "x", bias.q));                       // q = q_proj(x)  [T, H*D]
+      ops.push(linear(`${p}k`, "k", "x", bias.k));                       // k = k_proj(x)  [T, KV*D]
+      ops.push(linear(`${p}v`, "v", "x", bias.v));                       // v = v_proj(x)  [T, KV*D]
     }
-    return wp.map((p, i) => {
-      const bias = slice(o.bias, p), gateBias = slice(o.gateBias, p);
-      return k.linear({ out: o.out, x: o.x, w: p, gate: gp ? gp[i] : null, bias, gateBias, act: o.act ?? null,
-        softcap: o.softcap ?? null, accumulate: o.accumulate ?? false, outOffset: p.rowStart, outStride: N,
-        rows: o.rows ?? "all" });
-    });
-  };
-  /** @param {string} prefix  e.g. "layers.0.attn_norm" @param {GPUBuffer} out @param {GPUBuffer} input
-   *  @param {{ rows?: "all"|"last", accumulate?: boolean }} [opt] */
-  const norm = (prefix, out, input, opt = {}) => k.norm({ out, x: input, weight: need(`${prefix}.weight`),
-    bias: vector(`${prefix}.bias`), n: hidden, eps, kind: normKind, rows: opt.rows ?? "all", accumulate: opt.accumulate });
-
-  /** @type {KernelOp[]} */
-  const body = [];
-  // Embedding (+ learned positions).
-  for (const p of parts("embed.weight")) {
-    body.push(k.embed({ out: h, ids, table: p, rowStart: p.rowStart, scale: c.embed_scale ?? 1 }));
-  }
-  if (c.position === "learned") {
-    for (const p of parts("pos_embed.weight")) {
-      if (p.rowStart !== 0) throw new SitegenRuntimeError("Split learned-position tables are not supported.");
-      body.push(k.embed({ out: h, table: p, positions: true, accumulate: true }));
-    }
-  }
-
-  const bias = c.attn_bias ?? {};
-  for (let i = 0; i < c.num_layers; i++) {
-    const L = `layers.${i}`;
-    const sliding = c.layer_types?.[i] === "sliding";
-    body.push(norm(`${L}.attn_norm`, x, h));
-    if (c.parallel_block && (c.parallel_mlp_norm ?? weight(`${L}.mlp_norm.weight`))) body.push(norm(`${L}.mlp_norm`, x2, h));
-    body.push(...linear({ out: q, x, w: `${L}.attn.q.weight`, bias: bias.q ? need(`${L}.attn.q.bias`) : null }));
-    body.push(...linear({ out: kb, x, w: `${L}.attn.k.weight`, bias: bias.k ? need(`${L}.attn.k.bias`) : null }));
-    body.push(...linear({ out: vb, x, w: `${L}.attn.v.weight`, bias: bias.v ? need(`${L}.attn.v.bias`) : null }));
+    let q = "q", k = "k";
     if (c.qk_norm) {
-      // RMSNorm over head_dim (Qwen3, Gemma 3) or a per-head LayerNorm (StableLM).
-      // "layernorm" (Phi's qk_layernorm: one weight+bias over head_dim) and "layernorm_per_head" are
-      // both LayerNorms; only "rmsnorm" is an RMSNorm (docs/internals.md, normalised config).
+      // q, k = qk_norm(q), qk_norm(k) over head_dim, before RoPE (Qwen3, Gemma 3 RMSNorm; Phi's
+      // LayerNorm with one weight for all heads; StableLM's LayerNorm with a weight per head).
       const kind = c.qk_norm === "rmsnorm" ? "rms" : "layer";
-      for (const [which, src, dst, nh] of /** @type {const} */ ([["q", q, qn, heads], ["k", kb, kn, kvHeads]])) {
-        const w = parts(`${L}.attn.${which}_norm.weight`)[0];
-        body.push(k.norm({ out: dst, x: src, weight: w.buffer, bias: vector(`${L}.attn.${which}_norm.bias`), n: hd, eps,
-          kind, rowsPerToken: nh, perRowWeight: w.rows * w.cols > hd }));
+      activations.qn = { width: qDim };
+      activations.kn = { width: kvDim };
+      for (const [which, src, dst, nh] of /** @type {const} */ ([["q", "q", "qn", heads], ["k", "k", "kn", kvHeads]])) {
+        ops.push({ op: "norm", out: dst, x: src, weight: need(`${p}${which}_norm.weight`), bias: maybe(`${p}${which}_norm.bias`),
+          kind, n: hd, heads: nh, perHeadWeight: c.qk_norm === "layernorm_per_head", accumulate: false, rows: "all" });
       }
+      q = "qn";
+      k = "kn";
     }
-    body.push(k.rope({ q: qn, k: kn, v: vb, kCache: kCache[i], vCache: vCache[i], heads, kvHeads, headDim: hd,
-      table: ropeTable(Boolean(sliding && c.rope_local_theta)) }));
-    body.push(k.attention({ out: att, q: qn, kCache: kCache[i], vCache: vCache[i], heads, kvHeads, headDim: hd,
-      scale: c.attn_scale ?? 1 / Math.sqrt(hd), softcap: c.attn_softcap ?? null,
-      window: sliding ? c.sliding_window : null }));
-    const oBias = bias.o ? need(`${L}.attn.o.bias`) : null;
-    if (c.sandwich_norm) {
-      const t = /** @type {GPUBuffer} */ (tmp);
-      body.push(...linear({ out: t, x: att, w: `${L}.attn.o.weight`, bias: oBias }));
-      body.push(norm(`${L}.post_attn_norm`, h, t, { accumulate: true }));
-    } else if (!c.parallel_block) {
-      body.push(...linear({ out: h, x: att, w: `${L}.attn.o.weight`, bias: oBias, accumulate: true }));
-    }
-    // MLP input: a parallel block reads the block input (normed before attention changed h).
-    let mx = x;
-    if (!c.parallel_block) body.push(norm(`${L}.mlp_norm`, x, h));
-    else if (c.parallel_mlp_norm ?? weight(`${L}.mlp_norm.weight`)) mx = x2;
-    const upBias = c.mlp_bias ? vector(`${L}.mlp.up.bias`) : null;
-    if (c.mlp_gated) {
-      // Llama's mlp_bias: act(x·Wgᵀ + bg) * (x·Wuᵀ + bu), both biases fused into the dual matvec.
-      const gateBias = c.mlp_bias ? vector(`${L}.mlp.gate.bias`) : null;
-      body.push(...linear({ out: mlp, x: mx, w: `${L}.mlp.up.weight`, gate: `${L}.mlp.gate.weight`, act: c.activation,
-        bias: upBias, gateBias }));
-    } else {
-      body.push(...linear({ out: mlp, x: mx, w: `${L}.mlp.up.weight`, bias: upBias, act: c.activation }));
-    }
-    const downBias = c.mlp_bias ? vector(`${L}.mlp.down.bias`) : null;
-    if (c.sandwich_norm) {
-      const t = /** @type {GPUBuffer} */ (tmp);
-      body.push(...linear({ out: t, x: mlp, w: `${L}.mlp.down.weight`, bias: downBias }));
-      body.push(norm(`${L}.post_mlp_norm`, h, t, { accumulate: true }));
-    } else {
-      body.push(...linear({ out: h, x: mlp, w: `${L}.mlp.down.weight`, bias: downBias, accumulate: true }));
-    }
+    // RoPE on q and k (the sliding layers' own base on Gemma 3), then k, v into the cache.
+    const rotary = c.position === "rope" && (c.rotary_dim ?? hd) > 0;
+    if (rotary) activations.qr = { width: qDim };
+    ops.push({ op: "rope", q, k, v: "v", qOut: rotary ? "qr" : q, layer: i,
+      local: c.layer_types?.[i] === "sliding" && Boolean(c.rope_local_theta) });
+    const sliding = c.layer_types?.[i] === "sliding";
+    ops.push({ op: "attention", out: "att", q: rotary ? "qr" : q, layer: i,          // softmax(q·Kᵀ·scale [+mask]) · V
+      scale: c.attn_scale ?? 1 / Math.sqrt(hd), softcap: c.attn_softcap ?? null, window: sliding ? c.sliding_window : null });
+    return ops;
+  };
+
+  /**
+   * The MLP of layer i: `mx` (normed) → `out` (accumulated into the residual unless sandwiched).
+   * @param {number} i @param {string} mx @param {string} out @param {boolean} accumulate
+   * @returns {GraphOp[]}
+   */
+  const mlp = (i, mx, out, accumulate) => {
+    const p = `layers.${i}.mlp.`;
+    return [
+      c.mlp_gated
+        ? linear(`${p}up`, "mlp", mx, c.mlp_bias, { gate: `${p}gate`, act: c.activation })   // act(gate(x)) * up(x)
+        : linear(`${p}up`, "mlp", mx, c.mlp_bias, { act: c.activation }),                   // act(fc1(x))
+      linear(`${p}down`, out, "mlp", c.mlp_bias, { accumulate }),                             // down(·)
+    ];
+  };
+
+  /** One transformer layer: h → h. @param {number} i @returns {GraphOp[]} */
+  const block = (i) => {
+    const p = `layers.${i}.`;
+    const o = `${p}attn.o`;
+    /** @type {GraphOp[]} */
+    const ops = [norm(`${p}attn_norm`, "x", "h")];                      // x = input_layernorm(h)
     if (c.parallel_block) {
-      // Attention's output joins after the MLP has read the block input.
-      body.push(...linear({ out: h, x: att, w: `${L}.attn.o.weight`, bias: oBias, accumulate: true }));
+      // Phi-2, Falcon, StableLM parallel: h + attn(ln(h)) + mlp(ln(h)); Falcon's new decoder
+      // architecture normalises the MLP input on its own (ln_mlp).
+      const ownNorm = c.parallel_mlp_norm || has(`${p}mlp_norm.weight`);
+      if (ownNorm) {
+        activations.x2 = { width: hidden };
+        ops.push(norm(`${p}mlp_norm`, "x2", "h"));
+      }
+      ops.push(...attention(i));
+      ops.push(...mlp(i, ownNorm ? "x2" : "x", "h", true));             // h += mlp(·)
+      ops.push(linear(o, "h", "att", bias.o, { accumulate: true }));    // h += o_proj(att), after the MLP read h
+      return ops;
     }
-  }
-
-  const lmWeight = weight("lm_head.weight") ? "lm_head.weight" : "embed.weight";
-  const lmBias = c.lm_head_bias ? need("lm_head.bias") : null;
-  /** Final norm + lm_head: only the last position ("last"), or every position of the chunk. */
-  const headLast = [norm("final_norm", x, h, { rows: "last" }),
-    ...linear({ out: logitsLast, x, w: lmWeight, bias: lmBias, softcap: c.final_softcap, rows: "first" })];
-  // Greedy decoding on the GPU: the argmax of the last logits row over the
-  // tokens sampling may pick, so a decode step reads back 8 bytes, not the row.
-  const pickable = Math.max(1, Math.min(sampleVocab ?? vocab, vocab));
-  const chosen = buffer("greedy choice", 16);
-  const stagingChosen = device.createBuffer({ label: "greedy readback", size: 16, usage: USAGE_MAP_READ | USAGE_COPY_DST });
-  owned.push(stagingChosen);
-  const argmaxOp = k.argmax({ out: chosen, logits: logitsLast, n: pickable, rows: "first" });
-  /** @type {{ ops: KernelOp[], logits: GPUBuffer, staging: GPUBuffer } | null} */
-  let headAll = null;
-  const allHead = () => {
-    if (!headAll) {
-      const logits = buffer("logits (all)", C * vocab * 4);
-      const staging = device.createBuffer({ label: "logits readback (all)", size: C * vocab * 4,
-        usage: USAGE_MAP_READ | USAGE_COPY_DST });
-      owned.push(staging);
-      headAll = { logits, staging, ops: [norm("final_norm", x, h),
-        ...linear({ out: logits, x, w: lmWeight, bias: lmBias, softcap: c.final_softcap })] };
+    ops.push(...attention(i));
+    if (c.sandwich_norm) {
+      activations.tmp = { width: hidden };
+      ops.push(linear(o, "tmp", "att", bias.o));                        // Gemma 2/3: h += post_attn_norm(o_proj(att))
+      ops.push(norm(`${p}post_attn_norm`, "h", "tmp", { accumulate: true }));
+    } else {
+      ops.push(linear(o, "h", "att", bias.o, { accumulate: true }));    // h += o_proj(att)
     }
-    return headAll;
+    ops.push(norm(`${p}mlp_norm`, "x", "h"));                           // x = post_attention_layernorm(h)
+    if (c.sandwich_norm) {
+      ops.push(...mlp(i, "x", "tmp", false));
+      ops.push(norm(`${p}post_mlp_norm`, "h", "tmp", { accumulate: true }));  // h += post_mlp_norm(mlp(x))
+    } else {
+      ops.push(...mlp(i, "x", "h", true));                              // h += mlp(x)
+    }
+    return ops;
   };
 
-  /**
-   * Run `tokenIds` at positions start.. and return logits: the last
-   * position's row [vocab], or with `allPositions` every row [n, vocab].
-   * @param {Int32Array} tokenIds
-   * @param {number} start  positions already in the KV cache
-   * @param {{ allPositions?: boolean }} [opt]
-   * @returns {Promise<Float32Array>}
-   */
-  async function forward(tokenIds, start, { allPositions = false } = {}) {
-    return /** @type {Promise<Float32Array>} */ (run(tokenIds, start, allPositions ? "all" : "last"));
-  }
+  // forward: embed (+ learned positions), the layers, then the head.
+  /** @type {GraphOp[]} */
+  const body = [{ op: "embed", out: "h", table: need("embed.weight"), scale: c.embed_scale ?? 1 }];
+  if (c.position === "learned") body.push({ op: "pos_embed", out: "h", table: need("pos_embed.weight") });
+  for (let i = 0; i < c.num_layers; i++) body.push(...block(i));
 
-  /**
-   * Run `tokenIds` like `forward` and return the greedy choice after the last
-   * position: the id of the largest logit among the first `sampleVocab` rows
-   * (the lowest id on ties, like numpy.argmax), computed on the GPU.
-   * @param {Int32Array} tokenIds @param {number} start
-   * @returns {Promise<number>}
-   */
-  async function forwardGreedy(tokenIds, start) {
-    return /** @type {Promise<number>} */ (run(tokenIds, start, "greedy"));
-  }
-
-  /**
-   * @param {Int32Array} tokenIds @param {number} start @param {"all" | "last" | "greedy"} mode
-   * @returns {Promise<Float32Array | number>}
-   */
-  async function run(tokenIds, start, mode) {
-    const allPositions = mode === "all";
-    const n = tokenIds.length;
-    if (n === 0) throw new SitegenRuntimeError("forward: no tokens.");
-    if (start + n > contextLength) {
-      throw new SitegenRuntimeError(`forward: positions ${start}..${start + n - 1} exceed the KV cache (${contextLength}).`);
-    }
-    for (const id of tokenIds) {
-      if (!(id >= 0 && id < vocab)) {
-        throw new InvalidRequestError(`Token id ${id} is outside the vocabulary (0..${vocab - 1}).`, { param: "tokens", id });
-      }
-    }
-    const out = allPositions ? new Float32Array(n * vocab) : mode === "last" ? new Float32Array(vocab) : null;
-    for (let off = 0; off < n; off += C) {
-      const m = Math.min(C, n - off);
-      const last = off + m === n;
-      device.queue.writeBuffer(ids, 0, Uint32Array.from(tokenIds.subarray(off, off + m)));
-      k.setStep({ tokens: m, pos0: start + off });
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      for (const op of body) op.record(pass);
-      const head = allPositions ? allHead().ops : last ? headLast : [];
-      for (const op of head) op.record(pass);
-      if (last && mode === "greedy") argmaxOp.record(pass);
-      pass.end();
-      if (allPositions) enc.copyBufferToBuffer(allHead().logits, 0, allHead().staging, 0, m * vocab * 4);
-      else if (last && mode === "greedy") enc.copyBufferToBuffer(chosen, 0, stagingChosen, 0, 16);
-      else if (last) enc.copyBufferToBuffer(logitsLast, 0, stagingLast, 0, vocab * 4);
-      device.queue.submit([enc.finish()]);
-      if (allPositions) {
-        const s = allHead().staging;
-        await s.mapAsync(1 /* GPUMapMode.READ */, 0, m * vocab * 4);
-        /** @type {Float32Array} */ (out).set(new Float32Array(s.getMappedRange(0, m * vocab * 4)), off * vocab);
-        s.unmap();
-      }
-    }
-    if (mode === "greedy") {
-      await stagingChosen.mapAsync(1 /* GPUMapMode.READ */);
-      const id = new Uint32Array(stagingChosen.getMappedRange(0, 4))[0];
-      stagingChosen.unmap();
-      return id;
-    }
-    if (!allPositions) {
-      await stagingLast.mapAsync(1 /* GPUMapMode.READ */);
-      /** @type {Float32Array} */ (out).set(new Float32Array(stagingLast.getMappedRange()));
-      stagingLast.unmap();
-    }
-    return /** @type {Float32Array} */ (out);
-  }
-
-  return {
-    forward,
-    forwardGreedy,
-    /** Bytes of the KV cache. */
-    kvCacheBytes: 2 * c.num_layers * kvBytes,
-    destroy() {
-      for (const b of owned) b.destroy();
-      owned.length = 0;
-      k.destroy();
-    },
+  const head = has("lm_head.weight") ? "lm_head" : "embed";             // tied: the embedding
+  /** @param {"last" | "all"} which @returns {GraphOp[]} */
+  const headOps = (which) => {
+    const out = which === "last" ? "logits" : "logits_all";
+    return [
+      norm("final_norm", "x", "h", { rows: which === "last" ? "last" : "all" }),
+      linear(head, out, "x", Boolean(c.lm_head_bias), { rows: which === "last" ? "first" : "all",
+        softcap: c.final_softcap ?? null, w: `${head}.weight` }),
+    ];
   };
+  activations.logits = { width: c.vocab_size };
+  return { config: c, activations, body, headLast: headOps("last"), headAll: headOps("all"), fused };
 }

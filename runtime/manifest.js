@@ -6,15 +6,21 @@
 
 import { ManifestError } from "./errors.js";
 
-/** The format and version this runtime reads. */
+/** The format and the version the converter writes; READABLE_VERSIONS are those this runtime reads
+ * (version 1 is version 2 without tensor groups). */
 export const FORMAT = "sitegen-weights";
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
+export const READABLE_VERSIONS = [1, 2];
 
 /**
  * @typedef {"f32" | "f16" | "q8" | "q4"} StorageType
  * @typedef {{ name: "data" | "q" | "scales", offset: number, nbytes: number }} Plane
  * @typedef {{ name: string, shape: number[], dtype: StorageType, group_size?: number, shard: number,
- *   offset: number, nbytes: number, planes: Plane[], quant_error?: { max_abs: number, rel_rms: number } }} TensorEntry
+ *   offset: number, nbytes: number, planes: Plane[], quant_error?: { max_abs: number, rel_rms: number },
+ *   group?: string, group_row?: number }} TensorEntry
+ *   A tensor with `group` is a member of a tensor group: its rows are rows group_row.. of that group's bytes.
+ * @typedef {TensorEntry & { members: string[] }} GroupEntry
+ *   A tensor group (docs/weights-format.md#tensor-groups): one physical tensor, its members' rows end to end.
  * @typedef {{ file: string, bytes: number, sha256: string }} ShardEntry
  * @typedef {{ features: string[], optional_features: string[], max_buffer_bytes: number,
  *   max_binding_bytes: number, weights_bytes: number, kv_cache_bytes_per_1k_tokens: number }} Requirements
@@ -54,12 +60,13 @@ export const FORMAT_VERSION = 1;
  * @property {boolean} lm_head_bias
  * @typedef {object} Manifest
  * @property {"sitegen-weights"} format
- * @property {1} version
+ * @property {1 | 2} version
  * @property {string} name
  * @property {NormalizedConfig} config
  * @property {number} shard_size
  * @property {ShardEntry[]} shards
  * @property {TensorEntry[]} tensors
+ * @property {GroupEntry[]} [groups]  version 2 (absent in version 1)
  * @property {any} tokenizer        runtime/tokenizer/index.js reads it
  * @property {any} chat_template    runtime/chat.js reads it (null when the model has none)
  * @property {Record<string, any>} generation
@@ -78,9 +85,9 @@ export function readManifest(json) {
     throw new ManifestError(`This is not a sitegen model manifest (format is not '${FORMAT}'): ` +
       "convert the model with `sitegen convert`.", { format: m?.format });
   }
-  if (m.version !== FORMAT_VERSION) {
-    throw new ManifestError(`The model manifest has version ${m.version}; this runtime reads version ${FORMAT_VERSION}: ` +
-      "rebuild the site with a matching sitegen.", { version: m.version });
+  if (!READABLE_VERSIONS.includes(m.version)) {
+    throw new ManifestError(`The model manifest has version ${m.version}; this runtime reads versions ` +
+      `${READABLE_VERSIONS.join(", ")}: rebuild the site with a matching sitegen.`, { version: m.version });
   }
   for (const key of ["config", "shards", "tensors", "shard_size"]) {
     if (m[key] == null) throw new ManifestError(`The model manifest has no '${key}': convert the model again.`, { key });
@@ -95,5 +102,23 @@ export function readManifest(json) {
         "convert the model again.", { key: `config.${key}` });
     }
   }
+  const groups = m.groups ?? [];
+  if (!Array.isArray(groups)) throw new ManifestError("The model manifest's 'groups' is not a list: convert the model again.", {});
+  const names = new Set(groups.map((/** @type {any} */ g) => g.name));
+  for (const t of m.tensors) {
+    if (t.group !== undefined && !names.has(t.group)) {
+      throw new ManifestError(`Tensor ${t.name} names group '${t.group}', which the manifest does not list: ` +
+        "convert the model again.", { tensor: t.name });
+    }
+  }
   return /** @type {Manifest} */ (m);
+}
+
+/**
+ * The tensors that own their bytes: tensors in no group, then the groups.
+ * @param {{ tensors: TensorEntry[], groups?: GroupEntry[] }} m
+ * @returns {(TensorEntry | GroupEntry)[]}
+ */
+export function physicalTensors(m) {
+  return [...m.tensors.filter((t) => t.group === undefined), ...(m.groups ?? [])];
 }

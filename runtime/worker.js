@@ -40,7 +40,7 @@ async function load(req) {
   engine = e;
   // A lost device (driver reset, GPU process crash) is reported at once, not at the next request,
   // so the page can reload the model while the visitor is still reading.
-  e.device.lost.then((info) => {
+  e.backend.lost.then((info) => {
     // Our own unload forgets the engine before destroying its device; any other loss, a
     // destroy() from elsewhere included, is a failure the page recovers from.
     if (engine !== e) return;

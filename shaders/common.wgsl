@@ -104,19 +104,26 @@ fn block_max(v: f32, lid: u32, sgs: u32, sgl: u32) -> f32 {
 
 #if LINEAR
 // The epilogue of linear (matvec and matmul): bias, gated or plain
-// activation, soft-capping, store or accumulate into out[m, out_offset + j].
+// activation, soft-capping, store or accumulate into out.
+// Output row jg = out_offset + j goes to out[m * out_stride + jg], except that
+// rows from seg1 on (and from seg2 on) go to their own dense [tokens, ·]
+// blocks at base1 (base2) with row stride stride1 (stride2): a fused q/k/v
+// matvec writes q, k and v as three separate arrays of one buffer.
 fn linear_store(m: u32, j: u32, acc_w: f32, acc_g: f32) {
   var y = acc_w;
-  if (BIAS) { y += bias[j]; }
+  if (BIAS) { y += bias[P.bias_off + j]; }
   if (GATED) {
     var g = acc_g;
-    if (GATE_BIAS) { g += gate_bias[j]; }
+    if (GATE_BIAS) { g += gate_bias[P.gate_bias_off + j]; }
     y = activate(g) * y;
   } else {
     y = activate(y);
   }
   if (SOFTCAP) { y = P.softcap * tanh_c(y / P.softcap); }
-  let o = m * P.out_stride + P.out_offset + j;
+  let jg = P.out_offset + j;
+  var o = m * P.out_stride + jg;
+  if (jg >= P.seg2) { o = P.base2 + m * P.stride2 + (jg - P.seg2); }
+  else if (jg >= P.seg1) { o = P.base1 + m * P.stride1 + (jg - P.seg1); }
   if (ACCUM) { y += out[o]; }
   out[o] = y;
 }

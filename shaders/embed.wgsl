@@ -28,7 +28,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   var id: u32;
   if (POSITIONS) { id = S.pos0 + t; } else { id = ids[P.ids_offset + t]; }
   if (id < P.row_start || id - P.row_start >= P.rows) { return; }
-  let r = id - P.row_start;
+  let r = id - P.row_start + P.table_r0;
   for (var c = lid; c < P.hidden; c += WG) {
     var v = table_at(r, c) * P.scale;
     let o = t * P.hidden + c;

@@ -32,7 +32,7 @@ fn load_w(gate_sel: bool, n0: u32, k0: u32, lid: u32) {
   if (lid < 128u) {
     let rr = lid / 2u;
     let wi = lid % 2u;
-    let r = min(n0 + rr, P.n - 1u);
+    let r = min(n0 + rr, P.n - 1u) + select(P.w_r0, P.gate_r0, gate_sel);  // + a group member's first row
     let q = wword(gate_sel, r * (K / 8u) + k0 / 8u + wi);
     let s = wscale(gate_sel, r, k0 / 32u);
     for (var j = 0u; j < 8u; j++) {
@@ -43,7 +43,7 @@ fn load_w(gate_sel: bool, n0: u32, k0: u32, lid: u32) {
   // 64 rows x 4 words of 4 codes
   let rr = lid / 4u;
   let wi = lid % 4u;
-  let r = min(n0 + rr, P.n - 1u);
+  let r = min(n0 + rr, P.n - 1u) + select(P.w_r0, P.gate_r0, gate_sel);  // + a group member's first row
   let q = wword(gate_sel, r * (K / 4u) + k0 / 4u + wi);
   let s = wscale(gate_sel, r, k0 / 32u);
   for (var j = 0u; j < 4u; j++) {
@@ -54,7 +54,7 @@ fn load_w(gate_sel: bool, n0: u32, k0: u32, lid: u32) {
     let e = lid + t * WG;
     let rr = e / BK;
     let kk = e % BK;
-    let r = min(n0 + rr, P.n - 1u);
+    let r = min(n0 + rr, P.n - 1u) + select(P.w_r0, P.gate_r0, gate_sel);  // + a group member's first row
     let c = k0 + kk;
     var v = 0.0;
     if (c < K) {

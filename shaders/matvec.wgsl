@@ -61,7 +61,9 @@ fn group_scale(gate_sel: bool, r: u32, g: u32) -> f32 {
   return half_of(v[(hi / 2u) % 4u], hi);
 }
 
-fn row_dot(gate_sel: bool, r: u32, m_in: u32, lane: u32) -> f32 {
+fn row_dot(gate_sel: bool, r_out: u32, m_in: u32, lane: u32) -> f32 {
+  // The weight's row: a member of a tensor group starts at row w_r0 / gate_r0 of its buffer.
+  let r = r_out + select(P.w_r0, P.gate_r0, gate_sel);
   let groups = P.w_k / 32u;
   let xrow = m_in * (P.w_k / 4u);
   var acc = 0.0;
@@ -91,7 +93,8 @@ fn welem(gate_sel: bool, r: u32, c: u32) -> f32 {
 #endif
 }
 
-fn row_dot(gate_sel: bool, r: u32, m_in: u32, lane: u32) -> f32 {
+fn row_dot(gate_sel: bool, r_out: u32, m_in: u32, lane: u32) -> f32 {
+  let r = r_out + select(P.w_r0, P.gate_r0, gate_sel);
   let K = P.w_k;
   var acc = 0.0;
   for (var c = lane; c < K; c += TPR) {

@@ -1,6 +1,7 @@
 // RoPE (rotate-half, on the first 2*half dims of each head) and the KV-cache
 // append, one workgroup per token at position pos = pos0 + t:
-//   q[t] rotated in place; k_cache[pos] = rotate(k[t]); v_cache[pos] = v[t].
+//   q_out[t] = rotate(q[t]); k_cache[pos] = rotate(k[t]); v_cache[pos] = v[t].
+// q, k, v are read-only, so they can be ranges of one buffer (fused q/k/v).
 // table: [max_pos, half, 2] (cos, sin), built in float64 by kernels.js.
 // Grid: tokens (split over x/y).
 
@@ -19,13 +20,17 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   let half = P.half;
   if (ROTATE) {
     let qb = t * P.heads * hd;
-    for (var e = lid; e < P.heads * half; e += WG) {
-      let b = qb + (e / half) * hd + e % half;
-      let cs = cos_sin(pos, e % half);
-      let x1 = q[b];
-      let x2 = q[b + half];
-      q[b] = x1 * cs.x - x2 * cs.y;
-      q[b + half] = x2 * cs.x + x1 * cs.y;
+    for (var e = lid; e < P.heads * hd; e += WG) {
+      let d = e % hd;
+      var val = q[qb + e];
+      if (d < half) {
+        let cs = cos_sin(pos, d);
+        val = q[qb + e] * cs.x - q[qb + e + half] * cs.y;
+      } else if (d < 2u * half) {
+        let cs = cos_sin(pos, d - half);
+        val = q[qb + e] * cs.x + q[qb + e - half] * cs.y;
+      }
+      q_out[qb + e] = val;
     }
   }
   let kvd = P.kv_heads * hd;

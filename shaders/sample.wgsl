@@ -30,3 +30,54 @@ fn argmax_main(@builtin(local_invocation_index) lid: u32) {
     out[1] = bitcast<u32>(best_v[0]);
   }
 }
+
+// Top-k candidates on the GPU, for the samplers other than greedy: the k
+// largest logits of one row in descending order (lower index first among
+// equal values), in one workgroup. Pass i finds the largest entry ordered
+// after pass i-1's choice, so the row is read k times — from cache: it is
+// one row of at most a few hundred kB — and nothing but 8k bytes goes back
+// to the host. out[i] = index, out[k + i] = bits of its logit, i < k.
+// Grid: 1.
+#if IS_TOPK
+
+fn after(v: f32, i: u32, pv: f32, pi: u32) -> bool {
+  return v < pv || (v == pv && i > pi);
+}
+
+@compute @workgroup_size(WG)
+fn topk_main(@builtin(local_invocation_index) lid: u32) {
+  let base = in_row(0u) * P.row_stride;
+  var pv = 3.4e38;
+  var pi = 0u;
+  var first = true;
+  for (var c = 0u; c < P.k; c++) {
+    var bv = -3.4e38;
+    var bi = 0xffffffffu;
+    for (var i = lid; i < P.n; i += WG) {
+      let v = logits[base + i];
+      if ((first || after(v, i, pv, pi)) && (v > bv || bi == 0xffffffffu)) { bv = v; bi = i; }
+    }
+    best_v[lid] = bv;
+    best_i[lid] = bi;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+      if (lid < s) {
+        let ov = best_v[lid + s];
+        let oi = best_i[lid + s];
+        let take = oi != 0xffffffffu && (best_i[lid] == 0xffffffffu || ov > best_v[lid]
+          || (ov == best_v[lid] && oi < best_i[lid]));
+        if (take) { best_v[lid] = ov; best_i[lid] = oi; }
+      }
+      workgroupBarrier();
+    }
+    pv = best_v[0];
+    pi = best_i[0];
+    first = false;
+    if (lid == 0u) {
+      out[c] = pi;
+      out[P.k + c] = bitcast<u32>(pv);
+    }
+    workgroupBarrier();
+  }
+}
+#endif

@@ -4,7 +4,8 @@
 // BATCH: { dir, out?, cases: [{ id, variant: "plain"|"sg"|"smallgrid"|"f16", step: {tokens, pos0},
 //   buffers: {name: file},             // raw bytes in dir (inputs, and initial contents of outputs)
 //   ops: [{ op: "linear", opts }],     // opts: "$name" → that buffer; {"$weight": name, dtype, rows, cols,
-//                                      //   scalesOffset} → a WeightPart; {"$rope": {...}} → ropeTable(...)
+//                                      //   scalesOffset, rowOffset?} → a WeightPart; {"$rope": {...}} → ropeTable(...);
+//                                      //   {"$slice": name, offset, size} → a range of a buffer
 //   outputs: [name] }] }
 // Writes <out>/<id>.<name>.out per output (out defaults to dir), then <out>/results.json (also printed):
 // { adapter, features, results: {id: "ok" | "skipped: why" | "error: message"} }.
@@ -60,7 +61,11 @@ for (const c of batch.cases) {
         return bufs[v.slice(1)];
       }
       if (v && typeof v === "object" && !Array.isArray(v)) {
-        if ("$weight" in v) return { buffer: bufs[v.$weight], dtype: v.dtype, rows: v.rows, cols: v.cols, scalesOffset: v.scalesOffset };
+        if ("$weight" in v) {
+          return { buffer: bufs[v.$weight], dtype: v.dtype, rows: v.rows, cols: v.cols, scalesOffset: v.scalesOffset,
+            rowOffset: v.rowOffset ?? 0 };
+        }
+        if ("$slice" in v) return { buffer: bufs[v.$slice], offset: v.offset, size: v.size };
         if ("$rope" in v) return k.ropeTable(v.$rope);
         return Object.fromEntries(Object.entries(v).map(([a, b]) => [a, resolve(b)]));
       }

@@ -109,8 +109,11 @@ def test_manifest_metadata(tiny_llama, f32_out):
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
     assert req["kv_cache_bytes_per_1k_tokens"] == (
         2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * 1024 * 4)
-    assert req["weights_bytes"] == sum(t["nbytes"] for t in m["tensors"])
-    assert req["max_buffer_bytes"] == max(t["nbytes"] for t in m["tensors"])
+    # Physical tensors: the groups (q/k/v, gate/up) and the tensors in none; members share their group's bytes.
+    physical = [t for t in m["tensors"] if "group" not in t] + m["groups"]
+    assert m["groups"] and all(any(t.get("group") == g["name"] for t in m["tensors"]) for g in m["groups"])
+    assert req["weights_bytes"] == sum(t["nbytes"] for t in physical)
+    assert req["max_buffer_bytes"] == max(t["nbytes"] for t in physical)
     assert m["source"] == {"kind": "hf-folder", "ref": str(tiny_llama)}
 
 

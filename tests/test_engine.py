@@ -525,7 +525,7 @@ def test_request_and_setup_errors(models):
     const grab = async (key, fn) => {{
       try {{ await fn(); out[key] = "no error"; }} catch (e) {{ out[key] = {{ name: e.name, message: e.message, json: e.toJSON?.() }}; }}
     }};
-    await grab("version", () => createEngine({{ manifest: {{ ...manifest, version: 2 }}, loader }}));
+    await grab("version", () => createEngine({{ manifest: {{ ...manifest, version: 3 }}, loader }}));
     await grab("format", () => createEngine({{ manifest: {{ format: "other" }}, loader }}));
     await grab("noSource", () => createEngine({{}}));
     await grab("context", () => createEngine({{ modelDir: dir, contextLength: 1000 }}));
@@ -536,7 +536,7 @@ def test_request_and_setup_errors(models):
       {{ messages: [{{ role: "user", content: "hi" }}], stream: true, top_p: 2 }})) {{}} }});
     await e.unload();
     const e2 = await createEngine({{ modelDir: dir, warmup: false }});
-    e2.device.destroy();  // what a driver reset looks like to the page
+    e2.backend.device.destroy();  // what a driver reset looks like to the page
     await new Promise((resolve) => setTimeout(resolve, 100));
     await grab("lost", () => e2.logits([1]));
     // A browser whose WebGPU has no adapter (blocklisted GPU).
@@ -546,10 +546,10 @@ def test_request_and_setup_errors(models):
     """
     out = run_node(script)
     assert out["version"]["name"] == "ManifestError"
-    assert out["version"]["message"] == ("The model manifest has version 2; this runtime reads version 1: rebuild the "
-                                         "site with a matching sitegen.")
+    assert out["version"]["message"] == ("The model manifest has version 3; this runtime reads versions 1, 2: rebuild "
+                                         "the site with a matching sitegen.")
     assert out["version"]["json"] == {"name": "ManifestError", "message": out["version"]["message"],
-                                      "data": {"version": 2}}
+                                      "data": {"version": 3}}
     assert out["format"]["message"] == ("This is not a sitegen model manifest (format is not 'sitegen-weights'): "
                                         "convert the model with `sitegen convert`.")
     assert out["noSource"] == {"name": "InvalidRequestError", "json": out["noSource"]["json"], "message":

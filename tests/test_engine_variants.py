@@ -232,3 +232,83 @@ def test_f16_compute_whole_models_on_lavapipe(tmp_path_factory):
                     failures.append(f"{arch}/{compute}: greedy token {first} {ids[first]} != {want_ids[first]} "
                                     f"(gap {gap:.3g})")
     assert not failures, failures
+
+
+@pytest.fixture(scope="module")
+def grouped_and_not(tmp_path_factory):
+    """The same models converted with tensor groups (format v2: fused q/k/v, gate/up in one buffer) and
+    without, as a version 1 manifest (no groups: every member its own tensor)."""
+    from sitegen.convert import convert
+
+    root = tmp_path_factory.mktemp("groups")
+    out = {}
+    for case in ("llama-tied-biases", "qwen2-sliding"):
+        arch, overrides = CASES[case]
+        src = make_tiny(arch, root / f"{case}_src", **overrides)
+        grouped = convert(src, root / f"{case}_v2", quant="q8")
+        plain = convert(src, root / f"{case}_v1", quant="q8", group_tensors=False)
+        m = json.loads((plain / "manifest.json").read_text())
+        assert "groups" in m and m["groups"] == []
+        del m["groups"]
+        (plain / "manifest.json").write_text(json.dumps({**m, "version": 1}))
+        out[case] = (src, grouped, plain)
+    return out
+
+
+def test_fused_qkv_and_the_op_by_op_fallback_match_transformers(grouped_and_not):
+    """The graph fuses q/k/v into one product when the weights are a group, and runs q, k, v on their own
+    from a version 1 manifest; both give transformers' logits (q8: within 2e-2 of the range) and the
+    same greedy tokens as each other."""
+    folders = {f"{case}:{kind}": str(folder) for case, (_, g, p) in grouped_and_not.items()
+               for kind, folder in (("grouped", g), ("plain", p))}
+    script = f"""
+    import {{ createEngine }} from "./runtime/engine.js";
+    const out = {{}};
+    for (const [name, dir] of Object.entries({json.dumps(folders)})) {{
+      const e = await createEngine({{ modelDir: dir, warmup: false }});
+      const logits = Array.from(await e.logits({json.dumps(PROMPT)}));
+      const g = e.generate({{ promptIds: {json.dumps(PROMPT[:6])}, maxNewTokens: 8, ignoreEos: true, sampling: {{ temperature: 0 }} }});
+      let r; while (!(r = await g.next()).done) {{}}
+      out[name] = {{ logits, ids: r.value.tokenIds, fused: e.stats.fused }};
+      await e.unload();
+    }}
+    console.log(JSON.stringify(out));
+    """
+    out = run_node(script)
+    for case, (src, _, _) in grouped_and_not.items():
+        want = hf_logits(src, PROMPT)
+        g, p = out[f"{case}:grouped"], out[f"{case}:plain"]
+        assert g["fused"] == ["qkv"] and p["fused"] == []
+        for kind, got in (("grouped", g), ("plain", p)):
+            err = float(np.abs(np.array(got["logits"]).reshape(len(PROMPT), -1) - want).max())
+            assert err < 2e-2 * float(np.abs(want).max()), (case, kind, err)
+        assert g["ids"] == p["ids"], case
+
+
+def test_top_k_candidates_chosen_on_the_device_are_transformers_top_k(variant_models):
+    """sampleTopK (the device's top-k kernel) returns the k largest of transformers' last-position logits,
+    in order, with their values; a seeded top-k generation is reproducible."""
+    case = "llama-tied-biases"
+    src, folder = variant_models[case]
+    script = f"""
+    import {{ createEngine }} from "./runtime/engine.js";
+    const e = await createEngine({{ modelDir: {json.dumps(str(folder))}, warmup: false }});
+    const c = await e.model.sampleTopK(Int32Array.from({json.dumps(PROMPT)}), 0, 12);
+    const runs = [];
+    for (let i = 0; i < 2; i++) {{
+      e.resetCache();
+      const g = e.generate({{ promptIds: {json.dumps(PROMPT[:6])}, maxNewTokens: 12, ignoreEos: true, seed: 7,
+        sampling: {{ temperature: 1.5, top_k: 5 }} }});
+      let r; while (!(r = await g.next()).done) {{}}
+      runs.push(r.value.tokenIds);
+    }}
+    console.log(JSON.stringify({{ ids: Array.from(c.ids), logits: Array.from(c.logits), runs, maxTopK: e.model.maxTopK }}));
+    await e.unload();
+    """
+    out = run_node(script)
+    last = hf_logits(src, PROMPT)[-1]
+    order = np.argsort(-last, kind="stable")[:12]
+    assert out["ids"] == order.tolist()
+    assert np.abs(np.array(out["logits"]) - last[order]).max() < 1e-4 * max(1.0, float(np.abs(last).max()))
+    assert out["runs"][0] == out["runs"][1] and len(out["runs"][0]) == 12
+    assert out["maxTopK"] >= 13

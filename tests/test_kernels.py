@@ -208,6 +208,68 @@ for _dt, _N, _K in (("q4", 77, 96), ("q8", 40, 64), ("f16", 33, 45), ("f32", 70,
                     out_stride=_N + 9, variants=_vm)
         _add_linear(f"linear-{_dt}-rows-last-t{_T}", _dt, _N, _K, _T, rows="last", variants=_v)
 _add_linear("linear-q4-matmul-forced-t2", "q4", 77, 96, 2, impl="matmul")
+
+
+# ---- tensor groups (format v2): a member as a row range of its group's buffer (rowOffset, bias offsets),
+# gate and up as two members of one buffer, and a fused q/k/v product written as three dense arrays.
+
+def _add_group_cases(cid, dtype, rows, K, tokens, *, impl=None):
+    """rows: the members' row counts (q, k, v or gate, up), stored as one tensor [sum(rows), K]."""
+    N = sum(rows)
+    data, W, wref = _weight(N, K, dtype)
+    x = _f32(RNG.standard_normal((tokens, K)))
+    b = _f32(RNG.standard_normal(N))
+    x64 = x.astype(np.float64)
+    starts = np.cumsum([0, *rows])[:-1]
+    extra = {"impl": impl} if impl else {}
+    tol = lambda Wp: 1e-5 * (np.abs(x64) @ np.abs(Wp).T) + 1e-5  # noqa: E731
+    # Each member on its own: rows [s, s+n) of the group, bias at element s.
+    for i, (s0, n) in enumerate(zip(starts, rows)):
+        Wm = W[s0:s0 + n]
+        ref = x64 @ Wm.T + b[s0:s0 + n]
+        opts = {"out": "$out", "x": "$x", "w": {**wref, "rows": n, "rowOffset": int(s0)}, "bias": "$b",
+                "biasOffset": int(s0), **extra}
+        B.add(f"{cid}-member{i}-plain", variant="plain", step=(tokens, 0),
+              buffers={"w": data, "x": x, "b": b, "out": np.zeros((tokens, n), np.float32)},
+              ops=[{"op": "linear", "opts": opts}], expect={"out": (ref, tol(Wm))})
+    if len(rows) == 2 and rows[0] == rows[1]:
+        # gate = member 0, up = member 1 of one buffer, in the dual (gated) kernel.
+        n = rows[0]
+        G, U = W[:n], W[n:]
+        g = x64 @ G.T + b[:n]
+        u = x64 @ U.T + b[n:]
+        ref = ACTS["silu"](g) * u
+        err = 1.2 * tol(G) * np.abs(u) + np.abs(ACTS["silu"](g)) * tol(U) + tol(G) * tol(U)
+        opts = {"out": "$out", "x": "$x", "w": {**wref, "rows": n, "rowOffset": n},
+                "gate": {**wref, "rows": n, "rowOffset": 0}, "act": "silu",
+                "bias": "$b", "biasOffset": n, "gateBias": "$b", "gateBiasOffset": 0, **extra}
+        B.add(f"{cid}-gate-up-plain", variant="plain", step=(tokens, 0),
+              buffers={"w": data, "x": x, "b": b, "out": np.zeros((tokens, n), np.float32)},
+              ops=[{"op": "linear", "opts": opts}], expect={"out": (ref, err)})
+    if len(rows) == 3:
+        # One product over all N rows, rows from each member's start on written as its own [tokens, n] array.
+        al = lambda n: -(-n // 64) * 64  # noqa: E731
+        bases = [0, al(tokens * rows[0]), al(tokens * rows[0]) + al(tokens * rows[1])]
+        segs = [{"from": int(starts[i]), "base": bases[i], "stride": rows[i]} for i in (1, 2)]
+        out = np.full(bases[2] + tokens * rows[2], 7.0, np.float32)
+        want = out.astype(np.float64).copy()
+        err = np.zeros_like(want)
+        for i, (s0, n) in enumerate(zip(starts, rows)):
+            ref = x64 @ W[s0:s0 + n].T + b[s0:s0 + n]
+            want[bases[i]:bases[i] + tokens * n] = ref.ravel()
+            err[bases[i]:bases[i] + tokens * n] = tol(W[s0:s0 + n]).ravel()
+        opts = {"out": "$out", "x": "$x", "w": wref, "bias": "$b", "outStride": rows[0], "segments": segs, **extra}
+        for variant in VARIANTS:
+            B.add(f"{cid}-qkv-segments-{variant}", variant=variant, step=(tokens, 0),
+                  buffers={"w": data, "x": x, "b": b, "out": out},
+                  ops=[{"op": "linear", "opts": opts}], expect={"out": (want, err)})
+
+
+for _dt in ("q4", "q8", "f16", "f32"):
+    _add_group_cases(f"group-{_dt}-qkv-t1", _dt, [64, 32, 32], 96, 1)
+    _add_group_cases(f"group-{_dt}-gateup-t3", _dt, [40, 40], 64, 3)
+_add_group_cases("group-q4-qkv-matmul-t6", "q4", [48, 16, 16], 64, 6, impl="matmul")
+_add_group_cases("group-q8-gateup-matmul-t5", "q8", [24, 24], 32, 5, impl="matmul")
 _add_linear("linear-f16-matvec-forced-t9", "f16", 33, 45, 9, impl="matvec")
 
 
@@ -312,7 +374,7 @@ def _rotate(x: np.ndarray, pos: np.ndarray, inv: np.ndarray) -> np.ndarray:
 
 
 def _add_rope(cid, *, heads, kv_heads, head_dim, rotary_dim, tokens=3, pos0=5, theta=10000.0, scaling=None,
-              max_pos=16, variant="plain"):
+              max_pos=16, variant="plain", fused=False):
     q = _f32(RNG.standard_normal((tokens, heads * head_dim)))
     k = _f32(RNG.standard_normal((tokens, kv_heads * head_dim)))
     v = _f32(RNG.standard_normal((tokens, kv_heads * head_dim)))
@@ -331,14 +393,28 @@ def _add_rope(cid, *, heads, kv_heads, head_dim, rotary_dim, tokens=3, pos0=5, t
     vc_want[pos0:pos0 + tokens] = v
     opts = {"q": "$q", "k": "$k", "v": "$v", "kCache": "$kc", "vCache": "$vc", "heads": heads, "kvHeads": kv_heads,
             "headDim": head_dim}
+    buffers = {"q": q, "k": k, "v": v, "kc": kc, "vc": vc}
+    if fused:
+        # q, k and v as three 256-byte-aligned ranges of one read-only buffer (a fused q/k/v matvec's output).
+        al = lambda n: -(-n // 64) * 64  # noqa: E731 - floats to a 256-byte boundary
+        bq, bk = al(q.size), al(k.size)
+        qkv = np.zeros(bq + bk + v.size, np.float32)
+        qkv[:q.size], qkv[bq:bq + k.size], qkv[bq + bk:] = q.ravel(), k.ravel(), v.ravel()
+        buffers = {"qkv": qkv, "kc": kc, "vc": vc}
+        opts.update(q={"$slice": "qkv", "offset": 0, "size": 4 * q.size},
+                    k={"$slice": "qkv", "offset": 4 * bq, "size": 4 * k.size},
+                    v={"$slice": "qkv", "offset": 4 * (bq + bk), "size": 4 * v.size})
+    expect = {"kc": (kc_want, None), "vc": (vc_want, None)}
     if rotary_dim:
         tab = {"theta": theta, "rotaryDim": rotary_dim, "maxPositions": max_pos, "scaling": scaling}
         opts["table"] = {"$rope": tab}
+        opts["qOut"] = "$qo"
+        buffers["qo"] = np.zeros_like(q)
+        expect["qo"] = (qr, None)
     bound = lambda a: 1e-5 * (np.abs(a) + 1) + 1e-6  # noqa: E731 - |x1| + |x2| <= ~|a| + 1 for N(0,1) data
-    B.add(f"{cid}-{variant}", variant=variant, step=(tokens, pos0),
-          buffers={"q": q, "k": k, "v": v, "kc": kc, "vc": vc},
-          ops=[{"op": "rope", "opts": opts}],
-          expect={"q": (qr, bound(qr)), "kc": (kc_want, bound(kc_want)), "vc": (vc_want, bound(vc_want) * 0)})
+    expect = {n: (a, bound(a) * (0 if n == "vc" else 1)) for n, (a, _) in expect.items()}
+    B.add(f"{cid}-{variant}", variant=variant, step=(tokens, pos0), buffers=buffers,
+          ops=[{"op": "rope", "opts": opts}], expect=expect)
 
 
 _add_rope("rope-h3kv1-d16", heads=3, kv_heads=1, head_dim=16, rotary_dim=16)
@@ -349,6 +425,8 @@ _add_rope("rope-llama3", heads=2, kv_heads=1, head_dim=64, rotary_dim=64, theta=
           scaling={"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                    "original_max_position_embeddings": 64})
 _add_rope("rope-none-learned-positions", heads=3, kv_heads=1, head_dim=16, rotary_dim=0)
+_add_rope("rope-fused-qkv-one-buffer", heads=3, kv_heads=1, head_dim=16, rotary_dim=16, fused=True)
+_add_rope("rope-fused-qkv-one-buffer-partial", heads=4, kv_heads=2, head_dim=64, rotary_dim=32, tokens=2, fused=True)
 
 
 # ---- attention

@@ -64,7 +64,9 @@ def test_the_schema_rejects_what_readers_cannot_use(converted):
     v = _validator()
     good = json.loads((converted["llama-q4"] / "manifest.json").read_text())
     cases = {
-        "version 2": {**good, "version": 2},
+        "version 3": {**good, "version": 3},
+        "no groups table": {k: val for k, val in good.items() if k != "groups"},
+        "a group of one": {**good, "groups": [{**good["groups"][0], "members": good["groups"][0]["members"][:1]}]},
         "a key nothing reads": {**good, "requirements": {**good["requirements"], "memory_bytes": 1}},
         "no requirements": {k: val for k, val in good.items() if k != "requirements"},
         "group size 64": {**good, "tensors": [{**good["tensors"][0], "group_size": 64}, *good["tensors"][1:]]},
@@ -83,8 +85,8 @@ def test_the_reference_reads_through_the_one_reader(converted, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(converted["llama-f32"], folder)
     m = json.loads((folder / "manifest.json").read_text())
-    (folder / "manifest.json").write_text(json.dumps({**m, "version": 2}))
-    with pytest.raises(ConvertError, match=r"has version 2; this sitegen reads version 1 \(convert the model again\)"):
+    (folder / "manifest.json").write_text(json.dumps({**m, "version": 3}))
+    with pytest.raises(ConvertError, match=r"has version 3; this sitegen reads versions 1, 2 \(convert the model again\)"):
         load(folder)
 
 

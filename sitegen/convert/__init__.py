@@ -20,6 +20,7 @@ import sitegen
 from sitegen.errors import ConvertError, SitegenError
 from sitegen.convert.manifest import (FORMAT, FORMAT_VERSION, ShardWriter, generation_defaults, requirements)
 from sitegen.convert.quantize import DTYPES, GROUP_SIZE, TensorEncoder, storage_dtype
+from sitegen.convert.groups import weight_groups
 from sitegen.convert.sources import Resolved, default_cache_dir, resolve
 
 __all__ = ["convert", "convert_cached", "parse_size", "FORMAT_VERSION", "QUANT_CHOICES", "DEFAULT_SHARD_SIZE",
@@ -28,7 +29,7 @@ __all__ = ["convert", "convert_cached", "parse_size", "FORMAT_VERSION", "QUANT_C
 QUANT_CHOICES = DTYPES
 DEFAULT_SHARD_SIZE = 16 * 2**20
 # Bump when the converter's output changes for the same input and options (invalidates caches).
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 
 Progress = Callable[[str, int, int], None]
 _EMBED_NAMES = ("embed.weight", "pos_embed.weight", "lm_head.weight")
@@ -59,19 +60,21 @@ def _check_options(quant: str, embed_quant: str | None, shard_size: int) -> None
 def convert(source: str | os.PathLike, out: str | os.PathLike, *, quant: str = "q4", embed_quant: str | None = None,
             shard_size: int = DEFAULT_SHARD_SIZE, spec_dir: str | os.PathLike | None = None,
             chat_template: dict | None = None, cache_dir: str | os.PathLike | None = None,
-            progress: Progress | None = None) -> Path:
+            progress: Progress | None = None, group_tensors: bool = True) -> Path:
     """Convert ``source`` into the folder ``out`` (replaced atomically) and return its path.
 
     ``quant`` is the storage type of the weight matrices, ``embed_quant`` that of the embeddings
     and output head (default: same as ``quant``). ``chat_template`` is a hand-written compiled
     template that replaces the model's own. ``cache_dir`` is where package sources are assembled.
     ``progress(phase, done, total)`` is called with bytes of source weights processed.
+    ``group_tensors`` (default on) stores q/k/v and gate/up as tensor groups (groups.py); tests turn
+    it off to exercise a backend's op-by-op path.
     """
     _check_options(quant, embed_quant, shard_size)
     resolved = resolve(source, spec_dir=Path(spec_dir) if spec_dir else None,
                        cache_dir=Path(cache_dir) if cache_dir else None)
     return _convert_resolved(resolved, Path(out), quant=quant, embed_quant=embed_quant, shard_size=shard_size,
-                             chat_template=chat_template, progress=progress)
+                             chat_template=chat_template, progress=progress, group_tensors=group_tensors)
 
 
 def _compile_template(model, override: dict | None) -> dict | None:
@@ -120,7 +123,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 def _convert_resolved(resolved: Resolved, out: Path, *, quant: str, embed_quant: str | None, shard_size: int,
                       chat_template: dict | None, progress: Progress | None, source_sha256: str | None = None,
-                      force_replace: bool = False) -> Path:
+                      force_replace: bool = False, group_tensors: bool = True) -> Path:
     from sitegen.convert import architectures
 
     model = resolved.open()
@@ -141,16 +144,43 @@ def _convert_resolved(resolved: Resolved, out: Path, *, quant: str, embed_quant:
     try:
         writer = ShardWriter(tmp, shard_size)
         tensors: list[dict] = []
+        groups: list[dict] = []
         seen: set[str] = set()
         done = 0
         parts: dict[str, object] = {}  # StableLM per-head norms arrive as rows "name@h"
+        # Tensor groups (groups.py): a member is encoded when it arrives and held (encoded, so
+        # 1/8 of its f32 size at q4) until the group's last member is in; then the group is written.
+        group_of = {m: g for g, members in (weight_groups(config) if group_tensors else {}).items() for m in members}
+        members_of = {g: [m for m in group_of if group_of[m] == g] for g in set(group_of.values())}
+        pending: dict[str, dict[str, TensorEncoder]] = {}
 
         def emit(name: str, canon, file: str) -> None:
             if name in seen:
                 raise ConvertError(f"two source tensors map to {name!r}", file=file)
             seen.add(name)
-            tensors.append(_write_tensor(writer, name, canon, embed_q if name in _EMBED_NAMES else quant,
-                                         source=file))
+            wanted = embed_q if name in _EMBED_NAMES else quant
+            group = group_of.get(name)
+            if group is None:
+                tensors.append(_write_tensor(writer, name, canon, wanted, source=file))
+                return
+            enc = TensorEncoder(canon, storage_dtype(tuple(canon.shape), wanted))
+            try:
+                enc.encoded = enc.planes_bytes()
+                enc.array = None  # only the encoded bytes wait for the group's other members
+            except ValueError as e:
+                raise ConvertError(f"tensor {name!r} {e}", file=file) from None
+            got = pending.setdefault(group, {})
+            got[name] = enc
+            if len(got) == len(members_of[group]):
+                encs = [(m, got[m]) for m in members_of[group]]
+                del pending[group]
+                if len({(e.dtype, e.shape[1:]) for _, e in encs}) == 1:
+                    entry, member_entries = _write_group(writer, group, encs)
+                    groups.append(entry)
+                    tensors.extend(member_entries)
+                else:  # members that are not stored alike (never for the supported families) stay apart
+                    for m, e in encs:
+                        tensors.append(_write_encoded(writer, m, e))
 
         for hf_name in names:
             array = model.read_f32(hf_name)
@@ -170,6 +200,9 @@ def _convert_resolved(resolved: Resolved, out: Path, *, quant: str, embed_quant:
                 progress("convert", done, total)
         for name, canon in architectures.stack_parts(parts).items():
             emit(name, canon, model.weights_file)
+        for group, got in pending.items():  # a group with a member missing: written apart, reported below
+            for m, e in got.items():
+                tensors.append(_write_encoded(writer, m, e))
         missing = [n for n in architectures.expected_tensors(config) if n not in seen]
         if missing:
             raise ConvertError(f"missing tensor(s) for {config['hf_architecture']}: {', '.join(missing[:5])}"
@@ -188,10 +221,11 @@ def _convert_resolved(resolved: Resolved, out: Path, *, quant: str, embed_quant:
             "shard_size": shard_size,
             "shards": shards,
             "tensors": tensors,
+            "groups": groups,
             "tokenizer": tokenizer,
             "chat_template": compiled_template,
             "generation": generation,
-            "requirements": requirements(config, tensors),
+            "requirements": requirements(config, tensors, groups),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", "utf-8")
         _swap_into_place(tmp, out)
@@ -219,6 +253,73 @@ def _write_tensor(writer: ShardWriter, name: str, array, wanted: str, *, source:
     entry.update({"shard": shard, "offset": offset, "nbytes": enc.nbytes, "planes": enc.planes,
                   "quant_error": enc.error})
     return entry
+
+
+def _write_encoded(writer: ShardWriter, name: str, enc: TensorEncoder) -> dict:
+    """A tensor already encoded (a group member written on its own)."""
+    q, s = enc.encoded
+    writer.align()
+    start = writer.position
+    writer.write(q)
+    if s:
+        writer.write(bytes(enc.planes[1]["offset"] - len(q)))
+        writer.write(s)
+    shard, offset = writer.locate(start)
+    entry = {"name": name, "shape": list(enc.shape), "dtype": enc.dtype}
+    if enc.dtype in ("q4", "q8"):
+        entry["group_size"] = GROUP_SIZE
+    entry.update({"shard": shard, "offset": offset, "nbytes": enc.nbytes, "planes": enc.planes,
+                  "quant_error": enc.error})
+    return entry
+
+
+def _write_group(writer: ShardWriter, group: str, encs: list[tuple[str, TensorEncoder]]) -> tuple[dict, list[dict]]:
+    """Write one tensor group (groups.py): its members' rows end to end as one tensor. Returns the
+    ``groups`` entry and the members' ``tensors`` entries (planes pointing into the group's bytes)."""
+    from sitegen.convert.quantize import encoded_layout
+
+    dtype = encs[0][1].dtype
+    rows = [e.shape[0] for _, e in encs]
+    shape = [sum(rows), *encs[0][1].shape[1:]]
+    nbytes, planes = encoded_layout(tuple(shape), dtype)
+    writer.align()
+    start = writer.position
+    for _, e in encs:
+        writer.write(e.encoded[0])
+    if len(planes) == 2:
+        writer.write(bytes(planes[1]["offset"] - planes[0]["nbytes"]))
+        for _, e in encs:
+            writer.write(e.encoded[1])
+    assert writer.position - start == nbytes, (group, writer.position - start, nbytes)
+    stats = encs[0][1].stats
+    for _, e in encs[1:]:
+        stats = stats.merge(e.stats)
+    shard, offset = writer.locate(start)
+    entry = {"name": group, "members": [m for m, _ in encs], "shape": shape, "dtype": dtype}
+    if dtype in ("q4", "q8"):
+        entry["group_size"] = GROUP_SIZE
+    entry.update({"shard": shard, "offset": offset, "nbytes": nbytes, "planes": planes, "quant_error": stats.result()})
+    # Each member: its q/data rows start at row r0 of the group's first plane, its scales at row r0
+    # of the scales plane; plane offsets are relative to the member's first byte (its first code).
+    members = []
+    r0 = 0
+    for (name, e), n in zip(encs, rows):
+        q_row = planes[0]["nbytes"] // shape[0]
+        first = start + r0 * q_row
+        m_planes = [{"name": planes[0]["name"], "offset": 0, "nbytes": n * q_row}]
+        if len(planes) == 2:
+            s_row = planes[1]["nbytes"] // shape[0]
+            m_planes.append({"name": "scales", "offset": planes[1]["offset"] + r0 * s_row - r0 * q_row,
+                             "nbytes": n * s_row})
+        m_shard, m_offset = writer.locate(first)
+        m = {"name": name, "shape": list(e.shape), "dtype": dtype}
+        if dtype in ("q4", "q8"):
+            m["group_size"] = GROUP_SIZE
+        m.update({"shard": m_shard, "offset": m_offset, "nbytes": m_planes[-1]["offset"] + m_planes[-1]["nbytes"],
+                  "planes": m_planes, "quant_error": e.error, "group": group, "group_row": r0})
+        members.append(m)
+        r0 += n
+    return entry, members
 
 
 def _model_name(resolved: Resolved, model) -> str:

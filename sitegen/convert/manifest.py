@@ -15,11 +15,13 @@ from pathlib import Path
 from sitegen.errors import ConvertError
 from sitegen.convert.quantize import ALIGN
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ShardWriter", "requirements", "generation_defaults",
+__all__ = ["FORMAT", "FORMAT_VERSION", "READABLE_VERSIONS", "ShardWriter", "requirements", "physical_tensors", "generation_defaults",
            "read_manifest", "verify_folder", "shard_name"]
 
 FORMAT = "sitegen-weights"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Versions read_manifest accepts: version 1 is version 2 without tensor groups.
+READABLE_VERSIONS = (1, 2)
 
 
 def shard_name(index: int) -> str:
@@ -80,8 +82,15 @@ class ShardWriter:
         return self.shards
 
 
-def requirements(config: dict, tensors: list[dict]) -> dict:
-    """Device requirements (docs/weights-format.md#requirements), checked by the runtime before download."""
+def physical_tensors(tensors: list[dict], groups: list[dict] | None) -> list[dict]:
+    """The tensors that own their bytes: the groups and the tensors in no group."""
+    return [t for t in tensors if "group" not in t] + list(groups or [])
+
+
+def requirements(config: dict, tensors: list[dict], groups: list[dict] | None = None) -> dict:
+    """Device requirements (docs/weights-format.md#requirements), checked by the runtime before download.
+    Sizes are of physical tensors: a group is one buffer (unless the runtime splits it by rows)."""
+    tensors = physical_tensors(tensors, groups)
     largest = max((t["nbytes"] for t in tensors), default=0)
     largest_plane = max((p["nbytes"] for t in tensors for p in t["planes"]), default=0)
     kv = 2 * config["num_layers"] * config["num_kv_heads"] * config["head_dim"] * 1024 * 4
@@ -123,9 +132,9 @@ def read_manifest(folder: Path) -> dict:
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise ConvertError(f"{path} is not a sitegen weights manifest (its 'format' is not '{FORMAT}')",
                            file=str(path))
-    if m.get("version") != FORMAT_VERSION:
-        raise ConvertError(f"{path} has version {m.get('version')!r}; this sitegen reads version {FORMAT_VERSION} "
-                           "(convert the model again)", file=str(path))
+    if m.get("version") not in READABLE_VERSIONS:
+        raise ConvertError(f"{path} has version {m.get('version')!r}; this sitegen reads versions "
+                           f"{', '.join(map(str, READABLE_VERSIONS))} (convert the model again)", file=str(path))
     return m
 
 

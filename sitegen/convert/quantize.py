@@ -81,6 +81,10 @@ class _ErrorStats:
         self.sq_err += float(np.dot(flat, flat))
         self.sq_ref += sq_ref
 
+    def merge(self, other: "_ErrorStats") -> "_ErrorStats":
+        """The stats of two tensors taken together (a tensor group's error from its members')."""
+        return _ErrorStats(max(self.max_abs, other.max_abs), self.sq_err + other.sq_err, self.sq_ref + other.sq_ref)
+
     def result(self) -> dict:
         rel = (self.sq_err / self.sq_ref) ** 0.5 if self.sq_ref > 0 else (0.0 if self.sq_err == 0 else float("inf"))
         return {"max_abs": self.max_abs, "rel_rms": rel}
@@ -135,6 +139,18 @@ class TensorEncoder:
         self.shape = tuple(int(s) for s in array.shape)
         self.nbytes, self.planes = encoded_layout(self.shape, dtype)
         self.error: dict | None = None
+        self.stats: _ErrorStats | None = None
+        # (q/data plane, scales plane) once encoded ahead of writing (a tensor group's member)
+        self.encoded: tuple[bytes, bytes] | None = None
+
+    def planes_bytes(self) -> tuple[bytes, bytes]:
+        """The tensor's planes as bytes: (``q``/``data`` plane, ``scales`` plane or b"")."""
+        chunks = list(self.blocks())
+        if len(self.planes) == 2:
+            s_off = self.planes[1]["offset"]
+            data = b"".join(chunks)
+            return data[:self.planes[0]["nbytes"]], data[s_off:]
+        return b"".join(chunks), b""
 
     def blocks(self):
         a = self.array
@@ -161,6 +177,7 @@ class TensorEncoder:
             s_off = self.planes[1]["offset"]
             yield bytes(s_off - written)
             yield from scales
+        self.stats = stats
         self.error = stats.result()
 
 

@@ -25,9 +25,18 @@ function fakeEngine(script, { contextLength = 64 } = {}) {
       const logits = await graph.forward(ids, start);
       return logits.indexOf(Math.max(...logits));
     },
+    // Top-k on the "device": the k best of the same scripted row, descending.
+    async forwardTopK(/** @type {Int32Array} */ ids, /** @type {number} */ start, /** @type {number} */ k) {
+      const logits = await graph.forward(ids, start);
+      const order = [...logits.keys()].sort((a, b) => logits[b] - logits[a] || a - b).slice(0, k);
+      return { ids: Int32Array.from(order), logits: Float32Array.from(order, (i) => logits[i]) };
+    },
     destroy() {},
     kvCacheBytes: 0,
   };
+  // A backend of the interface in runtime/backend.js, without a GPU.
+  const model = { forward: graph.forward, sampleGreedy: graph.forwardGreedy, sampleTopK: graph.forwardTopK,
+    maxTopK: VOCAB.length, kvCacheBytes: 0, destroy() {} };
   const tokenizer = {
     encode: (/** @type {string} */ text) => [...text].map((ch) => VOCAB.indexOf(ch)),
     decode: (/** @type {number[]} */ ids, opts = {}) =>
@@ -36,8 +45,8 @@ function fakeEngine(script, { contextLength = 64 } = {}) {
   };
   const manifest = { name: "fake", config: { vocab_size: VOCAB.length, max_position_embeddings: 64 },
     generation: { eos_token_ids: [EOS] } };
-  const device = /** @type {any} */ ({ lost: new Promise(() => {}), destroy() {} });
-  const engine = new Engine({ manifest, device, ownsDevice: false, buffers: [], graph: /** @type {any} */ (graph),
+  const backend = { name: "scripted", lost: new Promise(() => {}), destroy() {} };
+  const engine = new Engine({ manifest, backend: /** @type {any} */ (backend), model: /** @type {any} */ (model),
     tokenizer, chat: null, contextLength, stats: { weightsBytes: 0, kvCacheBytes: 0, splitTensors: {} } });
   return { engine, calls };
 }

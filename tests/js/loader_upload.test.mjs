@@ -113,3 +113,29 @@ test("a quantization group size the kernels cannot decode is refused before any 
   assert.throws(() => planUpload(manifest, { maxStorageBufferBindingSize: 1 << 20, maxBufferSize: 1 << 20 }),
     { name: "ManifestError", message: /Tensor w is quantized in groups of 64; this runtime's kernels read groups of 32/ });
 });
+
+test("a tensor group is one tensor, split at member boundaries; each member is a row range of it", () => {
+  // q/k/v of 64 + 32 + 32 rows as one q4 group [128, 64]: members keep their own entries (group, group_row).
+  const { manifest } = makeModel([["g.qkv", "q4", [128, 64]], ["n", "f32", [64]]], 4096);
+  const [g] = manifest.tensors;
+  const members = [["g.q", 0, 64], ["g.k", 64, 32], ["g.v", 96, 32]];
+  manifest.groups = [{ ...g, members: members.map(([n]) => n) }];
+  manifest.tensors = [manifest.tensors[1], ...members.map(([name, row, rows]) => ({ name, dtype: "q4", shape: [rows, 64],
+    group: "g.qkv", group_row: row, shard: 0, offset: 0, nbytes: 1, planes: [] }))];
+  const whole = planUpload(manifest, { maxStorageBufferBindingSize: 1 << 20, maxBufferSize: 1 << 20 });
+  assert.equal(whole.tensors.get("g.qkv").parts.length, 1, "the group is one buffer");
+  assert.equal(whole.buffers.length, 2, "members take no buffer of their own");
+  const fake = whole.buffers.map((_, i) => /** @type {any} */ ({ id: i }));
+  const gi = whole.tensors.get("g.qkv").parts[0].bufferIndex;
+  assert.deepEqual(tensorParts(whole, fake, "g.k").map((p) => [p.rows, p.rowOffset, p.rowStart, p.buffer.id]), [[32, 64, 0, gi]]);
+  // A binding limit below the group's size: cut at members (64 | 32 | 32), each part self-contained.
+  const split = planUpload(manifest, { maxStorageBufferBindingSize: 3072, maxBufferSize: 1 << 20 });
+  assert.deepEqual(split.tensors.get("g.qkv").parts.map((p) => [p.rowStart, p.rowEnd]), [[0, 64], [64, 96], [96, 128]]);
+  const bufs = split.buffers.map((_, i) => /** @type {any} */ ({ id: i }));
+  assert.deepEqual(tensorParts(split, bufs, "g.v").map((p) => [p.rows, p.rowOffset, p.rowStart]), [[32, 0, 0]]);
+  assert.deepEqual(tensorParts(split, bufs, "g.qkv").map((p) => p.rowStart), [0, 64, 96]);
+  // A member the group does not place where the tensor table says is a manifest error.
+  manifest.tensors[2].group_row = 60;
+  assert.throws(() => planUpload(manifest, { maxStorageBufferBindingSize: 1 << 20, maxBufferSize: 1 << 20 }),
+    { name: "ManifestError", message: /Tensor group g.qkv lists member g.k, which the tensor table does not place at row 64/ });
+});

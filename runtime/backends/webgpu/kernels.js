@@ -50,8 +50,10 @@ import { MissingFeatureError, SitegenRuntimeError } from "../../errors.js";
  * plane at byte `offset + scalesOffset` (a multiple of 16; the format makes it 256).
  * The buffer's size must be a multiple of 16 bytes (matvec reads it as vec4<u32>;
  * round the size up when creating it).
+ * `rowOffset`: the matrix starts at that row of the buffer's planes (a member
+ * of a tensor group shares its group's buffer; docs/weights-format.md).
  * @typedef {{ buffer: GPUBuffer, dtype: WeightDtype, rows: number, cols: number,
- *   scalesOffset?: number, offset?: number }} WeightPart
+ *   scalesOffset?: number, offset?: number, rowOffset?: number }} WeightPart
  */
 /**
  * A GPU buffer, or a range of one (offset a multiple of the device's
@@ -79,9 +81,14 @@ const SHADER_FILES = ["common", "embed", "norm", "matvec", "matmul", "rope", "at
 /**
  * @typedef {{ name: string, kind: "read" | "rw" | "weight", type?: string }} BindingSpec
  * `weight` bindings are u32 words (vec4<u32> where the variant vectorises)
- * and add `<name>_k` (cols) and `<name>_so` (scales' word offset) to Params.
+ * and add `<name>_k` (cols), `<name>_so` (scales' word offset) and `<name>_r0`
+ * (the first row, for a member of a tensor group) to Params.
  * @typedef {{ file: string, entry: string, params: [string, "u32" | "f32"][], bindings: BindingSpec[] }} Family
  */
+
+/** @type {[string, "u32"][]} The output segments of linear (common.wgsl linear_store). */
+const SEGMENT_PARAMS = [["seg1", "u32"], ["seg2", "u32"], ["base1", "u32"], ["base2", "u32"], ["stride1", "u32"], ["stride2", "u32"]];
+const NO_SEGMENT = 0xffffffff;
 
 /**
  * Every kernel: its WGSL file and entry point, its uniform Params (fields in
@@ -104,14 +111,16 @@ export const FAMILIES = {
   },
   matvec: {
     file: "matvec", entry: "main",
-    params: [["n", "u32"], ["out_stride", "u32"], ["out_offset", "u32"], ["softcap", "f32"]],
+    params: [["n", "u32"], ["out_stride", "u32"], ["out_offset", "u32"], ["softcap", "f32"],
+      ["bias_off", "u32"], ["gate_bias_off", "u32"], ...SEGMENT_PARAMS],
     bindings: [{ name: "x", kind: "read" }, { name: "w", kind: "weight" }, { name: "gate", kind: "weight" },
       { name: "bias", kind: "read", type: "array<f32>" }, { name: "gate_bias", kind: "read", type: "array<f32>" },
       { name: "out", kind: "rw", type: "array<f32>" }],
   },
   matmul: {
     file: "matmul", entry: "main",
-    params: [["n", "u32"], ["out_stride", "u32"], ["out_offset", "u32"], ["softcap", "f32"]],
+    params: [["n", "u32"], ["out_stride", "u32"], ["out_offset", "u32"], ["softcap", "f32"],
+      ["bias_off", "u32"], ["gate_bias_off", "u32"], ...SEGMENT_PARAMS],
     bindings: [{ name: "x", kind: "read", type: "array<f32>" }, { name: "w", kind: "weight", type: "array<u32>" },
       { name: "gate", kind: "weight", type: "array<u32>" },
       { name: "bias", kind: "read", type: "array<f32>" }, { name: "gate_bias", kind: "read", type: "array<f32>" },
@@ -120,8 +129,9 @@ export const FAMILIES = {
   rope: {
     file: "rope", entry: "main",
     params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["half", "u32"], ["max_pos", "u32"]],
-    bindings: [{ name: "table", kind: "read", type: "array<f32>" }, { name: "q", kind: "rw", type: "array<f32>" },
+    bindings: [{ name: "table", kind: "read", type: "array<f32>" }, { name: "q", kind: "read", type: "array<f32>" },
       { name: "k", kind: "read", type: "array<f32>" }, { name: "v", kind: "read", type: "array<f32>" },
+      { name: "q_out", kind: "rw", type: "array<f32>" },
       { name: "k_cache", kind: "rw", type: "array<f32>" }, { name: "v_cache", kind: "rw", type: "array<f32>" }],
   },
   attention: {
@@ -134,6 +144,11 @@ export const FAMILIES = {
   argmax: {
     file: "sample", entry: "argmax_main",
     params: [["n", "u32"], ["row_stride", "u32"]],
+    bindings: [{ name: "logits", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<u32>" }],
+  },
+  topk: {
+    file: "sample", entry: "topk_main",
+    params: [["n", "u32"], ["row_stride", "u32"], ["k", "u32"]],
     bindings: [{ name: "logits", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<u32>" }],
   },
 };
@@ -371,9 +386,14 @@ export class Kernels {
    * M is the step's tokens (or 1 with rows "last"/"first"). M ≤ 4 runs the
    * matvec kernel (whole rows per workgroup, bandwidth-bound decode), larger M
    * the tiled matmul; `impl` forces one (tests).
+   * - `biasOffset`/`gateBiasOffset`: the biases of row j are bias[biasOffset + j] (a part or group member)
+   * - `segments`: output rows from `from` on go to out[base + m * stride + (row - from)] instead
+   *   (one or two cuts: a fused q/k/v matvec writes three dense arrays; rows count from outOffset)
    * @param {{ out: BufferRef, x: BufferRef, w: WeightPart, gate?: WeightPart | null, bias?: BufferRef | null,
    *   gateBias?: BufferRef | null, act?: Activation | null, softcap?: number | null, accumulate?: boolean,
-   *   outOffset?: number, outStride?: number, rows?: RowsMode, impl?: "matvec" | "matmul" }} o
+   *   outOffset?: number, outStride?: number, rows?: RowsMode, impl?: "matvec" | "matmul",
+   *   biasOffset?: number, gateBiasOffset?: number,
+   *   segments?: { from: number, base: number, stride: number }[] }} o
    */
   linear(o) {
     const { w, gate } = o;
@@ -393,7 +413,12 @@ export class Kernels {
     };
     const tail = `${gate ? ":gated" : ""}${act !== "none" ? `:${act}` : ""}${o.bias ? ":bias" : ""}${o.gateBias ? ":gbias" : ""}` +
       `${o.softcap ? ":softcap" : ""}${o.accumulate ? ":acc" : ""}:rows=${rows}:ct=${ct}`;
+    const seg = o.segments ?? [];
+    if (seg.length > 2) throw new SitegenRuntimeError("linear: at most 3 output segments (q, k, v).");
     const params = { n: N, out_stride: o.outStride ?? N, out_offset: o.outOffset ?? 0, softcap: o.softcap ?? 0,
+      bias_off: o.biasOffset ?? 0, gate_bias_off: o.gateBiasOffset ?? 0,
+      seg1: seg[0]?.from ?? NO_SEGMENT, base1: seg[0]?.base ?? 0, stride1: seg[0]?.stride ?? 0,
+      seg2: seg[1]?.from ?? NO_SEGMENT, base2: seg[1]?.base ?? 0, stride2: seg[1]?.stride ?? 0,
       ...weightParams("w", w), ...weightParams("gate", gate ?? w) };
     const buffers = { x: o.x, w, gate: gate ?? null, bias: o.bias ?? null, gate_bias: o.gateBias ?? null, out: o.out };
 
@@ -436,21 +461,24 @@ export class Kernels {
   /**
    * Rotary position embedding (rotate-half / NeoX on the first `2*half` dims
    * of each head) and the KV-cache append, in one dispatch per step:
-   * q [tokens, heads*headDim] is rotated in place; k [tokens, kvHeads*headDim]
+   * q [tokens, heads*headDim] is rotated into qOut; k [tokens, kvHeads*headDim]
    * is rotated into kCache[pos0 + t] and v copied into vCache[pos0 + t]
-   * (caches: [maxPositions, kvHeads*headDim] f32). `table` comes from
-   * `ropeTable` (cos/sin per position); without it (learned positions) only
-   * the cache append happens.
-   * @param {{ q: BufferRef, k: BufferRef, v: BufferRef, kCache: BufferRef, vCache: BufferRef,
+   * (caches: [maxPositions, kvHeads*headDim] f32). q, k and v are only read,
+   * so they may be ranges of one buffer (a fused q/k/v matvec's output).
+   * `table` comes from `ropeTable` (cos/sin per position); without it (learned
+   * positions) only the cache append happens and qOut is not written.
+   * @param {{ q: BufferRef, k: BufferRef, v: BufferRef, qOut?: BufferRef | null, kCache: BufferRef, vCache: BufferRef,
    *   heads: number, kvHeads: number, headDim: number, table?: { buffer: GPUBuffer, half: number, maxPositions: number } | null }} o
    */
   rope(o) {
     const rotate = Boolean(o.table && o.table.half > 0);
+    if (rotate && !o.qOut) throw new SitegenRuntimeError("rope: qOut is required when rotating.");
     const key = `rope${rotate ? "" : ":norotate"}`;
     const k = this.#pipeline("rope", key, { ROTATE: rotate });
     const bg = this.#bindGroup("rope", k, { heads: o.heads, kv_heads: o.kvHeads, head_dim: o.headDim,
       half: rotate ? /** @type {{half: number}} */ (o.table).half : 0, max_pos: o.table?.maxPositions ?? 0 },
-    { table: o.table?.buffer ?? null, q: o.q, k: o.k, v: o.v, k_cache: o.kCache, v_cache: o.vCache });
+    { table: o.table?.buffer ?? null, q: o.q, k: o.k, v: o.v, q_out: rotate ? /** @type {BufferRef} */ (o.qOut) : null,
+      k_cache: o.kCache, v_cache: o.vCache });
     return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...this.#grid(tokens), 1] }));
   }
 
@@ -503,6 +531,22 @@ export class Kernels {
     const key = `argmax:rows=${rows}`;
     const k = this.#pipeline("argmax", key, { ROWS: ROWS_CODE[rows], SUBGROUPS: sg });
     const bg = this.#bindGroup("argmax", k, { n: o.n, row_stride: o.rowStride ?? o.n }, { logits: o.logits, out: o.out });
+    return new KernelOp(this, key, () => ({ pipeline: k.pipeline, bindGroup: bg, grid: [1, 1, 1] }));
+  }
+
+  /**
+   * Top-k candidates on the GPU: out[i] = index of the i-th largest logit of one row (descending;
+   * lower index first among equal values), out[k + i] = its f32 bits, for i < k (k <= 256).
+   * @param {{ out: BufferRef, logits: BufferRef, n: number, k: number, rowStride?: number, rows?: "first" | "last" }} o
+   */
+  topk(o) {
+    if (!(Number.isInteger(o.k) && o.k >= 1 && o.k <= Math.min(256, o.n))) {
+      throw new SitegenRuntimeError(`topk: k must be an integer in [1, min(256, n)], got ${o.k}.`);
+    }
+    const rows = o.rows ?? "first";
+    const key = `topk:rows=${rows}`;
+    const k = this.#pipeline("topk", key, { ROWS: ROWS_CODE[rows] });
+    const bg = this.#bindGroup("topk", k, { n: o.n, row_stride: o.rowStride ?? o.n, k: o.k }, { logits: o.logits, out: o.out });
     return new KernelOp(this, key, () => ({ pipeline: k.pipeline, bindGroup: bg, grid: [1, 1, 1] }));
   }
 
@@ -647,7 +691,9 @@ export class Kernels {
 function paramFields(fam) {
   /** @type {[string, "u32" | "f32"][]} */
   const extra = [];
-  for (const b of fam.bindings) if (b.kind === "weight") extra.push([`${b.name}_k`, "u32"], [`${b.name}_so`, "u32"]);
+  for (const b of fam.bindings) {
+    if (b.kind === "weight") extra.push([`${b.name}_k`, "u32"], [`${b.name}_so`, "u32"], [`${b.name}_r0`, "u32"]);
+  }
   return [...fam.params, ...extra];
 }
 
@@ -676,7 +722,8 @@ function weightParams(name, w) {
       throw new SitegenRuntimeError(`${w.dtype} weight: scalesOffset must be given and a multiple of 16 bytes, got ${w.scalesOffset}.`);
     }
   }
-  return { [`${name}_k`]: w.cols, [`${name}_so`]: quant ? /** @type {number} */ (w.scalesOffset) / 4 : 0 };
+  return { [`${name}_k`]: w.cols, [`${name}_so`]: quant ? /** @type {number} */ (w.scalesOffset) / 4 : 0,
+    [`${name}_r0`]: w.rowOffset ?? 0 };
 }
 
 /**

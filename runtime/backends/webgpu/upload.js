@@ -10,27 +10,36 @@
 // so each part is a self-contained weight for the kernels:
 // `{buffer, dtype, rows, cols, scalesOffset}`.
 //
+// A tensor group (format version 2: q/k/v, gate/up) is planned as the one
+// tensor it is; its members are row ranges of it (`tensorParts(member)`:
+// the same buffers with a `rowOffset`), so a backend can run the group as one
+// matvec or each member on its own. A group split by rows is cut at member
+// boundaries where it can, so gate and up split alike.
+//
 // `ranges[s]` lists the copies shard `s` feeds: `{srcOffset, length,
 // bufferIndex, dstOffset}`. A tensor that straddles shards appears in the
 // ranges of each, so it is assembled in place on the GPU and no shard needs to
 // be kept after `uploadShard` returns.
 
 import { BufferTooLargeError, ManifestError } from "../../errors.js";
+import { physicalTensors } from "../../manifest.js";
 
 /**
  * @typedef {{ name: string, offset: number, nbytes: number }} Plane
  * @typedef {{ name: string, shape: number[], dtype: string, group_size?: number, shard: number,
- *             offset: number, nbytes: number, planes?: Plane[] }} TensorEntry
+ *             offset: number, nbytes: number, planes?: Plane[], group?: string, group_row?: number,
+ *             members?: string[] }} TensorEntry
  * @typedef {{ file: string, bytes: number, sha256: string }} ShardEntry
- * @typedef {{ shard_size: number, shards: ShardEntry[], tensors: TensorEntry[] }} WeightsManifest
+ * @typedef {{ shard_size: number, shards: ShardEntry[], tensors: TensorEntry[], groups?: TensorEntry[] }} WeightsManifest
  * @typedef {{ maxStorageBufferBindingSize: number, maxBufferSize: number }} UploadLimits
  * @typedef {{ size: number, label: string }} BufferSpec
  * @typedef {{ bufferIndex: number, rowStart: number, rowEnd: number, scalesOffset: number }} PartSpec
  * @typedef {{ dtype: string, shape: number[], rows: number, cols: number, groupSize: number,
  *             parts: PartSpec[] }} TensorPlan
  * @typedef {{ srcOffset: number, length: number, bufferIndex: number, dstOffset: number }} CopyRange
- * @typedef {{ buffers: BufferSpec[], tensors: Map<string, TensorPlan>, ranges: CopyRange[][],
- *             shardBytes: number[], totalBytes: number }} UploadPlan
+ * @typedef {{ group: string, rowStart: number, rows: number }} MemberPlan  rows rowStart.. of a group
+ * @typedef {{ buffers: BufferSpec[], tensors: Map<string, TensorPlan>, members: Map<string, MemberPlan>,
+ *             groups: Map<string, string[]>, ranges: CopyRange[][], shardBytes: number[], totalBytes: number }} UploadPlan
  */
 
 /** Quantization group size the WebGPU kernels decode (docs/weights-format.md, storage types). */
@@ -87,15 +96,37 @@ export function planUpload(manifest, limits) {
     }
   };
 
-  for (const t of manifest.tensors) {
+  /** @type {Map<string, MemberPlan>} */
+  const members = new Map();
+  /** @type {Map<string, string[]>} */
+  const groups = new Map();
+  const byName = new Map(manifest.tensors.map((t) => [t.name, t]));
+  for (const g of manifest.groups ?? []) {
+    let row = 0;
+    for (const name of g.members ?? []) {
+      const m = byName.get(name);
+      if (!m || m.group !== g.name || m.group_row !== row) {
+        throw new ManifestError(`Tensor group ${g.name} lists member ${name}, which the tensor table does not place at `
+          + `row ${row} of the group: the manifest is inconsistent; reconvert the model.`, { tensor: g.name });
+      }
+      const rows = m.shape.length > 1 ? m.shape[0] : (m.shape[0] ?? 1);
+      members.set(name, { group: g.name, rowStart: row, rows });
+      row += rows;
+    }
+    groups.set(g.name, g.members ?? []);
+  }
+
+  for (const t of /** @type {TensorEntry[]} */ (physicalTensors(/** @type {any} */ (manifest)))) {
     const rowBytesOf = ROW_BYTES[/** @type {keyof typeof ROW_BYTES} */ (t.dtype)];
     if (!rowBytesOf) {
       throw new ManifestError(`Tensor ${t.name} has dtype '${t.dtype}', which this runtime cannot load `
         + "(expected f32, f16, q8 or q4): rebuild the site with this sitegen version.", { tensor: t.name, dtype: t.dtype });
     }
-    // 1-D tensors are one row; matrices are [rows, cols...] with everything after dim 0 flattened.
-    const rows = t.shape.length > 1 ? t.shape[0] : 1;
-    const cols = t.shape.length > 1 ? t.shape.slice(1).reduce((a, b) => a * b, 1) : (t.shape[0] ?? 1);
+    // 1-D tensors are one row (a 1-D group, e.g. q/k/v biases, is one row per element so that its
+    // members are row ranges); matrices are [rows, cols...] with everything after dim 0 flattened.
+    const vectorGroup = t.members !== undefined && t.shape.length === 1;
+    const rows = t.shape.length > 1 ? t.shape[0] : vectorGroup ? t.shape[0] : 1;
+    const cols = t.shape.length > 1 ? t.shape.slice(1).reduce((a, b) => a * b, 1) : vectorGroup ? 1 : (t.shape[0] ?? 1);
     const groupSize = t.group_size ?? 32;
     const [qRow, sRow] = rowBytesOf(cols, groupSize);
     const quantized = sRow > 0;
@@ -136,15 +167,26 @@ export function planUpload(manifest, limits) {
       const nParts = Math.ceil(rows / maxRows);
       rowsPerPart = alignUp(Math.ceil(rows / nParts), 4);
     }
+    // Part boundaries [r0, r1): every rowsPerPart rows; a group too large for one buffer is cut at its
+    // members' boundaries first (each member then splits like a tensor of its own), so members of
+    // equal shape (gate, up) are split alike and a member never straddles two buffers needlessly.
+    /** @type {[number, number][]} */
+    const spans = [];
+    const memberSpans = rowsPerPart < rows && t.members
+      ? t.members.map((n) => /** @type {MemberPlan} */ (members.get(n))).map((m) => [m.rowStart, m.rowStart + m.rows])
+      : [[0, rows]];
+    for (const [a, b] of memberSpans) {
+      const per = b - a > rowsPerPart ? alignUp(Math.ceil((b - a) / Math.ceil((b - a) / rowsPerPart)), 4) : b - a;
+      for (let r0 = a; r0 < b; r0 += per) spans.push([r0, Math.min(b, r0 + per)]);
+    }
 
     /** @type {PartSpec[]} */
     const parts = [];
-    for (let r0 = 0; r0 < rows; r0 += rowsPerPart) {
-      const r1 = Math.min(rows, r0 + rowsPerPart);
+    for (const [r0, r1] of spans) {
       const n = r1 - r0;
       const bufferIndex = buffers.length;
       const scalesOffset = quantized ? alignUp(n * qRow, 256) : 0;
-      const suffix = rowsPerPart < rows ? `[rows ${r0}:${r1}]` : "";
+      const suffix = spans.length > 1 ? `[rows ${r0}:${r1}]` : "";
       buffers.push({ size: Math.max(4, partSize(n)), label: `${t.name}${suffix}` });
       parts.push({ bufferIndex, rowStart: r0, rowEnd: r1, scalesOffset });
       addCopy(streamStart + qPlane.offset + r0 * qRow, n * qRow, bufferIndex, 0, t.name);
@@ -153,7 +195,7 @@ export function planUpload(manifest, limits) {
     tensors.set(t.name, { dtype: t.dtype, shape: t.shape, rows, cols, groupSize, parts });
   }
   const totalBytes = buffers.reduce((a, b) => a + b.size, 0);
-  return { buffers, tensors, ranges, shardBytes, totalBytes };
+  return { buffers, tensors, members, groups, ranges, shardBytes, totalBytes };
 }
 
 /**
@@ -195,16 +237,33 @@ export function uploadShard(device, plan, buffers, shardIndex, bytes) {
 }
 
 /**
- * The kernels' view of a planned tensor: one `{buffer, dtype, rows, cols, scalesOffset}` per part.
+ * The kernels' view of a planned tensor, group or group member: one
+ * `{buffer, dtype, rows, cols, scalesOffset, rowOffset, rowStart}` per part,
+ * where `rowStart` is the part's first row in the tensor asked for and
+ * `rowOffset` the row of the part's buffer where it begins (non-zero for a
+ * member of a group, which shares its group's buffers).
  * @param {UploadPlan} plan
  * @param {GPUBuffer[]} buffers
  * @param {string} name
  */
 export function tensorParts(plan, buffers, name) {
-  const t = plan.tensors.get(name);
+  const member = plan.members.get(name);
+  const t = plan.tensors.get(member ? member.group : name);
   if (!t) throw new ManifestError(`The model has no tensor '${name}'.`, { tensor: name });
-  return t.parts.map((p) => ({
-    buffer: buffers[p.bufferIndex], dtype: t.dtype, rows: p.rowEnd - p.rowStart, cols: t.cols,
-    rowStart: p.rowStart, scalesOffset: p.scalesOffset, groupSize: t.groupSize,
-  }));
+  const [lo, hi] = member ? [member.rowStart, member.rowStart + member.rows] : [0, t.rows];
+  return t.parts.filter((p) => p.rowEnd > lo && p.rowStart < hi).map((p) => {
+    const r0 = Math.max(lo, p.rowStart), r1 = Math.min(hi, p.rowEnd);
+    return {
+      buffer: buffers[p.bufferIndex], dtype: /** @type {"f32" | "f16" | "q8" | "q4"} */ (t.dtype), rows: r1 - r0, cols: t.cols,
+      rowStart: r0 - lo, rowOffset: r0 - p.rowStart, scalesOffset: p.scalesOffset, groupSize: t.groupSize,
+    };
+  });
+}
+
+/**
+ * Whether the plan has `name` (a tensor, a group or a group member).
+ * @param {UploadPlan} plan @param {string} name
+ */
+export function hasTensor(plan, name) {
+  return plan.tensors.has(name) || plan.members.has(name);
 }

@@ -1,0 +1,85 @@
+// The backend interface (issue 10, item 1): everything the engine needs from
+// the hardware that runs a model. The engine, the worker and the page talk to
+// a Backend, never to a GPUDevice; a backend lives in one folder under
+// runtime/backends/ (webgpu/ today) and adding one (a WebAssembly CPU backend)
+// is that folder plus one line in `BACKENDS` below.
+//
+// Life of a backend, as the engine drives it (runtime/engine.js):
+//   const backend = await createBackend(manifest, options);      // device, limits, features
+//   const plan = await backend.planWeights(manifest);            // memory allocated, or an error
+//   loader.forEachShard(... backend.receiveShard(index, bytes)); // each verified shard, once, any order
+//   await backend.weightsDone();
+//   const model = await backend.compile({ graph, contextLength, prefillChunk, sampleVocab });
+//   await model.forward(ids, start, { allPositions });           // logits rows
+//   await model.sampleGreedy(ids, start);                        // the argmax, chosen by the backend
+//   await model.sampleTopK(ids, start, k);                       // k candidates for the CPU samplers
+//   backend.lost.then(...);  model.destroy();  backend.destroy();
+//
+// `graph` is the backend-neutral op list of runtime/graph.js; the backend
+// lowers it (and says in `fusions` which fused ops it can run).
+
+/**
+ * @typedef {import("./manifest.js").Manifest} Manifest
+ * @typedef {import("./graph.js").Graph} Graph
+ * @typedef {object} WeightsPlan
+ * @property {number} totalBytes   memory the weights take on this backend
+ * @property {number[]} shardBytes bytes of each shard, in order (for progress)
+ * @property {Record<string, number>} splitTensors  tensors held in more than one part (name → parts)
+ * @typedef {object} CompiledModel  a model compiled for one context length; it owns its KV cache
+ * @property {(ids: Int32Array, start: number, opt?: { allPositions?: boolean }) => Promise<Float32Array>} forward
+ *   run ids at positions start..; the last position's logits [vocab], or every position's [n, vocab]
+ * @property {(ids: Int32Array, start: number) => Promise<number>} sampleGreedy
+ *   run like forward; the argmax of the last row among the first `sampleVocab` ids (lowest id on ties)
+ * @property {(ids: Int32Array, start: number, k: number) => Promise<{ ids: Int32Array, logits: Float32Array }>} sampleTopK
+ *   run like forward; the k largest logits of the last row (among the first `sampleVocab` ids), descending
+ * @property {number} maxTopK  the largest k sampleTopK takes
+ * @property {number} kvCacheBytes
+ * @property {() => void} destroy
+ * @typedef {object} CompileOptions
+ * @property {Graph} graph
+ * @property {number} contextLength  KV-cache positions
+ * @property {number} prefillChunk   most tokens per pass
+ * @property {number} sampleVocab    ids sampling may pick (the tokenizer's; padding rows of the head excluded)
+ * @typedef {object} Backend
+ * @property {string} name      "webgpu"
+ * @property {string} compute   the arithmetic of its matrix products: "f16" or "f32"
+ * @property {{ qkv?: boolean }} fusions  fused graph ops it runs (graph.js)
+ * @property {(manifest: Manifest) => Promise<WeightsPlan>} planWeights
+ *   decide where every tensor goes and allocate it (InsufficientMemoryError / BufferTooLargeError if it cannot)
+ * @property {(index: number, bytes: Uint8Array) => void} receiveShard
+ *   take one verified shard; the bytes may be dropped when it returns
+ * @property {() => Promise<void>} weightsDone  every shard is in
+ * @property {(o: CompileOptions) => Promise<CompiledModel>} compile
+ * @property {Promise<{ reason: string, message: string }>} lost  settles when the device is gone
+ * @property {() => void} destroy  free the weights (and the device when the backend requested it)
+ * @property {GPUDevice} [device]   the WebGPU backend's device (tests simulate a driver reset with it)
+ * @typedef {object} BackendOptions
+ * @property {GPUDevice} [device]   WebGPU: use this device instead of requesting one (it stays the caller's)
+ * @property {"auto" | "f32" | "f16"} [compute]
+ * @property {string} [shaderBase]
+ * @property {number} [maxBindingBytes]
+ */
+
+import { InvalidRequestError } from "./errors.js";
+
+/** The backends, in order of preference: a new backend is one line here and one folder. */
+const BACKENDS = {
+  webgpu: () => import("./backends/webgpu/index.js"),
+};
+
+/**
+ * Create the backend that runs `manifest` (WebGPU: request an adapter and a device with the limits
+ * the model needs and check its features).
+ * @param {Manifest} manifest
+ * @param {BackendOptions & { backend?: keyof typeof BACKENDS }} [options]
+ * @returns {Promise<Backend>}
+ */
+export async function createBackend(manifest, options = {}) {
+  const name = options.backend ?? "webgpu";
+  const load = BACKENDS[name];
+  if (!load) {
+    throw new InvalidRequestError(`backend: unknown backend '${name}' (known: ${Object.keys(BACKENDS).join(", ")}).`,
+      { param: "backend" });
+  }
+  return (await load()).createBackend(manifest, options);
+}

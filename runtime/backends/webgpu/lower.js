@@ -1,0 +1,319 @@
+// The WebGPU lowering of the model graph (runtime/graph.js): every graph op
+// becomes one kernel op per weight part (a tensor larger than the device's
+// binding limit is split by rows; docs/internals.md), built ONCE with its bind
+// group; a forward call only writes the token ids and the 16-byte step,
+// records the op list and submits once per chunk of at most `prefillChunk`
+// tokens. Activations stay on the GPU; greedy and top-k sampling run on the
+// GPU too, so a decode step reads back 8 bytes (greedy) or 8·k bytes.
+
+import { InvalidRequestError, SitegenRuntimeError } from "../../errors.js";
+
+/**
+ * @typedef {import("./kernels.js").Kernels} Kernels
+ * @typedef {import("./kernels.js").KernelOp} KernelOp
+ * @typedef {import("./kernels.js").WeightPart} WeightPart
+ * @typedef {import("./kernels.js").BufferRef} BufferRef
+ * @typedef {WeightPart & { rowStart: number }} Part
+ * @typedef {import("../../graph.js").Graph} Graph
+ * @typedef {import("../../graph.js").GraphOp} GraphOp
+ */
+
+const USAGE_STORAGE = 0x0080, USAGE_COPY_SRC = 0x0004, USAGE_COPY_DST = 0x0008, USAGE_MAP_READ = 0x0001;
+/** Most candidates `sampleTopK` returns (the kernel's limit). */
+export const MAX_TOP_K = 256;
+
+/**
+ * @param {{ device: GPUDevice, kernels: Kernels, graph: Graph, contextLength: number, prefillChunk: number,
+ *   weight: (name: string) => Part[] | null, sampleVocab?: number }} o
+ *   sampleVocab: how many rows of the output head sampling may pick (the tokenizer's size; Phi-2,
+ *   Qwen2.5 and random test models pad their embeddings with rows no token decodes to).
+ */
+export function lowerGraph(o) {
+  // Everything allocated so far is freed if lowering fails part-way (a caller
+  // that owns the device would otherwise keep the buffers).
+  /** @type {GPUBuffer[]} */
+  const owned = [];
+  try {
+    return lower(o, owned);
+  } catch (e) {
+    for (const b of owned) b.destroy();
+    throw e;
+  }
+}
+
+/**
+ * @param {Parameters<typeof lowerGraph>[0]} o @param {GPUBuffer[]} owned
+ */
+function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight, sampleVocab }, owned) {
+  const c = graph.config;
+  const vocab = c.vocab_size, hd = c.head_dim, heads = c.num_heads, kvHeads = c.num_kv_heads;
+  const kvDim = kvHeads * hd;
+  const C = Math.max(1, Math.min(prefillChunk, contextLength));
+  const eps = c.norm_eps;
+
+  /** @param {string} label @param {number} bytes @param {number} [usage] */
+  const buffer = (label, bytes, usage = USAGE_STORAGE | USAGE_COPY_SRC | USAGE_COPY_DST) => {
+    const b = device.createBuffer({ label, size: Math.max(16, Math.ceil(bytes / 16) * 16), usage });
+    owned.push(b);
+    return b;
+  };
+  /** @param {string} label @param {number} bytes */
+  const staging = (label, bytes) => buffer(label, bytes, USAGE_MAP_READ | USAGE_COPY_DST);
+
+  /** @param {string} name @returns {Part[]} */
+  const parts = (name) => {
+    const p = weight(name);
+    if (!p || p.length === 0) throw new SitegenRuntimeError(`The model has no tensor '${name}', which ${c.architecture} needs: convert it again.`,
+      { tensor: name });
+    return p;
+  };
+  /**
+   * A 1-D f32 tensor (norm weight, bias) as its buffer and its first element there (a member of a
+   * q/k/v bias group starts inside the group's buffer).
+   * @param {string} name @returns {{ buffer: GPUBuffer, base: number }}
+   */
+  const vector = (name) => {
+    const p = parts(name);
+    if (p.length !== 1 || p[0].dtype !== "f32") {
+      throw new SitegenRuntimeError(`Tensor '${name}' should be one f32 vector; got ${p.length} part(s) of ${p[0]?.dtype}.`);
+    }
+    return { buffer: p[0].buffer, base: (p[0].rowOffset ?? 0) * (p[0].cols === 1 ? 1 : p[0].cols) };
+  };
+
+  // Activations, [C, width] f32 (one chunk of the prompt at most). An activation of parts (q | k | v of a
+  // fused product) is one buffer with each part a dense [C, width] array at a 256-byte boundary.
+  /** @type {Map<string, BufferRef>} */
+  const acts = new Map();
+  /** @type {Map<string, { from: number, base: number, stride: number }[]>} */
+  const segmentsOf = new Map();
+  for (const [name, a] of Object.entries(graph.activations)) {
+    if (name === "logits") continue;
+    if ("width" in a) { acts.set(name, buffer(name, C * a.width * 4)); continue; }
+    const align = (/** @type {number} */ n) => Math.ceil(n / 64) * 64;
+    let base = 0, row = 0;
+    /** @type {{ name: string, base: number, width: number, row: number }[]} */
+    const laid = [];
+    for (const [part, width] of a.parts) { laid.push({ name: part, base, width, row }); base += align(C * width); row += width; }
+    const b = buffer(name, base * 4);
+    acts.set(name, b);
+    for (const p of laid) acts.set(p.name, { buffer: b, offset: p.base * 4, size: C * p.width * 4 });
+    segmentsOf.set(name, laid.slice(1).map((p) => ({ from: p.row, base: p.base, stride: p.width })));
+  }
+  const logitsLast = buffer("logits (last)", vocab * 4);
+  acts.set("logits", logitsLast);
+  const ids = buffer("ids", C * 4);
+  /** @param {string} name */
+  const act = (name) => {
+    const r = acts.get(name);
+    if (!r) throw new SitegenRuntimeError(`graph: unknown activation '${name}'.`);
+    return r;
+  };
+
+  // KV cache: [contextLength, kv_heads*head_dim] f32 per layer, K and V.
+  const kvBytes = contextLength * kvDim * 4;
+  /** @type {GPUBuffer[]} */
+  const kCache = [], vCache = [];
+  for (let i = 0; i < c.num_layers; i++) {
+    kCache.push(buffer(`k cache ${i}`, kvBytes));
+    vCache.push(buffer(`v cache ${i}`, kvBytes));
+  }
+
+  // RoPE tables: one per theta (Gemma 3's sliding layers use rope_local_theta). `rope_scaling`
+  // belongs to the global theta: Gemma 3's local layers use plain RoPE (HF Gemma3RotaryEmbedding
+  // builds the local one with rope_type "default").
+  /** @type {Map<boolean, ReturnType<Kernels["ropeTable"]>>} */
+  const ropeTables = new Map();
+  /** @param {boolean} local */
+  const ropeTable = (local) => {
+    if (c.position !== "rope" || !(c.rotary_dim ?? hd)) return null;
+    let t = ropeTables.get(local);
+    if (!t) {
+      t = k.ropeTable({ theta: /** @type {number} */ (local ? c.rope_local_theta : c.rope_theta), rotaryDim: c.rotary_dim ?? hd,
+        maxPositions: contextLength, scaling: local ? null : /** @type {any} */ (c.rope_scaling ?? null) });
+      owned.push(t.buffer);
+      ropeTables.set(local, t);
+    }
+    return t;
+  };
+
+  /**
+   * A product over every part of a (possibly row-split) weight: one kernel op per part.
+   * @param {{ out: BufferRef, x: BufferRef, w: string, gate?: string | null, bias?: string | null,
+   *   gateBias?: string | null, act?: any, softcap?: number | null, accumulate?: boolean,
+   *   rows?: "all" | "last" | "first", segments?: { from: number, base: number, stride: number }[], outStride?: number }} o
+   * @returns {KernelOp[]}
+   */
+  const linear = (o) => {
+    const wp = parts(o.w);
+    const gp = o.gate ? parts(o.gate) : null;
+    const N = wp.reduce((a, p) => a + p.rows, 0);
+    if (gp && (gp.length !== wp.length || gp.some((g, i) => g.rowStart !== wp[i].rowStart || g.rows !== wp[i].rows))) {
+      throw new SitegenRuntimeError(`Tensors '${o.gate}' and '${o.w}' are split differently: reconvert the model.`);
+    }
+    const bias = o.bias ? vector(o.bias) : null, gateBias = o.gateBias ? vector(o.gateBias) : null;
+    return wp.map((p, i) => k.linear({ out: o.out, x: o.x, w: p, gate: gp ? gp[i] : null,
+      bias: bias?.buffer ?? null, biasOffset: (bias?.base ?? 0) + p.rowStart,
+      gateBias: gateBias?.buffer ?? null, gateBiasOffset: (gateBias?.base ?? 0) + p.rowStart,
+      act: o.act ?? null, softcap: o.softcap ?? null, accumulate: o.accumulate ?? false,
+      outOffset: p.rowStart, outStride: o.outStride ?? N, rows: o.rows ?? "all", segments: o.segments }));
+  };
+
+  /** @param {GraphOp} op @returns {KernelOp[]} */
+  const lowerOp = (op) => {
+    switch (op.op) {
+      case "embed":
+        return parts(op.table).map((p) => k.embed({ out: act(op.out), ids, table: p, rowStart: p.rowStart, scale: op.scale }));
+      case "pos_embed":
+        return parts(op.table).map((p) => {
+          if (p.rowStart !== 0) throw new SitegenRuntimeError("Split learned-position tables are not supported.");
+          return k.embed({ out: act(op.out), table: p, positions: true, accumulate: true });
+        });
+      case "norm": {
+        const w = vector(op.weight), b = op.bias ? vector(op.bias) : null;
+        if (w.base || b?.base) throw new SitegenRuntimeError(`Norm weights cannot be group members ('${op.weight}').`);
+        return [k.norm({ out: act(op.out), x: act(op.x), weight: w.buffer, bias: b?.buffer ?? null, n: op.n, eps, kind: op.kind,
+          rowsPerToken: op.heads, perRowWeight: op.perHeadWeight, accumulate: op.accumulate, rows: op.rows })];
+      }
+      case "linear":
+        return linear({ out: act(op.out), x: act(op.x), w: op.w, gate: op.gate, bias: op.bias, gateBias: op.gateBias,
+          act: op.act, softcap: op.softcap, accumulate: op.accumulate, rows: op.rows });
+      case "linear_group": {
+        const a = graph.activations[op.out];
+        if (!("parts" in a)) throw new SitegenRuntimeError(`graph: '${op.out}' is not an activation of parts.`);
+        return linear({ out: /** @type {BufferRef} */ (acts.get(op.out)), x: act(op.x), w: op.group, bias: op.bias,
+          segments: segmentsOf.get(op.out), outStride: a.parts[0][1] });
+      }
+      case "rope": {
+        const table = ropeTable(op.local);
+        return [k.rope({ q: act(op.q), k: act(op.k), v: act(op.v), qOut: table ? act(op.qOut) : null,
+          kCache: kCache[op.layer], vCache: vCache[op.layer], heads, kvHeads, headDim: hd, table })];
+      }
+      case "attention":
+        return [k.attention({ out: act(op.out), q: act(op.q), kCache: kCache[op.layer], vCache: vCache[op.layer],
+          heads, kvHeads, headDim: hd, scale: op.scale, softcap: op.softcap, window: op.window })];
+      default:
+        throw new SitegenRuntimeError(`graph: unknown op '${/** @type {any} */ (op).op}'.`);
+    }
+  };
+
+  const body = graph.body.flatMap(lowerOp);
+  const headLast = graph.headLast.flatMap(lowerOp);
+  const stagingLast = staging("logits readback", vocab * 4);
+  // Sampling on the GPU over the rows sampling may pick: greedy (argmax) and top-k candidates.
+  const pickable = Math.max(1, Math.min(sampleVocab ?? vocab, vocab));
+  const chosen = buffer("sampled", 8 * MAX_TOP_K);
+  const stagingChosen = staging("sampled readback", 8 * MAX_TOP_K);
+  const argmaxOp = k.argmax({ out: chosen, logits: logitsLast, n: pickable, rows: "first" });
+  /** @type {Map<number, KernelOp>} */
+  const topkOps = new Map();
+  const topkOp = (/** @type {number} */ n) => {
+    let op = topkOps.get(n);
+    if (!op) { op = k.topk({ out: chosen, logits: logitsLast, n: pickable, k: n, rows: "first" }); topkOps.set(n, op); }
+    return op;
+  };
+  /** @type {{ ops: KernelOp[], logits: GPUBuffer, staging: GPUBuffer } | null} */
+  let headAll = null;
+  const allHead = () => {
+    if (!headAll) {
+      const logits = buffer("logits (all)", C * vocab * 4);
+      acts.set("logits_all", logits);
+      headAll = { logits, staging: staging("logits readback (all)", C * vocab * 4), ops: graph.headAll.flatMap(lowerOp) };
+    }
+    return headAll;
+  };
+
+  /**
+   * @param {Int32Array} tokenIds @param {number} start
+   * @param {{ kind: "all" | "last" | "greedy" | "topk", k?: number }} mode
+   * @returns {Promise<Float32Array | number | { ids: Int32Array, logits: Float32Array }>}
+   */
+  async function run(tokenIds, start, mode) {
+    const all = mode.kind === "all";
+    const n = tokenIds.length;
+    if (n === 0) throw new SitegenRuntimeError("forward: no tokens.");
+    if (start + n > contextLength) {
+      throw new SitegenRuntimeError(`forward: positions ${start}..${start + n - 1} exceed the KV cache (${contextLength}).`);
+    }
+    for (const id of tokenIds) {
+      if (!(id >= 0 && id < vocab)) {
+        throw new InvalidRequestError(`Token id ${id} is outside the vocabulary (0..${vocab - 1}).`, { param: "tokens", id });
+      }
+    }
+    const topK = mode.kind === "topk" ? /** @type {number} */ (mode.k) : 0;
+    if (mode.kind === "topk" && !(Number.isInteger(topK) && topK >= 1 && topK <= Math.min(MAX_TOP_K, pickable))) {
+      throw new InvalidRequestError(`top-k on the device: k must be in [1, ${Math.min(MAX_TOP_K, pickable)}], got ${topK}.`, { param: "top_k" });
+    }
+    const out = all ? new Float32Array(n * vocab) : mode.kind === "last" ? new Float32Array(vocab) : null;
+    for (let off = 0; off < n; off += C) {
+      const m = Math.min(C, n - off);
+      const last = off + m === n;
+      device.queue.writeBuffer(ids, 0, Uint32Array.from(tokenIds.subarray(off, off + m)));
+      k.setStep({ tokens: m, pos0: start + off });
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      for (const op of body) op.record(pass);
+      const head = all ? allHead().ops : last ? headLast : [];
+      for (const op of head) op.record(pass);
+      if (last && mode.kind === "greedy") argmaxOp.record(pass);
+      if (last && mode.kind === "topk") topkOp(topK).record(pass);
+      pass.end();
+      if (all) enc.copyBufferToBuffer(allHead().logits, 0, allHead().staging, 0, m * vocab * 4);
+      else if (last && mode.kind === "greedy") enc.copyBufferToBuffer(chosen, 0, stagingChosen, 0, 16);
+      else if (last && mode.kind === "topk") enc.copyBufferToBuffer(chosen, 0, stagingChosen, 0, Math.ceil(8 * topK / 16) * 16);
+      else if (last) enc.copyBufferToBuffer(logitsLast, 0, stagingLast, 0, vocab * 4);
+      device.queue.submit([enc.finish()]);
+      if (all) {
+        const s = allHead().staging;
+        await s.mapAsync(1 /* GPUMapMode.READ */, 0, m * vocab * 4);
+        /** @type {Float32Array} */ (out).set(new Float32Array(s.getMappedRange(0, m * vocab * 4)), off * vocab);
+        s.unmap();
+      }
+    }
+    if (mode.kind === "greedy" || mode.kind === "topk") {
+      const bytes = mode.kind === "greedy" ? 16 : Math.ceil(8 * topK / 16) * 16;
+      await stagingChosen.mapAsync(1 /* GPUMapMode.READ */, 0, bytes);
+      const words = new Uint32Array(stagingChosen.getMappedRange(0, bytes).slice(0));
+      stagingChosen.unmap();
+      if (mode.kind === "greedy") return words[0];
+      return { ids: Int32Array.from(words.subarray(0, topK)), logits: new Float32Array(words.buffer, 4 * topK, topK).slice() };
+    }
+    if (!all) {
+      await stagingLast.mapAsync(1 /* GPUMapMode.READ */);
+      /** @type {Float32Array} */ (out).set(new Float32Array(stagingLast.getMappedRange()));
+      stagingLast.unmap();
+    }
+    return /** @type {Float32Array} */ (out);
+  }
+
+  return {
+    /**
+     * Run `tokenIds` at positions start.. and return logits: the last position's row [vocab], or
+     * with `allPositions` every row [n, vocab].
+     * @param {Int32Array} tokenIds @param {number} start @param {{ allPositions?: boolean }} [opt]
+     */
+    forward: async (tokenIds, start, { allPositions = false } = {}) =>
+      /** @type {Float32Array} */ (await run(tokenIds, start, { kind: allPositions ? "all" : "last" })),
+    /**
+     * Run like `forward`; return the greedy choice after the last position (the lowest id among
+     * equal maxima, like numpy.argmax), chosen on the GPU among the first `sampleVocab` rows.
+     * @param {Int32Array} tokenIds @param {number} start
+     */
+    forwardGreedy: async (tokenIds, start) => /** @type {number} */ (await run(tokenIds, start, { kind: "greedy" })),
+    /**
+     * Run like `forward`; return the k largest logits after the last position and their ids,
+     * descending, chosen on the GPU among the first `sampleVocab` rows.
+     * @param {Int32Array} tokenIds @param {number} start @param {number} topK
+     */
+    forwardTopK: async (tokenIds, start, topK) =>
+      /** @type {{ ids: Int32Array, logits: Float32Array }} */ (await run(tokenIds, start, { kind: "topk", k: topK })),
+    /** Bytes of the KV cache. */
+    kvCacheBytes: 2 * c.num_layers * kvBytes,
+    /** Kernel ops recorded per decode step (dispatches, one per weight part). */
+    opsPerStep: body.length + headLast.length,
+    destroy() {
+      for (const b of owned) b.destroy();
+      owned.length = 0;
+      k.destroy();
+    },
+  };
+}

@@ -293,8 +293,8 @@ def test_url_source(site, tmp_path):
      "line 1 column 2 (char 1)"),
     (lambda m: (m / "manifest.json").write_text('{"format": "other"}'),
      "{m}/manifest.json is not a sitegen weights manifest (its 'format' is not 'sitegen-weights')"),
-    (lambda m: (m / "manifest.json").write_text('{"format": "sitegen-weights", "version": 2}'),
-     "{m}/manifest.json has version 2; this sitegen reads version 1 (convert the model again)"),
+    (lambda m: (m / "manifest.json").write_text('{"format": "sitegen-weights", "version": 3}'),
+     "{m}/manifest.json has version 3; this sitegen reads versions 1, 2 (convert the model again)"),
     (lambda m: (m / "manifest.json").write_text('{"format": "sitegen-weights", "version": 1, '
                                                 '"shards": []}'),
      "{m}/manifest.json lists no shards"),

@@ -15,7 +15,10 @@ import path from "node:path";
 import { Kernels } from "../runtime/backends/webgpu/kernels.js";
 
 Object.assign(globalThis, globals);
-const gpu = create([]);  // kept for the process's life: dawn.node crashes if collected
+const gpu = create([]);
+// Kept for the process's life: dawn.node crashes (futex errors) once this object is collected, and a
+// module-level const that no closure uses is not guaranteed to stay reachable.
+/** @type {any} */ (globalThis).__sitegenGPU = gpu;
 
 const batch = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const outDir = batch.out ?? batch.dir;

@@ -19,7 +19,7 @@ import { checkStorage } from "./preflight.js";
 
 export { fetchJson } from "./fetch.js";
 export { listCachedModels, deleteCachedModel } from "./cache.js";
-export { preflight, checkStorage } from "./preflight.js";
+export { checkStorage } from "./preflight.js";
 export { CorsError, ShardNotFoundError, NetworkError, StorageQuotaError } from "./errors.js";
 
 /**

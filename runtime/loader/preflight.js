@@ -1,9 +1,11 @@
 // Preflight (issue 5, item 6): everything that can be known before the first
-// shard byte is fetched, each failure its own actionable error.
+// shard byte is fetched, each failure its own actionable error: the memory
+// estimate and the storage quota here; WebGPU, its features and the weight
+// plan against the device's limits in the backend (runtime/backends/webgpu/),
+// which the engine creates and asks to plan before the loader fetches a byte.
 
-import { InsufficientMemoryError, MissingFeatureError, WebGPUUnavailableError } from "../errors.js";
+import { InsufficientMemoryError } from "../errors.js";
 import { StorageQuotaError } from "./errors.js";
-import { planUpload } from "../backends/webgpu/upload.js";
 
 const GiB = 2 ** 30;
 
@@ -17,7 +19,7 @@ export function formatBytes(n) {
 /**
  * The manifest's device requirements, exactly the keys the converter writes
  * (sitegen/convert/manifest.py `requirements`, docs/weights-format.md#requirements).
- * The one reader of them: the engine and `preflight` both use it.
+ * The one reader of them: the engine (checkMemory) and the backends (features, limits) use it.
  * @param {any} manifest
  * @param {{ contextLength?: number }} [opts]  KV-cache positions the memory estimate includes (default 1024)
  */
@@ -84,35 +86,3 @@ export async function checkStorage(missingBytes, modelId) {
   return out;
 }
 
-/**
- * Check WebGPU, the adapter's features and limits, a memory estimate and the
- * storage quota against the manifest, before any shard is fetched.
- * @param {{ manifest: any, gpu?: GPU, adapter?: GPUAdapter | null, modelId?: string, cachedBytes?: number,
- *           checkQuota?: boolean, contextLength?: number }} args
- * @returns {Promise<{ adapter: GPUAdapter, gpuBytes: number, storage: Awaited<ReturnType<typeof checkStorage>> }>}
- */
-export async function preflight({ manifest, gpu = globalThis.navigator?.gpu, adapter, modelId, cachedBytes = 0,
-  checkQuota = true, contextLength }) {
-  if (!gpu) {
-    throw new WebGPUUnavailableError("This browser has no WebGPU, which the model needs: use a recent Chrome or "
-      + "Edge (113+), Safari 26 or Firefox 141+, or turn WebGPU on in the browser's settings.", {});
-  }
-  const a = adapter ?? await gpu.requestAdapter({ powerPreference: "high-performance" });
-  if (!a) {
-    throw new WebGPUUnavailableError("WebGPU is present but the browser gave no GPU adapter (GPU blocklisted or "
-      + "disabled): update the graphics driver, or check chrome://gpu.", {});
-  }
-  const req = requirementsOf(manifest);
-  const missing = req.features.filter((f) => !a.features.has(f));
-  if (missing.length) {
-    throw new MissingFeatureError(`This GPU lacks the WebGPU feature(s) ${missing.join(", ")} that the model needs: `
-      + "use another browser or GPU, or a model converted without them.", { missing });
-  }
-  // The plan fails here (not mid-download) when a tensor cannot be split to fit the adapter's buffers.
-  planUpload(manifest, a.limits);
-  const gpuBytes = checkMemory(manifest, { contextLength });
-  const total = (manifest.shards ?? []).reduce((/** @type {number} */ s, /** @type {any} */ x) => s + x.bytes, 0);
-  const storage = checkQuota ? await checkStorage(total - cachedBytes, modelId ?? manifest.name ?? "the model")
-    : { quota: null, usage: null, persisted: null };
-  return { adapter: a, gpuBytes, storage };
-}

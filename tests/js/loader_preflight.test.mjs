@@ -1,7 +1,8 @@
 // Preflight errors (runtime/loader/preflight.js): each failure is its own class with an actionable message.
 import test from "node:test";
 import assert from "node:assert/strict";
-import { preflight, checkStorage } from "../../runtime/loader/preflight.js";
+import { checkStorage } from "../../runtime/loader/preflight.js";
+import { createBackend } from "../../runtime/backend.js";
 import { ProgressTracker } from "../../runtime/loader/progress.js";
 
 const manifest = {
@@ -14,21 +15,27 @@ const manifest = {
 const limits = { maxStorageBufferBindingSize: 1 << 27, maxBufferSize: 1 << 28 };
 const adapter = (features) => ({ features: new Set(features), limits });
 
-test("no WebGPU, no adapter, a missing feature and a low limit are distinct errors", async () => {
-  await assert.rejects(preflight({ manifest, gpu: undefined }), {
-    name: "WebGPUUnavailableError",
-    message: "This browser has no WebGPU, which the model needs: use a recent Chrome or Edge (113+), Safari 26 "
-      + "or Firefox 141+, or turn WebGPU on in the browser's settings." });
-  await assert.rejects(preflight({ manifest, gpu: { requestAdapter: async () => null } }), {
-    name: "WebGPUUnavailableError", message: /gave no GPU adapter \(GPU blocklisted or disabled\)/ });
-  await assert.rejects(preflight({ manifest, gpu: /** @type {any} */ ({}), adapter: adapter([]) }), {
-    name: "MissingFeatureError",
-    message: "This GPU lacks the WebGPU feature(s) shader-f16 that the model needs: use another browser or GPU, "
-      + "or a model converted without them." });
-  // A 1-D tensor larger than the adapter's largest binding cannot be split by rows.
+test("no adapter, a missing feature and a tensor too large to split are distinct errors, before any download", async () => {
+  // The WebGPU backend does these checks (runtime/backends/webgpu/index.js); the engine creates it and asks it
+  // to plan the weights before the loader fetches a byte.
+  const saved = globalThis.navigator;
+  try {
+    globalThis.navigator = /** @type {any} */ ({ gpu: { requestAdapter: async () => null } });
+    await assert.rejects(createBackend(/** @type {any} */ (manifest)), {
+      name: "WebGPUUnavailableError", message: /no GPU adapter is available \(blocklisted driver or GPU disabled\)/ });
+    globalThis.navigator = /** @type {any} */ ({ gpu: { requestAdapter: async () => adapter([]) } });
+    await assert.rejects(createBackend(/** @type {any} */ (manifest)), {
+      name: "MissingFeatureError",
+      message: /^This GPU adapter lacks WebGPU feature shader-f16, which the model needs/ });
+  } finally {
+    globalThis.navigator = saved;
+  }
+  // A 1-D tensor larger than the device's largest binding cannot be split by rows: refused when planning.
   const big = { ...manifest, tensors: [{ name: "norm", dtype: "f32", shape: [2 ** 26], shard: 0, offset: 0, nbytes: 2 ** 28 }],
     shards: [{ file: "shard-00000.bin", bytes: 2 ** 28, sha256: "" }], shard_size: 2 ** 28 };
-  await assert.rejects(preflight({ manifest: big, gpu: /** @type {any} */ ({}), adapter: adapter(["shader-f16"]) }), {
+  const device = /** @type {any} */ ({ ...adapter(["shader-f16"]), lost: new Promise(() => {}), destroy() {} });
+  const backend = await createBackend(/** @type {any} */ (big), { device });
+  await assert.rejects(backend.planWeights(/** @type {any} */ (big)), {
     name: "BufferTooLargeError", message: /Tensor norm \(1-D, 268435456 bytes\) is larger than this GPU's largest storage buffer/ });
 });
 

@@ -66,21 +66,23 @@ def main() -> int:
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--roofline", type=float, default=ROOFLINE, help="bytes/s of a streaming read, measured")
+    ap.add_argument("--no-groups", action="store_true",
+                    help="convert without tensor groups (q/k/v, gate/up apart): the runtime's op-by-op path")
     args = ap.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
     for shape in args.shapes.split(","):
         hf = make_model(shape, args.outdir / f"{shape}-hf")
-        conv = args.outdir / f"{shape}-{args.quant}"
+        conv = args.outdir / f"{shape}-{args.quant}{'-nogroups' if args.no_groups else ''}"
         if not (conv / "manifest.json").exists():
             t0 = time.time()
             # In-process: the GPU machine's Python has no livereload, which the CLI's serve verb needs.
             sys.path.insert(0, str(ROOT))
             from sitegen.convert import convert
-            convert(hf, conv, quant=args.quant)
+            convert(hf, conv, quant=args.quant, group_tensors=not args.no_groups)
             print(f"# converted {shape} in {time.time() - t0:.1f}s", file=sys.stderr)
         man = json.loads((conv / "manifest.json").read_text())
         cfg = man["config"]
-        weight_bytes = sum(t["nbytes"] for t in man["tensors"])
+        weight_bytes = man["requirements"]["weights_bytes"]  # physical tensors: a group's members share its bytes
         if cfg.get("tie_word_embeddings"):
             pass  # the tied table is read once per token by the head and one row by the lookup: count it once
         kv_per_token = 2 * cfg["num_layers"] * cfg["num_kv_heads"] * cfg["head_dim"] * 4
@@ -91,7 +93,7 @@ def main() -> int:
                               "--decode-tokens", str(args.decode_tokens), "--json"],
                              check=True, capture_output=True, text=True)
         r = json.loads(res.stdout.strip().splitlines()[-1])
-        r.update(shape=shape, quant=args.quant, weight_bytes=weight_bytes,
+        r.update(shape=shape, quant=args.quant, groups=not args.no_groups, weight_bytes=weight_bytes,
                  bytes_per_token=int(bytes_per_token),
                  decode_bandwidth_GBs=round(bytes_per_token * r["decode_tokens_per_s"] / 1e9, 1),
                  roofline_fraction=round(bytes_per_token * r["decode_tokens_per_s"] / args.roofline, 4))

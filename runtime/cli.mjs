@@ -188,6 +188,7 @@ async function main(argv) {
       prompt_tokens: promptTokens, decode_tokens: res.completionTokens,
       prefill_tokens_per_s: res.prefillTokensPerSecond, decode_tokens_per_s: res.decodeTokensPerSecond,
       prefill_ms: res.prefillMs, decode_ms: res.decodeMs,
+      backend: engine.stats.backend, compute: engine.stats.compute, fused: engine.stats.fused,
     };
     if (v.json) await out(`${JSON.stringify(report)}\n`);
     else {

@@ -3,6 +3,10 @@
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``. Any :class:`~sitegen.errors.SitegenError` becomes
 ``error: ...`` on stderr and exit status 1, never a traceback.
+
+Only the module of the verb being run is imported (issue 10): ``sitegen convert`` must work
+without ``livereload``, which only ``serve`` needs. ``sitegen --help`` (no verb) imports them
+all for their ``HELP`` lines, so a command module keeps its heavy imports inside ``run``.
 """
 
 from __future__ import annotations
@@ -22,20 +26,30 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS: tuple[str, ...] = ("new", "validate", "build", "serve", "convert")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _command(name: str):
+    """The module of verb ``name``, or None for a verb whose module has not landed yet."""
+    try:
+        return importlib.import_module(f"sitegen.commands.{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"sitegen.commands.{name}":
+            return None
+        raise
+
+
+def _parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sitegen",
         description="Build private, client-only AI web apps (an LLM running in the visitor's "
                     "browser with WebGPU) from one YAML spec.")
     parser.add_argument("--version", action="version", version=f"sitegen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"sitegen.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"sitegen.commands.{name}":
-                continue  # a verb whose module has not landed yet
-            raise
+    # A verb first: only its module is imported. Otherwise (--help, --version, no or an unknown
+    # verb) every verb is added, for the help text and the "invalid choice" error.
+    verb = argv[0] if argv and argv[0] in COMMANDS else None
+    for name in (verb,) if verb else COMMANDS:
+        module = _command(name)
+        if module is None:
+            continue
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -43,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(argv).parse_args(argv)
     try:
         return args._run(args) or 0
     except SpecErrors as e:

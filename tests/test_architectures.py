@@ -8,13 +8,15 @@ transformers' own reading of them, and every user-facing error names the file, k
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from oracles import need
 
-from sitegen.convert.architectures import (SUPPORTED, canonical_tensors, expected_tensors, normalize_config,
-                                           stack_parts)
+from sitegen.convert.architectures import (FAMILIES, SUPPORTED, Family, canonical_tensors, expected_tensors,
+                                           normalize_config, stack_parts)
 from sitegen.errors import ConvertError
 
 _SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
@@ -78,6 +80,29 @@ def test_every_supported_architecture_normalises():
         cfg = normalize_config(d)
         assert cfg["architecture"] == arch.family
         assert expected_tensors(cfg)[0] == "embed.weight"
+
+
+def test_every_family_has_a_complete_trait_row():
+    """One row per supported family, every trait stated: no field of ``Family`` has a default."""
+    assert {a.family for a in SUPPORTED.values()} == set(FAMILIES)
+    fields = dataclasses.fields(Family)
+    assert [f.name for f in fields if f.default is not dataclasses.MISSING
+            or f.default_factory is not dataclasses.MISSING] == []
+    for family, row in FAMILIES.items():
+        assert isinstance(row, Family), family
+        for f in fields:
+            value = getattr(row, f.name)
+            if f.name.endswith("_keys"):
+                assert isinstance(value, tuple) and value and all(isinstance(k, str) for k in value), (family, f.name)
+            if callable(value):  # hooks are named functions, so a reader can find them
+                assert value.__name__ != "<lambda>", (family, f.name)
+        assert row.norm_type in ("rmsnorm", "layernorm"), family
+        assert row.position in ("rope", "learned"), family
+        assert row.qk_norm in (None, "rmsnorm", "layernorm", "layernorm_per_head"), family
+        assert (row.qk_norm is None) == (row.qk_norm_when is False), family
+        assert row.sliding_window_switch is None or row.sliding_layers is not None, family
+        for flag in ("qk_norm_when", "qkv_bias", "o_bias", "mlp_bias", "parallel_block", "parallel_mlp_norm"):
+            assert isinstance(getattr(row, flag), (bool, str)) or callable(getattr(row, flag)), (family, flag)
 
 
 # -- errors ---------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -13,9 +15,27 @@ from conftest import make_converted_folder
 from sitegen.progress import ProgressReporter
 
 
-def _run(*args, cwd=None):
+def _run(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "sitegen", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=env)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Makes `import livereload` fail as it does where the package is not installed (issue 10).
+_NO_LIVERELOAD = """\
+import sys
+
+
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name == "livereload" or name.startswith("livereload."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled())
+"""
 
 
 THREE_MISTAKES = """\
@@ -135,3 +155,51 @@ def test_progress_plain_lines_and_bar():
     p("copy", 10, 10)
     assert out.getvalue() == ("\rcopy [#####-----]  50.0% 0.0 MiB / 0.0 MiB"
                               "\rcopy [##########] 100.0% 0.0 MiB / 0.0 MiB\n")
+
+
+def _env_without_livereload(tmp_path) -> dict:
+    blocker = tmp_path / "no_livereload"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(_NO_LIVERELOAD)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(blocker), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def test_commands_other_than_serve_work_without_livereload(tmp_path):
+    env = _env_without_livereload(tmp_path)
+    check = subprocess.run([sys.executable, "-c", "import livereload"], env=env, capture_output=True, text=True)
+    assert check.returncode == 1 and "No module named 'livereload'" in check.stderr  # the blocker works
+    r = _run("convert", "--help", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: sitegen convert ")
+    r = _run("--help", env=env)
+    assert r.returncode == 0, r.stderr
+    assert all(verb in r.stdout for verb in ("new", "validate", "build", "serve", "convert"))
+    r = _run("validate", str(REPO / "sample_sites" / "chat" / "app.yaml"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith(": ok (1 app, 1 model, 0 warnings)\n")
+    make_converted_folder(tmp_path / "model")
+    text = THREE_MISTAKES.replace("tinny", "tiny").replace("2\n", "0.5\n").replace("darkk", "dark")
+    (tmp_path / "app.yaml").write_text(text)
+    r = _run("build", "app.yaml", "-o", "out", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_serve_without_livereload_is_one_error_line(tmp_path):
+    r = _run("serve", str(REPO / "sample_sites" / "chat" / "app.yaml"), env=_env_without_livereload(tmp_path))
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr == ("error: sitegen serve needs the 'livereload' package, which is not installed; "
+                        "install it with: pip install livereload\n")
+
+
+def test_importing_the_cli_loads_no_command_module():
+    code = ("import sys, sitegen.cli; "
+            "print(' '.join(sorted(m for m in sys.modules if m.partition('.')[0] in "
+            "('livereload', 'tornado', 'jinja2', 'numpy') or m.startswith('sitegen.commands.') "
+            "or m in ('sitegen.build', 'sitegen.serve', 'sitegen.convert'))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == []

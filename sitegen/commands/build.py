@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from ..build import build
 from ..progress import ProgressReporter
 
 HELP = "build the static site of an app spec into a folder"
@@ -21,6 +20,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ..build import build  # here, not at the top: jinja2 and the converter load only to build
     from ..cli import print_warnings
 
     reporter = ProgressReporter()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..serve import PreviewServer
+from ..errors import ServeError
 
 HELP = "preview a spec's site locally, rebuilding and reloading the page on every change"
 
@@ -19,6 +19,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    try:  # here, not at the top: only serve needs livereload (issue 10)
+        from ..serve import PreviewServer
+    except ModuleNotFoundError as e:
+        package = (e.name or "").partition(".")[0]
+        if package not in ("livereload", "tornado"):
+            raise
+        raise ServeError(f"sitegen serve needs the {package!r} package, which is not installed; "
+                         f"install it with: pip install livereload") from None
     PreviewServer(args.spec, host=args.host, port=args.port, strict=args.strict,
                   cache_dir=args.cache_dir).serve()
     return 0

@@ -14,6 +14,16 @@ Everything that differs between model families lives here, as data and a few sma
 One source tensor can only be part of a canonical one in a single case: StableLM's per-head q/k
 LayerNorms (``...q_layernorm.norms.{h}.weight``). ``canonical_tensors`` returns those as
 ``name@h`` parts; ``stack_parts`` (or ``canonical_state_dict``, which does everything) joins them.
+
+The facts are one ``Family`` row per family in ``FAMILIES`` (issue 10 item 5): key names, norm
+type, biases, block layout, sliding-window rule, embedding scale and so on, as data. What does not
+fit the data is a small named hook in the row (Falcon's kv heads, block and fused-qkv layout,
+GPT-2's config checks and Conv1D transposes, Gemma's "gelu" meaning tanh, Gemma 3's legacy local
+RoPE base, the per-family rule for which layers slide). Adding a family is one ``SUPPORTED`` entry,
+one ``FAMILIES`` row with every field given (``Family`` has no defaults) and any hooks it needs;
+``normalize_config`` and ``canonical_tensors`` never name a family. Tensor *names* (``_LAYER_RENAMES``,
+the fused qkv / gate_up splits, StableLM's per-head norm rows) are keyed by the HF name, not by
+family, because one HF name means the same thing in every family that has it.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Union
 
 import numpy as np
 
@@ -29,6 +39,8 @@ from sitegen.errors import ConvertError
 
 __all__ = [
     "SUPPORTED",
+    "Family",
+    "FAMILIES",
     "normalize_config",
     "canonical_tensors",
     "expected_tensors",
@@ -60,7 +72,6 @@ SUPPORTED: dict[str, Arch] = {
     "GPT2LMHeadModel": Arch("gpt2", "GPT-2 (learned positions, Conv1D weights)"),
 }
 
-_GEMMA_FAMILIES = ("gemma", "gemma2", "gemma3")
 # HF activation names → ours. gelu_new / gelu_pytorch_tanh / gelu_fast are the tanh approximation.
 _ACTIVATIONS = {
     "silu": "silu", "swish": "silu",
@@ -68,6 +79,324 @@ _ACTIVATIONS = {
     "gelu": "gelu",
 }
 _MISSING = object()
+
+
+# --------------------------------------------------------------------------------------------
+# the family table
+
+# A yes/no trait: a constant, the name of a config.json key read as a boolean (absent: False), or,
+# for an irregular family, a named function of the config.json dict.
+Flag = Union[bool, str, Callable[[dict], bool]]
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything ``normalize_config`` and ``canonical_tensors`` need to know about one family.
+
+    No field has a default: a new row must state every trait (``tests/test_architectures.py``
+    checks it). Hooks are named functions, used only where a family does not fit the data.
+    """
+
+    # config.json key names (the first one present wins) and what an absent key means
+    hidden_keys: tuple[str, ...]
+    heads_keys: tuple[str, ...]
+    layers_keys: tuple[str, ...]
+    intermediate_keys: tuple[str, ...]
+    intermediate_default_ratio: int | None  # intermediate = ratio × hidden when absent; None: required
+    max_positions_keys: tuple[str, ...]
+    max_positions_default: int | None  # None: required
+    kv_heads: str | Callable[[_Reader, int], int] | None  # key (absent: = heads), hook, None: = heads
+    check: Callable[[_Reader], None] | None  # refuses config values we cannot run
+    heads_divide_hidden: bool  # hidden_size must be a multiple of the heads (no head_dim key in HF)
+    # normalisation
+    norm_type: str  # "rmsnorm" | "layernorm"
+    norm_plus_one: bool  # the checkpoint stores w and the norm multiplies by 1 + w (Gemma)
+    sandwich_norm: bool  # norms on the attention and MLP outputs; HF's post_attention_layernorm is
+    #                      then the one on the attention output, otherwise the pre-MLP norm
+    qk_norm: str | None  # "rmsnorm" | "layernorm" | "layernorm_per_head" | None
+    qk_norm_when: Flag  # whether qk_norm applies
+    # MLP
+    default_activation: str  # transformers' per-class default when config.json names none
+    activation_hook: Callable[[str, dict], str] | None  # rewrites the HF activation name
+    mlp_gated: bool
+    # biases
+    qkv_bias: Flag
+    o_bias: Flag
+    mlp_bias: Flag
+    lm_head_bias: bool
+    # positions
+    position: str  # "rope" | "learned"
+    default_rope_theta: float  # legacy config.json without rope_theta
+    local_rope_base: Callable[[dict], float] | None  # legacy key of the sliding layers' RoPE base
+    # block layout
+    parallel_block: Flag  # attention and MLP both read the block input
+    parallel_mlp_norm: Flag  # a parallel block that still has its own MLP norm
+    fused_qkv_layout: Callable[[dict, int], str | None] | None  # (config.json, kv heads) → layout
+    # attention
+    attn_scale_key: str | None  # key whose value^-0.5 scales the scores (absent: head_dim)
+    sliding_layers: Callable[[_Reader, int], list[str]] | None  # None: no sliding window
+    sliding_window_switch: str | None  # key that must be true for sliding_window to count
+    softcaps: bool  # reads attn_logit_softcapping / final_logit_softcapping
+    # embeddings and head
+    scale_embeddings: bool  # embeddings × sqrt(hidden)
+    tie_default: bool  # tie_word_embeddings when config.json leaves it out
+    tensor_hook: Callable[[str, str, np.ndarray], np.ndarray] | None  # (part, kind, array) per layer
+
+
+def _flag(cfg: dict, flag: Any) -> bool:
+    if isinstance(flag, bool):
+        return flag
+    if isinstance(flag, str):
+        return bool(cfg.get(flag, False))
+    return bool(flag(cfg))
+
+
+# -- hooks for the irregular cases ------------------------------------------------------------
+
+
+def _gpt2_check(r: _Reader) -> None:
+    if r.cfg.get("scale_attn_by_inverse_layer_idx"):
+        raise r.error("scale_attn_by_inverse_layer_idx", "not supported (set it to false)")
+    if r.cfg.get("scale_attn_weights") is False:
+        raise r.error("scale_attn_weights", "unscaled attention is not supported")
+
+
+def _gpt2_conv1d_to_linear(part: str, kind: str, array: np.ndarray) -> np.ndarray:
+    """GPT-2's Conv1D stores weights as [in, out]; ours are [out, in]."""
+    if kind == "weight" and part in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+        return array.T
+    return array
+
+
+def _falcon_check(r: _Reader) -> None:
+    if r.cfg.get("alibi"):
+        raise r.error("alibi", "Falcon with ALiBi positions is not supported (only rotary)")
+
+
+def _falcon_kv_heads(r: _Reader, heads: int) -> int:
+    if r.cfg.get("new_decoder_architecture"):
+        return int(r.get("num_kv_heads"))
+    if r.cfg.get("multi_query", True):
+        return 1
+    return int(r.get("num_kv_heads", default=heads))
+
+
+def _falcon_parallel(cfg: dict) -> bool:
+    return bool(cfg.get("new_decoder_architecture", False)) or bool(cfg.get("parallel_attn", True))
+
+
+def _falcon_two_norms(cfg: dict) -> bool:
+    """new_decoder_architecture with ln_attn and ln_mlp (Falcon 40B/180B) rather than one shared norm."""
+    return bool(cfg.get("new_decoder_architecture", False)) and (cfg.get("num_ln_in_parallel_attn") or 2) == 2
+
+
+def _falcon_qkv_layout(cfg: dict, kv_heads: int) -> str:
+    if cfg.get("new_decoder_architecture", False):
+        return "grouped"
+    return "multi_query" if kv_heads == 1 else "interleaved"
+
+
+def _gemma_gelu_is_tanh(act_name: str, cfg: dict) -> str:
+    # Early Gemma configs say "gelu" but the model was trained with the tanh approximation
+    # (transformers 4.38–4.4x overrode it the same way); issue 3 item 5: "tanh-GELU".
+    if act_name == "gelu" and not cfg.get("hidden_activation"):
+        return "gelu_pytorch_tanh"
+    return act_name
+
+
+def _gemma3_local_rope_base(cfg: dict) -> float:
+    return float(cfg.get("rope_local_base_freq", 10000.0))
+
+
+# Which layers slide when there is a window and config.json has no layer_types.
+def _all_sliding(r: _Reader, n: int) -> list[str]:  # Mistral, Phi-3
+    return ["sliding"] * n
+
+
+def _even_layers_sliding(r: _Reader, n: int) -> list[str]:  # Gemma 2: local, global, local, ...
+    return ["sliding" if (i + 1) % 2 else "full" for i in range(n)]
+
+
+def _every_nth_layer_full(r: _Reader, n: int) -> list[str]:  # Gemma 3: one global layer in `pattern`
+    pattern = int(r.get("sliding_window_pattern", "_sliding_window_pattern", default=6))
+    return ["sliding" if (i + 1) % pattern else "full" for i in range(n)]
+
+
+def _sliding_from_max_window_layers(r: _Reader, n: int) -> list[str]:  # Qwen2/3
+    first = int(r.get("max_window_layers", default=n))
+    return ["sliding" if i >= first else "full" for i in range(n)]
+
+
+# -- the rows -----------------------------------------------------------------------------------
+# One row per family, every trait spelled out (no row is derived from another, so a new family
+# cannot inherit a trait by accident). Fields are in the order of ``Family``.
+
+FAMILIES: dict[str, Family] = {
+    "llama": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=2048,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=False,
+        norm_type="rmsnorm", norm_plus_one=False, sandwich_norm=False, qk_norm=None, qk_norm_when=False,
+        default_activation="silu", activation_hook=None, mlp_gated=True,
+        qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias", lm_head_bias=False,
+        position="rope", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=False,
+        scale_embeddings=False, tie_default=False, tensor_hook=None,
+    ),
+    "mistral": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=2048,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=False,
+        norm_type="rmsnorm", norm_plus_one=False, sandwich_norm=False, qk_norm=None, qk_norm_when=False,
+        default_activation="silu", activation_hook=None, mlp_gated=True,
+        qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias", lm_head_bias=False,
+        position="rope", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=_all_sliding, sliding_window_switch=None, softcaps=False,
+        scale_embeddings=False, tie_default=False, tensor_hook=None,
+    ),
+    "qwen2": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=2048,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=True,
+        norm_type="rmsnorm", norm_plus_one=False, sandwich_norm=False, qk_norm=None, qk_norm_when=False,
+        default_activation="silu", activation_hook=None, mlp_gated=True,
+        qkv_bias=True, o_bias=False, mlp_bias=False, lm_head_bias=False,
+        position="rope", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=_sliding_from_max_window_layers,
+        sliding_window_switch="use_sliding_window", softcaps=False,
+        scale_embeddings=False, tie_default=False, tensor_hook=None,
+    ),
+    "qwen3": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=2048,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=False,
+        norm_type="rmsnorm", norm_plus_one=False, sandwich_norm=False, qk_norm="rmsnorm", qk_norm_when=True,
+        default_activation="silu", activation_hook=None, mlp_gated=True,
+        qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias", lm_head_bias=False,
+        position="rope", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=_sliding_from_max_window_layers,
+        sliding_window_switch="use_sliding_window", softcaps=False,
+        scale_embeddings=False, tie_default=False, tensor_hook=None,
+    ),
+    "gemma": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=2048,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=False,
+        norm_type="rmsnorm", norm_plus_one=True, sandwich_norm=False, qk_norm=None, qk_norm_when=False,
+        default_activation="gelu_pytorch_tanh", activation_hook=_gemma_gelu_is_tanh, mlp_gated=True,
+        qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias", lm_head_bias=False,
+        position="rope", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=True,
+        scale_embeddings=True, tie_default=True, tensor_hook=None,
+    ),
+    "gemma2": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=2048,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=False,
+        norm_type="rmsnorm", norm_plus_one=True, sandwich_norm=True, qk_norm=None, qk_norm_when=False,
+        default_activation="gelu_pytorch_tanh", activation_hook=None, mlp_gated=True,
+        qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias", lm_head_bias=False,
+        position="rope", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key="query_pre_attn_scalar", sliding_layers=_even_layers_sliding,
+        sliding_window_switch=None, softcaps=True,
+        scale_embeddings=True, tie_default=True, tensor_hook=None,
+    ),
+    "gemma3": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=2048,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=False,
+        norm_type="rmsnorm", norm_plus_one=True, sandwich_norm=True, qk_norm="rmsnorm", qk_norm_when=True,
+        default_activation="gelu_pytorch_tanh", activation_hook=None, mlp_gated=True,
+        qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias", lm_head_bias=False,
+        position="rope", default_rope_theta=1_000_000.0, local_rope_base=_gemma3_local_rope_base,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key="query_pre_attn_scalar", sliding_layers=_every_nth_layer_full,
+        sliding_window_switch=None, softcaps=True,
+        scale_embeddings=True, tie_default=True, tensor_hook=None,
+    ),
+    "phi": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=2048,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=True,
+        norm_type="layernorm", norm_plus_one=False,
+        sandwich_norm=False, qk_norm="layernorm", qk_norm_when="qk_layernorm",
+        default_activation="gelu_new", activation_hook=None, mlp_gated=False,
+        qkv_bias=True, o_bias=True, mlp_bias=True, lm_head_bias=True,
+        position="rope", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block=True, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=False,
+        scale_embeddings=False, tie_default=False, tensor_hook=None,
+    ),
+    "phi3": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=2048,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=True,
+        norm_type="rmsnorm", norm_plus_one=False, sandwich_norm=False, qk_norm=None, qk_norm_when=False,
+        default_activation="silu", activation_hook=None, mlp_gated=True,
+        qkv_bias=False, o_bias=False, mlp_bias=False, lm_head_bias=False,
+        position="rope", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=_all_sliding, sliding_window_switch=None, softcaps=False,
+        scale_embeddings=False, tie_default=False, tensor_hook=None,
+    ),
+    "stablelm": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=2048,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=True,
+        norm_type="layernorm", norm_plus_one=False,
+        sandwich_norm=False, qk_norm="layernorm_per_head", qk_norm_when="qk_layernorm",
+        default_activation="silu", activation_hook=None, mlp_gated=True,
+        qkv_bias="use_qkv_bias", o_bias=False, mlp_bias=False, lm_head_bias=False,
+        position="rope", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block="use_parallel_residual", parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=False,
+        scale_embeddings=False, tie_default=False, tensor_hook=None,
+    ),
+    "falcon": Family(
+        hidden_keys=("hidden_size",),
+        heads_keys=("num_attention_heads", "n_head"), layers_keys=("num_hidden_layers", "n_layer"),
+        intermediate_keys=("ffn_hidden_size",), intermediate_default_ratio=4,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=2048,
+        kv_heads=_falcon_kv_heads, check=_falcon_check, heads_divide_hidden=True,
+        norm_type="layernorm", norm_plus_one=False, sandwich_norm=False, qk_norm=None, qk_norm_when=False,
+        default_activation="gelu", activation_hook=None, mlp_gated=False,
+        qkv_bias="bias", o_bias="bias", mlp_bias="bias", lm_head_bias=False,
+        position="rope", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block=_falcon_parallel, parallel_mlp_norm=_falcon_two_norms, fused_qkv_layout=_falcon_qkv_layout,
+        attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=False,
+        scale_embeddings=False, tie_default=True, tensor_hook=None,
+    ),
+    "gpt2": Family(
+        hidden_keys=("n_embd", "hidden_size"),
+        heads_keys=("n_head", "num_attention_heads"), layers_keys=("n_layer", "num_hidden_layers"),
+        intermediate_keys=("n_inner",), intermediate_default_ratio=4,
+        max_positions_keys=("n_positions", "max_position_embeddings"), max_positions_default=None,
+        kv_heads=None, check=_gpt2_check, heads_divide_hidden=True,
+        norm_type="layernorm", norm_plus_one=False, sandwich_norm=False, qk_norm=None, qk_norm_when=False,
+        default_activation="gelu_new", activation_hook=None, mlp_gated=False,
+        qkv_bias=True, o_bias=True, mlp_bias=True, lm_head_bias=False,
+        position="learned", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=False,
+        scale_embeddings=False, tie_default=True, tensor_hook=_gpt2_conv1d_to_linear,
+    ),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,7 +459,7 @@ def _rope_scaling(params: dict | None, r: _Reader, key: str) -> dict | None:
     raise r.error(key, f"unsupported RoPE scaling type {kind!r} (supported: default, linear, llama3)")
 
 
-def _rope(r: _Reader, family: str) -> tuple[float, float | None, dict | None, float]:
+def _rope(r: _Reader, fam: Family) -> tuple[float, float | None, dict | None, float]:
     """(theta, local theta, scaling, partial_rotary_factor) from either config generation."""
     cfg = r.cfg
     params = cfg.get("rope_parameters")
@@ -146,16 +475,16 @@ def _rope(r: _Reader, family: str) -> tuple[float, float | None, dict | None, fl
         glob, key = params, "rope_parameters"
     else:
         glob = dict(cfg.get("rope_scaling") or {})
-        glob["rope_theta"] = cfg.get("rope_theta", 1_000_000.0 if family == "gemma3" else 10000.0)
+        glob["rope_theta"] = cfg.get("rope_theta", fam.default_rope_theta)
         key = "rope_scaling"
-        if family == "gemma3":
-            local_theta = float(cfg.get("rope_local_base_freq", 10000.0))
+        if fam.local_rope_base is not None:
+            local_theta = fam.local_rope_base(cfg)
     theta = float(glob.get("rope_theta", 10000.0))
     partial = float(glob.get("partial_rotary_factor", cfg.get("partial_rotary_factor") or 1.0))
     return theta, local_theta, _rope_scaling(glob, r, key), partial
 
 
-def _layer_types(r: _Reader, family: str, n: int, window: int | None) -> list[str]:
+def _layer_types(r: _Reader, fam: Family, n: int, window: int | None) -> list[str]:
     names = {"full_attention": "full", "sliding_attention": "sliding"}
     given = r.cfg.get("layer_types")
     if given is not None:
@@ -164,16 +493,8 @@ def _layer_types(r: _Reader, family: str, n: int, window: int | None) -> list[st
         types = [names[t] for t in given]
     elif window is None:
         types = ["full"] * n
-    elif family == "gemma2":  # even layers local, odd layers global
-        types = ["sliding" if (i + 1) % 2 else "full" for i in range(n)]
-    elif family == "gemma3":
-        pattern = int(r.get("sliding_window_pattern", "_sliding_window_pattern", default=6))
-        types = ["sliding" if (i + 1) % pattern else "full" for i in range(n)]
-    elif family in ("qwen2", "qwen3"):
-        first = int(r.get("max_window_layers", default=n))
-        types = ["sliding" if i >= first else "full" for i in range(n)]
-    else:  # Mistral, Phi-3: every layer
-        types = ["sliding"] * n
+    else:  # a window is only read for a family with a sliding_layers rule
+        types = fam.sliding_layers(r, n)
     if window is None:
         types = ["full"] * n  # HF ignores layer_types without a window
     return types
@@ -182,124 +503,66 @@ def _layer_types(r: _Reader, family: str, n: int, window: int | None) -> list[st
 def normalize_config(hf_config: dict, *, file: str = "config.json") -> dict:
     """A Hugging Face ``config.json`` (as a dict) → the normalised config of docs/internals.md."""
     hf_arch, family = _family(hf_config, file)
+    fam = FAMILIES[family]
     r = _Reader(hf_config, file)
     cfg = hf_config
 
-    if family == "gpt2":
-        hidden = int(r.get("n_embd", "hidden_size"))
-        heads = int(r.get("n_head", "num_attention_heads"))
-        layers = int(r.get("n_layer", "num_hidden_layers"))
-        inter = int(r.get("n_inner", default=4 * hidden))
-        kv_heads = heads
-        max_pos = int(r.get("n_positions", "max_position_embeddings"))
-        if cfg.get("scale_attn_by_inverse_layer_idx"):
-            raise r.error("scale_attn_by_inverse_layer_idx", "not supported (set it to false)")
-        if cfg.get("scale_attn_weights") is False:
-            raise r.error("scale_attn_weights", "unscaled attention is not supported")
-    elif family == "falcon":
-        hidden = int(r.get("hidden_size"))
-        heads = int(r.get("num_attention_heads", "n_head"))
-        layers = int(r.get("num_hidden_layers", "n_layer"))
-        inter = int(r.get("ffn_hidden_size", default=4 * hidden))
-        if cfg.get("alibi"):
-            raise r.error("alibi", "Falcon with ALiBi positions is not supported (only rotary)")
-        if cfg.get("new_decoder_architecture"):
-            kv_heads = int(r.get("num_kv_heads"))
-        elif cfg.get("multi_query", True):
-            kv_heads = 1
-        else:
-            kv_heads = int(r.get("num_kv_heads", default=heads))
-        max_pos = int(r.get("max_position_embeddings", default=2048))
+    hidden = int(r.get(*fam.hidden_keys))
+    heads = int(r.get(*fam.heads_keys))
+    layers = int(r.get(*fam.layers_keys))
+    if fam.intermediate_default_ratio is None:
+        inter = int(r.get(*fam.intermediate_keys))
     else:
-        hidden = int(r.get("hidden_size"))
-        heads = int(r.get("num_attention_heads"))
-        layers = int(r.get("num_hidden_layers"))
-        inter = int(r.get("intermediate_size"))
-        kv_heads = int(r.get("num_key_value_heads", default=heads))
-        max_pos = int(r.get("max_position_embeddings", default=2048))
-    if hidden % heads and family not in _GEMMA_FAMILIES + ("llama", "mistral", "qwen3"):
+        inter = int(r.get(*fam.intermediate_keys, default=fam.intermediate_default_ratio * hidden))
+    if fam.max_positions_default is None:
+        max_pos = int(r.get(*fam.max_positions_keys))
+    else:
+        max_pos = int(r.get(*fam.max_positions_keys, default=fam.max_positions_default))
+    if fam.check is not None:
+        fam.check(r)
+    if fam.kv_heads is None:
+        kv_heads = heads
+    elif isinstance(fam.kv_heads, str):
+        kv_heads = int(r.get(fam.kv_heads, default=heads))
+    else:
+        kv_heads = fam.kv_heads(r, heads)
+    if hidden % heads and fam.heads_divide_hidden:
         raise r.error("num_attention_heads", f"hidden size {hidden} is not a multiple of {heads} heads")
     head_dim = int(cfg.get("head_dim") or hidden // heads)
     if heads % kv_heads:
         raise r.error("num_key_value_heads", f"{heads} heads is not a multiple of {kv_heads} kv heads")
 
-    # transformers' per-class defaults when config.json leaves the activation out
-    default_act = {"falcon": "gelu", "phi": "gelu_new", "gpt2": "gelu_new"}.get(
-        family, "gelu_pytorch_tanh" if family in _GEMMA_FAMILIES else "silu")
-    act_name = r.get("hidden_activation", "hidden_act", "activation_function", "activation", default=default_act)
-    if family == "gemma" and act_name == "gelu" and not cfg.get("hidden_activation"):
-        # Early Gemma configs say "gelu" but the model was trained with the tanh approximation
-        # (transformers 4.38–4.4x overrode it the same way); issue 3 item 5: "tanh-GELU".
-        act_name = "gelu_pytorch_tanh"
+    act_name = r.get("hidden_activation", "hidden_act", "activation_function", "activation",
+                     default=fam.default_activation)
+    if fam.activation_hook is not None:
+        act_name = fam.activation_hook(act_name, cfg)
     if act_name not in _ACTIVATIONS:
         raise r.error("hidden_act", f"unsupported activation {act_name!r} "
                                     f"(supported: {', '.join(sorted(_ACTIVATIONS))})")
 
-    if family == "gpt2":
+    if fam.position == "learned":
         theta, local_theta, scaling, partial = 10000.0, None, None, 1.0
     else:
-        theta, local_theta, scaling, partial = _rope(r, family)
+        theta, local_theta, scaling, partial = _rope(r, fam)
     rotary_dim = int(head_dim * partial)
     if rotary_dim % 2:
         raise r.error("partial_rotary_factor", f"rotary dimension {rotary_dim} must be even")
 
-    layernorm = family in ("phi", "stablelm", "falcon", "gpt2")
     norm_eps = float(r.get("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", default=1e-5))
+    qkv_bias = _flag(cfg, fam.qkv_bias)
+    bias = {"q": qkv_bias, "k": qkv_bias, "v": qkv_bias, "o": _flag(cfg, fam.o_bias)}
 
-    bias = {"q": False, "k": False, "v": False, "o": False}
-    mlp_bias = False
-    if family in ("llama", "mistral", "qwen3", "gemma", "gemma2", "gemma3"):
-        ab = bool(cfg.get("attention_bias", False))
-        bias = dict.fromkeys(bias, ab)
-        mlp_bias = bool(cfg.get("mlp_bias", False))
-    elif family == "qwen2":
-        bias = {"q": True, "k": True, "v": True, "o": False}
-    elif family in ("phi", "gpt2"):
-        bias = dict.fromkeys(bias, True)
-        mlp_bias = True
-    elif family == "stablelm":
-        qkv = bool(cfg.get("use_qkv_bias", False))
-        bias = {"q": qkv, "k": qkv, "v": qkv, "o": False}
-    elif family == "falcon":
-        fb = bool(cfg.get("bias", False))
-        bias = dict.fromkeys(bias, fb)
-        mlp_bias = fb
-
-    qk_norm = None
-    if family in ("qwen3", "gemma3"):
-        qk_norm = "rmsnorm"
-    elif family == "phi" and cfg.get("qk_layernorm"):
-        qk_norm = "layernorm"
-    elif family == "stablelm" and cfg.get("qk_layernorm"):
-        qk_norm = "layernorm_per_head"
-
-    parallel = False
-    parallel_mlp_norm = False
-    qkv_layout = None
-    if family == "phi":
-        parallel = True
-    elif family == "stablelm":
-        parallel = bool(cfg.get("use_parallel_residual", False))
-    elif family == "falcon":
-        new = bool(cfg.get("new_decoder_architecture", False))
-        parallel = new or bool(cfg.get("parallel_attn", True))
-        n_ln = cfg.get("num_ln_in_parallel_attn") or (2 if new else 1)
-        parallel_mlp_norm = new and n_ln == 2
-        qkv_layout = "grouped" if new else "multi_query" if kv_heads == 1 else "interleaved"
-
-    if family in ("gemma2", "gemma3"):
-        attn_scale = float(r.get("query_pre_attn_scalar", default=head_dim)) ** -0.5
+    if fam.attn_scale_key is not None:
+        attn_scale = float(r.get(fam.attn_scale_key, default=head_dim)) ** -0.5
     else:
         attn_scale = head_dim ** -0.5
 
     window = None
-    if family in ("mistral", "phi3", "gemma2", "gemma3", "qwen2", "qwen3"):
+    if fam.sliding_layers is not None:
         window = cfg.get("sliding_window")
-        if family in ("qwen2", "qwen3") and not cfg.get("use_sliding_window", False):
+        if fam.sliding_window_switch is not None and not cfg.get(fam.sliding_window_switch, False):
             window = None
         window = int(window) if window is not None else None
-
-    tie = bool(cfg.get("tie_word_embeddings", family in ("gpt2", "falcon") + _GEMMA_FAMILIES))
 
     return {
         "architecture": family,
@@ -312,30 +575,30 @@ def normalize_config(hf_config: dict, *, file: str = "config.json") -> dict:
         "num_kv_heads": kv_heads,
         "head_dim": head_dim,
         "max_position_embeddings": max_pos,
-        "norm_type": "layernorm" if layernorm else "rmsnorm",
+        "norm_type": fam.norm_type,
         "norm_eps": norm_eps,
         "activation": _ACTIVATIONS[act_name],
-        "mlp_gated": family not in ("phi", "falcon", "gpt2"),
-        "position": "learned" if family == "gpt2" else "rope",
+        "mlp_gated": fam.mlp_gated,
+        "position": fam.position,
         "rope_theta": theta,
         "rope_local_theta": local_theta,
-        "rotary_dim": 0 if family == "gpt2" else rotary_dim,
+        "rotary_dim": 0 if fam.position == "learned" else rotary_dim,
         "rope_scaling": scaling,
         "attn_bias": bias,
-        "mlp_bias": mlp_bias,
-        "qk_norm": qk_norm,
+        "mlp_bias": _flag(cfg, fam.mlp_bias),
+        "qk_norm": fam.qk_norm if _flag(cfg, fam.qk_norm_when) else None,
         "attn_scale": attn_scale,
-        "attn_softcap": _float_or_none(cfg.get("attn_logit_softcapping")) if family in _GEMMA_FAMILIES else None,
-        "final_softcap": _float_or_none(cfg.get("final_logit_softcapping")) if family in _GEMMA_FAMILIES else None,
+        "attn_softcap": _float_or_none(cfg.get("attn_logit_softcapping")) if fam.softcaps else None,
+        "final_softcap": _float_or_none(cfg.get("final_logit_softcapping")) if fam.softcaps else None,
         "sliding_window": window,
-        "layer_types": _layer_types(r, family, layers, window),
-        "parallel_block": parallel,
-        "parallel_mlp_norm": parallel_mlp_norm,
-        "sandwich_norm": family in ("gemma2", "gemma3"),
-        "embed_scale": math.sqrt(hidden) if family in _GEMMA_FAMILIES else None,
-        "tie_word_embeddings": tie,
-        "lm_head_bias": family == "phi",
-        "fused_qkv_layout": qkv_layout,
+        "layer_types": _layer_types(r, fam, layers, window),
+        "parallel_block": _flag(cfg, fam.parallel_block),
+        "parallel_mlp_norm": _flag(cfg, fam.parallel_mlp_norm),
+        "sandwich_norm": fam.sandwich_norm,
+        "embed_scale": math.sqrt(hidden) if fam.scale_embeddings else None,
+        "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", fam.tie_default)),
+        "lm_head_bias": fam.lm_head_bias,
+        "fused_qkv_layout": fam.fused_qkv_layout(cfg, kv_heads) if fam.fused_qkv_layout else None,
     }
 
 
@@ -414,12 +677,11 @@ def canonical_tensors(hf_name: str, array: np.ndarray, config: dict) -> list[tup
     ``config`` is the normalised config. Raises ``ConvertError`` for a name this family does not
     have, so a wrong checkpoint cannot be converted silently.
     """
-    family = config["architecture"]
+    fam = FAMILIES[config["architecture"]]
     name = _strip(hf_name)
     if _DROP.search(name):
         return []
     array = np.asarray(array)
-    gemma = family in _GEMMA_FAMILIES
 
     m = _LAYER_RE.match(name)
     if m:
@@ -428,9 +690,8 @@ def canonical_tensors(hf_name: str, array: np.ndarray, config: dict) -> list[tup
         if i >= config["num_layers"]:
             raise ConvertError(f"tensor {hf_name!r} is for layer {i}, but the model has "
                                f"{config['num_layers']} layers", key=hf_name)
-        if family == "gpt2" and kind == "weight" and part in ("attn.c_attn", "attn.c_proj",
-                                                              "mlp.c_fc", "mlp.c_proj"):
-            array = array.T  # Conv1D stores [in, out]
+        if fam.tensor_hook is not None:
+            array = fam.tensor_hook(part, kind, array)
         if part in ("self_attn.qkv_proj", "attn.c_attn"):
             hd = config["head_dim"]
             sizes = [config["num_heads"] * hd, config["num_kv_heads"] * hd, config["num_kv_heads"] * hd]
@@ -446,15 +707,15 @@ def canonical_tensors(hf_name: str, array: np.ndarray, config: dict) -> list[tup
         if ph:  # StableLM per-head LayerNorm: one row of a [heads, head_dim] tensor
             return [(f"{pre}attn.{ph.group(1)}_norm.{kind}@{ph.group(2)}", array)]
         if part == "post_attention_layernorm":
-            # Gemma 2/3: the sandwich norm on the attention output; everyone else: the pre-MLP norm.
-            target = "post_attn_norm" if family in ("gemma2", "gemma3") else "mlp_norm"
+            # With sandwich norms (Gemma 2/3) the norm on the attention output; else the pre-MLP norm.
+            target = "post_attn_norm" if fam.sandwich_norm else "mlp_norm"
         elif part in _LAYER_RENAMES:
             target = _LAYER_RENAMES[part]
         else:
             raise ConvertError(f"unexpected tensor {hf_name!r} for a {config['hf_architecture']} model",
                                key=hf_name)
-        if gemma and kind == "weight" and target.endswith("norm"):
-            array = array.astype(np.float32) + 1.0  # Gemma RMSNorm multiplies by (1 + w)
+        if fam.norm_plus_one and kind == "weight" and target.endswith("norm"):
+            array = array.astype(np.float32) + 1.0  # the norm multiplies by (1 + w)
         return [(f"{pre}{target}.{kind}", np.ascontiguousarray(array))]
 
     m = _TOP_RE.match(name)
@@ -462,7 +723,7 @@ def canonical_tensors(hf_name: str, array: np.ndarray, config: dict) -> list[tup
         target, kind = _TOP_RENAMES[m.group(1)], m.group(2)
         if target == "lm_head" and config["tie_word_embeddings"]:
             return []  # some checkpoints store the tied copy; the runtime reads embed.weight
-        if gemma and target == "final_norm":
+        if fam.norm_plus_one and target == "final_norm":
             array = array.astype(np.float32) + 1.0
         return [(f"{target}.{kind}", np.ascontiguousarray(array))]
     raise ConvertError(f"unexpected tensor {hf_name!r} for a {config['hf_architecture']} model", key=hf_name)

@@ -248,7 +248,8 @@ def test_generate_json_reports_timing(models):
 
 def test_split_tensors_give_the_same_logits(models):
     """Tensors above maxStorageBufferBindingSize are split by rows (here: a 32 KiB cap splits the
-    98 KiB embedding and lm_head into 4 parts); the logits still match the reference."""
+    98 KiB embedding and lm_head into 4 parts, and each layer's gate_up group, cut at the gate/up boundary
+    first, into 4); the logits still match the reference."""
     from sitegen.reference.model import load
 
     folder = models("llama")
@@ -260,7 +261,9 @@ def test_split_tensors_give_the_same_logits(models):
     await e.unload();
     """
     out = run_node(script)
-    assert out["stats"]["splitTensors"] == {"embed.weight": 4, "lm_head.weight": 4}
+    layers = json.loads((folder / "manifest.json").read_text())["config"]["num_layers"]
+    assert out["stats"]["splitTensors"] == {"embed.weight": 4, "lm_head.weight": 4,
+                                            **{f"layers.{i}.mlp.gate_up.weight": 4 for i in range(layers)}}
     got = np.array(out["logits"]).reshape(6, -1)
     assert_close(got, load(folder).logits(PROMPT[:6]), 1e-4, "split vs reference")
 

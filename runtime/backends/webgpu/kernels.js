@@ -280,8 +280,10 @@ export class Kernels {
     /** @type {Map<string, { pipeline: GPUComputePipeline, layout: GPUBindGroupLayout }>} */
     this.cache = new Map();
     this.stepBuffer = device.createBuffer({ label: "kernels.step", size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    // Bound where an optional input is absent (the variant never reads it).
+    // Bound where an optional input is absent (the variant never reads it); an absent writable binding
+    // gets its own, since one buffer may not be both read-only and writable in a dispatch.
     this.dummy = device.createBuffer({ label: "kernels.dummy", size: 256, usage: GPUBufferUsage.STORAGE });
+    this.dummyRw = device.createBuffer({ label: "kernels.dummy (rw)", size: 256, usage: GPUBufferUsage.STORAGE });
     /** @type {GPUBuffer[]} */
     this.paramChunks = [];
     this.paramUsed = Infinity;
@@ -552,7 +554,7 @@ export class Kernels {
 
   /** Free the kernels' own buffers (not the caller's). */
   destroy() {
-    for (const b of [this.stepBuffer, this.dummy, ...this.paramChunks]) b.destroy();
+    for (const b of [this.stepBuffer, this.dummy, this.dummyRw, ...this.paramChunks]) b.destroy();
     this.paramChunks = [];
   }
 
@@ -657,7 +659,7 @@ export class Kernels {
         const ref = buffers[b.name];
         /** @type {GPUBufferBinding} */
         let resource;
-        if (!ref) resource = { buffer: this.dummy };
+        if (!ref) resource = { buffer: b.kind === "rw" ? this.dummyRw : this.dummy };
         else if ("dtype" in ref) resource = { buffer: ref.buffer, offset: ref.offset ?? 0 };
         else if ("buffer" in ref) resource = { buffer: ref.buffer, offset: ref.offset ?? 0, ...(ref.size ? { size: ref.size } : {}) };
         else resource = { buffer: ref };

@@ -238,7 +238,7 @@ def _model_key(spec: Spec, name: str) -> tuple:
             st = (m.source.path / "manifest.json").stat()
             stamp += (st.st_mtime_ns, st.st_size)
     return (name, m.source.text, str(spec.spec_dir), stamp, m.quantization, m.embeddings,
-            m.shard_size, m.host.base_url)
+            m.shard_size, m.host.base_url, json.dumps(m.chat_template, sort_keys=True))
 
 
 def _resolve_model(spec: Spec, name: str, cache_dir: Path, progress) -> _Model:
@@ -258,9 +258,11 @@ def _resolve_model(spec: Spec, name: str, cache_dir: Path, progress) -> _Model:
                              f"already-converted folder instead", file=str(spec.path),
                              key=key) from None
         try:
+            template = _spec_chat_template(spec, name, cache_dir)
             folder = Path(convert_cached(src.text, cache_dir=cache_dir, quant=m.quantization,
                                          embed_quant=m.embeddings, shard_size=m.shard_size,
-                                         spec_dir=spec.spec_dir, progress=progress))
+                                         spec_dir=spec.spec_dir, chat_template=template,
+                                         progress=progress))
         except SitegenError as e:
             if e.file is None and e.key is None:
                 # Say which model of which spec the converter was working on.
@@ -270,6 +272,34 @@ def _resolve_model(spec: Spec, name: str, cache_dir: Path, progress) -> _Model:
             raise
     _check_converted(folder, str(spec.path), key)
     return _Model(name, folder, None, m.host.base_url)
+
+
+def _spec_chat_template(spec: Spec, name: str, cache_dir: Path) -> dict | None:
+    """The compiled form of ``models.<name>.chat_template`` (None: the model's own template).
+
+    Completed with the model's own BOS/EOS text, so the model is opened (not converted) first;
+    `validate` has already compiled a Jinja string with placeholder tokens, so a failure here
+    is one the model's tokens cause, reported at the key all the same."""
+    m = spec.models[name]
+    if m.chat_template is None:
+        return None
+    from .convert.chat_template import compile_chat_template, validate_segments
+    from .convert.sources import resolve
+
+    special = resolve(m.source.text, spec_dir=spec.spec_dir,
+                      cache_dir=cache_dir).open().chat_template()[2]
+    bos, eos = special.get("bos_token"), special.get("eos_token")
+    node = m.node_of("chat_template")
+    where = dict(file=str(spec.path), key=f"models.{name}.chat_template",
+                 line=node.start_mark.line + 1, col=node.start_mark.column + 1)
+    try:
+        if isinstance(m.chat_template, str):
+            return compile_chat_template(m.chat_template, bos_token=bos, eos_token=eos,
+                                         source=where["key"])
+        return validate_segments(m.chat_template, bos_token=bos, eos_token=eos,
+                                 key=where["key"])
+    except SitegenError as e:
+        raise BuildError(e.message, **where) from None
 
 
 def _check_converted(folder: Path, file: str, key: str) -> dict:

@@ -106,6 +106,36 @@ Using a name that is not a declared field is an error; declaring a field that no
 is a warning. The build also ships the parsed form in `app.json` (`parts`), so the page script
 does not parse templates.
 
+## Chat templates
+
+`models.<name>.chat_template` replaces the model's own chat template, or gives one to a model
+that has none (the Gemma 3 270M GGUF). Write either a **Jinja template** (a string, as in a
+Hugging Face `tokenizer_config.json`) or the **segments** by hand (a mapping,
+[ChatSegments](#chatsegments): the manifest's compiled form, docs/weights-format.md#chat-template):
+
+```yaml
+models:
+  phi:
+    source: models/tiny-phi
+    chat_template: "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\\n{{ m['content'] }}<|end|>\\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\\n{% endif %}"
+  gemma:
+    source: gemma-3-270m-it.gguf
+    chat_template:
+      start: "<bos>"
+      roles:
+        user: {prefix: "<start_of_turn>user\\n", suffix: "<end_of_turn>\\n", trim: true}
+        assistant: {prefix: "<start_of_turn>model\\n", suffix: "<end_of_turn>\\n", trim: true}
+      generation_prompt: "<start_of_turn>model\\n"
+      alternating: true
+```
+
+`validate` compiles a Jinja template (with placeholder BOS/EOS text `<s>` and `</s>`) and reports
+a template that does not parse, or that cannot be turned into segments, at the key's line with the
+compiler's message; the build compiles it again with the model's own BOS/EOS text. Segments are
+checked key by key like the rest of the spec; `bos`, `eos` and `add_bos` default to the model's.
+Either form takes part in the conversion cache key. Only sources sitegen converts take the key
+(an already-converted folder or URL keeps the template it was converted with).
+
 ## Model sources
 
 | form | meaning |
@@ -234,7 +264,11 @@ def _section(cls: type[Section]) -> str:
     where = _WHERE.get(cls) or "`" + {"Site": "site", "Host": "models.<name>.host",
                                       "Prompts": "apps[].prompts",
                                       "Generation": "apps[].generation",
-                                      "UI": "apps[].ui"}[name] + "`"
+                                      "UI": "apps[].ui",
+                                      "ChatSegments": "models.<name>.chat_template",
+                                      "Roles": "models.<name>.chat_template.roles",
+                                      "RoleSegments": "models.<name>.chat_template.roles.<role>",
+                                      }[name] + "`"
     doc = " ".join((cls.__doc__ or "").split())
     lines = [f"### {name}", "", f"{doc} (at {where})", "",
              "| key | type | default | description | example |", "|---|---|---|---|---|"]

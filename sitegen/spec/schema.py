@@ -13,9 +13,9 @@ from .options import (INVALID, MIB, Bool, Choice, Context, Float, Int, ListOf, L
                       Name, Option, Section, Size, Str, Sub, Url, did_you_mean, join_key)
 from .sources import SourceError, parse_source
 from .template import TemplateSyntaxError, parse_template, placeholders
-from .yamlnodes import describe, position, quote
+from .yamlnodes import MappingNode, ScalarNode, describe, position, quote, scalar_value
 
-__all__ = ["Spec", "Site", "Model", "Host", "App", "Prompts", "Form", "Field", "Followup",
+__all__ = ["Spec", "Site", "Model", "Host", "ChatSegments", "Roles", "RoleSegments", "App", "Prompts", "Form", "Field", "Followup",
            "Generation", "UI", "SECTIONS"]
 
 _BCP47 = r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*"
@@ -194,6 +194,131 @@ class Host(Section):
                    default=None, trailing_slash=True, example="https://weights.example.org/smollm2/")
 
 
+# --- chat templates given in the spec (issue 11: the docs promised this key) -------------------
+#
+# The hand-written form has the keys of the manifest's compiled `chat_template`
+# (docs/weights-format.md#chat-template); the build completes it with the model's BOS/EOS through
+# `sitegen.convert.chat_template.validate_segments`, the same check the converter's output meets.
+
+# BOS/EOS text used only to try-compile a Jinja template in `validate`, where the model's own
+# tokens are not known yet (the build compiles again with the model's): a template may concatenate
+# `bos_token`, which an undefined token would break.
+_PROBE_SPECIAL = {"bos_token": "<s>", "eos_token": "</s>"}
+
+
+class RoleSegments(Section):
+    """The text around one role's messages in a hand-written chat template."""
+
+    prefix = Str("Text before the message's content (may be `\"\"`).",
+                 example="<start_of_turn>user\\n")
+    suffix = Str("Text after the message's content (may be `\"\"`).",
+                 example="<end_of_turn>\\n")
+    trim = Bool("Strip whitespace around the content, as Jinja's `trim` does.", default=False)
+    final_prefix = Str("For `assistant`: the prefix of a final assistant message (a prefill), "
+                       "when it differs from `prefix`; `null`: `prefix`.", default=None)
+    trim_merged = Bool("For `system` merged into a user message: strip the whole merged text "
+                       "(as Llama 2's `content.strip()` does).", default=False)
+
+
+class Roles(Section):
+    """The segments of each role of a hand-written chat template."""
+
+    user = Sub(RoleSegments, "User messages.", absent="required")
+    assistant = Sub(RoleSegments, "Assistant messages.", absent="required")
+    system = Sub(RoleSegments, "The system prompt; absent: the template has no system role "
+                               "(a system prompt is then prepended to the first user message).",
+                 absent="none")
+
+    def validate(self, ctx: Context) -> None:
+        for role, name in (("user", "final_prefix"), ("system", "final_prefix"),
+                           ("user", "trim_merged"), ("assistant", "trim_merged")):
+            seg = getattr(self, role, None)
+            if isinstance(seg, RoleSegments) and name in seg._value_nodes:
+                only = "assistant" if name == "final_prefix" else "system"
+                ctx.error(seg.node_of(name), join_key(join_key(self._key, role), name),
+                          f"only roles.{only} takes {name!r}")
+
+
+class ChatSegments(Section):
+    """A chat template written as segments (the manifest's compiled form, by hand): for a model
+    whose Jinja template cannot be compiled or that has none."""
+
+    roles = Sub(Roles, "Text around each role's messages.", absent="required")
+    generation_prompt = Str("Text that opens the assistant's reply (appended when a reply is "
+                            "asked for).", example="<start_of_turn>model\\n")
+    start = Str("Text before the first turn (e.g. the BOS token).", default="")
+    end = Str("Text appended instead of `generation_prompt` when no reply is asked for.",
+              default="")
+    system_position = Choice("Where the system prompt goes: its own turn, inside the first user "
+                             "message, or inside the last one; `null`: `turn` when "
+                             "`roles.system` is given.", ("turn", "first_user", "last_user"),
+                             default=None)
+    default_system = Str("System prompt used when the conversation gives none; needs "
+                         "`roles.system`.", default=None)
+    alternating = Bool("Roles must alternate user/assistant after the optional system message.",
+                       default=False)
+    prefill = Bool("Whether a conversation may end with an assistant message.", default=True)
+    bos = Str("The tokenizer's BOS text; `null`: the model's.", default=None)
+    eos = Str("The tokenizer's EOS text; `null`: the model's.", default=None)
+    add_bos = Bool("The formatted text already begins with BOS, so the tokenizer must not add "
+                   "one; `null`: whether `start` begins with the BOS text.", default=None)
+
+    def validate(self, ctx: Context) -> None:
+        roles = self.roles if isinstance(self.roles, Roles) else None
+        if roles is None or roles.system is None:
+            for name in ("system_position", "default_system"):
+                if name in self._value_nodes and getattr(self, name) is not None:
+                    ctx.error(self.node_of(name), join_key(self._key, name),
+                              "needs roles.system (this template has no system role)")
+
+    def given(self) -> dict:
+        """The keys the author wrote (the rest take the model's values or the defaults)."""
+        def written(section: Section) -> dict:
+            out = {}
+            for name in section._value_nodes:
+                value = getattr(section, name)
+                if value is not None:  # `key: null`: the model's value or the default
+                    out[name] = written(value) if isinstance(value, Section) else value
+            return out
+        return written(self)
+
+
+class _ChatTemplate(Option):
+    """A Jinja chat template (a string) or hand-written segments (a mapping)."""
+
+    type_doc = "Jinja template string or [ChatSegments](#chatsegments)"
+
+    def check(self, node, ctx, key):
+        if isinstance(node, ScalarNode) and isinstance(scalar_value(node), str):
+            text = scalar_value(node)
+            problem = chat_template_problem(text)
+            if problem:
+                ctx.error(node, key, problem)
+                return INVALID
+            return text
+        if isinstance(node, MappingNode):
+            segments = ChatSegments.load(node, ctx, key)
+            return INVALID if segments is INVALID else segments.given()
+        ctx.error(node, key, f"expected a Jinja chat template (a string) or a mapping of "
+                             f"segments (roles, generation_prompt, ...), got {describe(node)}")
+        return INVALID
+
+
+def chat_template_problem(template: str) -> str:
+    """Why ``template`` does not compile ('' when it does), with placeholder BOS/EOS."""
+    from sitegen.convert.chat_template import compile_chat_template
+    from sitegen.errors import SitegenError
+
+    try:
+        compile_chat_template(template, **_PROBE_SPECIAL, source="chat_template")
+    except SitegenError as e:
+        line = f" (line {e.line} of the template)" if e.line else ""
+        return f"{e.message}{line}"
+    except Exception as e:  # a construct the compiler did not foresee: still the author's key
+        return f"cannot compile the chat template: {type(e).__name__}: {e}"
+    return ""
+
+
 class Model(Section):
     """One model, converted to sitegen's weights format when the site is built."""
 
@@ -217,6 +342,21 @@ class Model(Section):
                       multiple_reason=" (the converter cuts the weights at 256-byte "
                                       "boundaries)")
     host = Sub(Host, "Where the shards are hosted.")
+    chat_template = _ChatTemplate(
+        "Chat template used instead of the model's own (or for a model that has none, such as "
+        "the Gemma 3 270M GGUF): a Jinja template string, compiled at build time as the model's "
+        "would be, or the segments written by hand (see [Chat templates](#chat-templates)). "
+        "Only for sources sitegen converts; `null`: the model's own.", default=None,
+        example="{% for m in messages %}[{{ m.role }}] {{ m.content }}\\n{% endfor %}")
+
+    def validate(self, ctx: Context) -> None:
+        source = self.source
+        if self.chat_template is not None and source is not None and \
+                source.kind in ("converted", "url"):
+            ctx.error(self.node_of("chat_template"), join_key(self._key, "chat_template"),
+                      f"an already-converted model ({source.kind} source) keeps the chat "
+                      f"template it was converted with; give its original source to use "
+                      f"chat_template")
 
 
 class Field(Section):
@@ -520,5 +660,6 @@ def _ui_language_for(tag: str) -> str:
 
 
 # In the order docs/spec.md documents them.
-SECTIONS: tuple[type[Section], ...] = (Spec, Site, Model, Host, App, Prompts, Form, Field,
-                                       Followup, Generation, UI)
+SECTIONS: tuple[type[Section], ...] = (Spec, Site, Model, Host, ChatSegments, Roles,
+                                       RoleSegments, App, Prompts, Form, Field, Followup,
+                                       Generation, UI)

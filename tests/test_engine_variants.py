@@ -312,3 +312,24 @@ def test_top_k_candidates_chosen_on_the_device_are_transformers_top_k(variant_mo
     assert np.abs(np.array(out["logits"]) - last[order]).max() < 1e-4 * max(1.0, float(np.abs(last).max()))
     assert out["runs"][0] == out["runs"][1] and len(out["runs"][0]) == 12
     assert out["maxTopK"] >= 13
+
+
+def test_a_gpu_validation_error_fails_the_pass_instead_of_giving_wrong_logits(variant_models):
+    """WebGPU skips a command the device rejects and only fires `uncapturederror`; a forward pass during
+    which one arrives must fail with the device's message, never return the logits of a partial pass."""
+    _, folder = variant_models["llama-tied-biases"]
+    script = f"""
+    import {{ createEngine }} from "./runtime/engine.js";
+    const e = await createEngine({{ modelDir: {json.dumps(str(folder))}, warmup: false }});
+    const ok = (await e.logits([1, 2, 3])).length;
+    e.backend.device.createBuffer({{ size: 4, usage: 0 }});  // invalid: no usage (an uncaptured validation error)
+    let failed = null;
+    try {{ await e.logits([1, 2, 3]); }} catch (err) {{ failed = {{ name: err.name, message: err.message }}; }}
+    const again = (await e.logits([1, 2, 3])).length;  // the error is reported once; the next pass runs
+    console.log(JSON.stringify({{ ok, failed, again }}));
+    await e.unload();
+    """
+    out = run_node(script)
+    assert out["ok"] > 0 and out["again"] == out["ok"]
+    assert out["failed"] and out["failed"]["name"] == "SitegenRuntimeError"
+    assert out["failed"]["message"].startswith("The GPU rejected a command of this model (")

@@ -3,7 +3,7 @@
 // (kernels.js) and the lowering of the model graph to them (lower.js).
 
 import {
-  InsufficientMemoryError, InvalidRequestError, MissingFeatureError, WebGPUUnavailableError,
+  InsufficientMemoryError, InvalidRequestError, MissingFeatureError, SitegenRuntimeError, WebGPUUnavailableError,
 } from "../../errors.js";
 import { requirementsOf } from "../../loader/preflight.js";
 import { planUpload, createBuffers, uploadShard, tensorParts, hasTensor } from "./upload.js";
@@ -110,10 +110,27 @@ export async function createBackend(manifest, options = {}) {
         throw new InsufficientMemoryError(`The GPU ran out of memory allocating the KV cache for ${contextLength} ` +
           "positions: create the engine with a smaller contextLength.", { contextLength });
       }
+      // A kernel the device rejects (a validation error) is skipped by WebGPU and reported only as an
+      // event; its results would be silently wrong, so a pass during which one arrives fails instead.
+      /** @type {string[]} */
+      const rejected = [];
+      device.addEventListener?.("uncapturederror", (e) => {
+        rejected.push(String(/** @type {GPUUncapturedErrorEvent} */ (e).error?.message ?? e));
+      });
+      /** @template {any[]} A @template R @param {(...a: A) => Promise<R>} fn @returns {(...a: A) => Promise<R>} */
+      const checked = (fn) => async (...a) => {
+        const r = await fn(...a);
+        if (rejected.length) {
+          const msg = rejected.splice(0).join("; ");
+          throw new SitegenRuntimeError(`The GPU rejected a command of this model (${msg.slice(0, 300)}): please report ` +
+            "it with your browser and GPU.", { gpuError: msg.slice(0, 2000) });
+        }
+        return r;
+      };
       return {
-        forward: lowered.forward,
-        sampleGreedy: lowered.forwardGreedy,
-        sampleTopK: lowered.forwardTopK,
+        forward: checked(lowered.forward),
+        sampleGreedy: checked(lowered.forwardGreedy),
+        sampleTopK: checked(lowered.forwardTopK),
         maxTopK: Math.min(MAX_TOP_K, sampleVocab),
         kvCacheBytes: lowered.kvCacheBytes,
         destroy: lowered.destroy,

@@ -246,12 +246,18 @@ def _write_tensor(writer: ShardWriter, name: str, array, wanted: str, *, source:
     except ValueError as e:
         raise ConvertError(f"tensor {name!r} {e}", file=source) from None
     assert writer.position - start == enc.nbytes, (name, writer.position - start, enc.nbytes)
+    return _entry(writer, name, enc.shape, dtype, start, enc.nbytes, enc.planes, enc.error)
+
+
+def _entry(writer: ShardWriter, name: str, shape, dtype: str, start: int, nbytes: int, planes: list[dict],
+           error: dict, **extra) -> dict:
+    """One tensor-table (or groups) entry for bytes written at stream offset ``start``."""
     shard, offset = writer.locate(start)
-    entry = {"name": name, "shape": list(enc.shape), "dtype": dtype}
+    entry = {"name": name, **({"members": extra.pop("members")} if "members" in extra else {}),
+             "shape": list(shape), "dtype": dtype}
     if dtype in ("q4", "q8"):
         entry["group_size"] = GROUP_SIZE
-    entry.update({"shard": shard, "offset": offset, "nbytes": enc.nbytes, "planes": enc.planes,
-                  "quant_error": enc.error})
+    entry.update({"shard": shard, "offset": offset, "nbytes": nbytes, "planes": planes, "quant_error": error, **extra})
     return entry
 
 
@@ -264,13 +270,7 @@ def _write_encoded(writer: ShardWriter, name: str, enc: TensorEncoder) -> dict:
     if s:
         writer.write(bytes(enc.planes[1]["offset"] - len(q)))
         writer.write(s)
-    shard, offset = writer.locate(start)
-    entry = {"name": name, "shape": list(enc.shape), "dtype": enc.dtype}
-    if enc.dtype in ("q4", "q8"):
-        entry["group_size"] = GROUP_SIZE
-    entry.update({"shard": shard, "offset": offset, "nbytes": enc.nbytes, "planes": enc.planes,
-                  "quant_error": enc.error})
-    return entry
+    return _entry(writer, name, enc.shape, enc.dtype, start, enc.nbytes, enc.planes, enc.error)
 
 
 def _write_group(writer: ShardWriter, group: str, encs: list[tuple[str, TensorEncoder]]) -> tuple[dict, list[dict]]:
@@ -294,11 +294,8 @@ def _write_group(writer: ShardWriter, group: str, encs: list[tuple[str, TensorEn
     stats = encs[0][1].stats
     for _, e in encs[1:]:
         stats = stats.merge(e.stats)
-    shard, offset = writer.locate(start)
-    entry = {"name": group, "members": [m for m, _ in encs], "shape": shape, "dtype": dtype}
-    if dtype in ("q4", "q8"):
-        entry["group_size"] = GROUP_SIZE
-    entry.update({"shard": shard, "offset": offset, "nbytes": nbytes, "planes": planes, "quant_error": stats.result()})
+    entry = _entry(writer, group, shape, dtype, start, nbytes, planes, stats.result(),
+                   members=[m for m, _ in encs])
     # Each member: its q/data rows start at row r0 of the group's first plane, its scales at row r0
     # of the scales plane; plane offsets are relative to the member's first byte (its first code).
     members = []
@@ -311,13 +308,8 @@ def _write_group(writer: ShardWriter, group: str, encs: list[tuple[str, TensorEn
             s_row = planes[1]["nbytes"] // shape[0]
             m_planes.append({"name": "scales", "offset": planes[1]["offset"] + r0 * s_row - r0 * q_row,
                              "nbytes": n * s_row})
-        m_shard, m_offset = writer.locate(first)
-        m = {"name": name, "shape": list(e.shape), "dtype": dtype}
-        if dtype in ("q4", "q8"):
-            m["group_size"] = GROUP_SIZE
-        m.update({"shard": m_shard, "offset": m_offset, "nbytes": m_planes[-1]["offset"] + m_planes[-1]["nbytes"],
-                  "planes": m_planes, "quant_error": e.error, "group": group, "group_row": r0})
-        members.append(m)
+        members.append(_entry(writer, name, e.shape, dtype, first, m_planes[-1]["offset"] + m_planes[-1]["nbytes"],
+                              m_planes, e.error, group=group, group_row=r0))
         r0 += n
     return entry, members
 

@@ -141,11 +141,6 @@ export const FAMILIES = {
     bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "read", type: "array<f32>" },
       { name: "v_cache", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
   },
-  argmax: {
-    file: "sample", entry: "argmax_main",
-    params: [["n", "u32"], ["row_stride", "u32"]],
-    bindings: [{ name: "logits", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<u32>" }],
-  },
   topk: {
     file: "sample", entry: "topk_main",
     params: [["n", "u32"], ["row_stride", "u32"], ["k", "u32"]],
@@ -528,12 +523,8 @@ export class Kernels {
    * @param {{ out: BufferRef, logits: BufferRef, n: number, rowStride?: number, rows?: "first" | "last" }} o
    */
   argmax(o) {
-    const rows = o.rows ?? "first";
-    const sg = this.features.subgroups;
-    const key = `argmax:rows=${rows}`;
-    const k = this.#pipeline("argmax", key, { ROWS: ROWS_CODE[rows], SUBGROUPS: sg });
-    const bg = this.#bindGroup("argmax", k, { n: o.n, row_stride: o.rowStride ?? o.n }, { logits: o.logits, out: o.out });
-    return new KernelOp(this, key, () => ({ pipeline: k.pipeline, bindGroup: bg, grid: [1, 1, 1] }));
+    // Greedy is the top-1 candidate: the same kernel, the same output layout (index, then bits).
+    return this.topk({ ...o, k: 1 });
   }
 
   /**

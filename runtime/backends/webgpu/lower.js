@@ -77,7 +77,7 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
     if (p.length !== 1 || p[0].dtype !== "f32") {
       throw new SitegenRuntimeError(`Tensor '${name}' should be one f32 vector; got ${p.length} part(s) of ${p[0]?.dtype}.`);
     }
-    return { buffer: p[0].buffer, base: (p[0].rowOffset ?? 0) * (p[0].cols === 1 ? 1 : p[0].cols) };
+    return { buffer: p[0].buffer, base: (p[0].rowOffset ?? 0) * p[0].cols };
   };
 
   // Activations, [C, width] f32 (one chunk of the prompt at most). An activation of parts (q | k | v of a

@@ -231,6 +231,9 @@ class SitegenPlugin(BasePlugin[SitegenPluginConfig]):
         try:
             result = build_site(self._spec, dest, resolved=resolved, progress=_LogProgress())
         except SitegenError as e:
+            if e.key and e.line is None and e.file == str(self._spec.path):
+                # A build-time problem of one key (a converted folder missing a shard): its line.
+                e.line, e.col = _locate(self._spec, e.key) or (None, None)
             raise PluginError(_error_text(e)) from None
         (dest / "assets" / self._embed_name).write_bytes(_EMBED_JS.read_bytes())
         for model, folder, url in result.uploads:
@@ -271,6 +274,27 @@ class _LogProgress:
             pct = f"{100 * done // total}%" if total > 0 else "..."
             # Copying a converted model into the site is quick; converting one is worth a line.
             (log.debug if phase.startswith("copy") else log.info)("sitegen: %s: %s", phase, pct)
+
+
+def _locate(spec, key: str) -> tuple[int, int] | None:
+    """Line and column of a dotted key path (``models.tiny.source``, ``apps[0].ui``) in ``spec``."""
+    obj, node = spec, None
+    try:
+        for part in re.findall(r"\[\d+\]|[^.\[\]]+", key):
+            if part.startswith("["):
+                obj = obj[int(part[1:-1])]
+                node = obj._node
+            elif isinstance(obj, dict):
+                obj = obj[part]
+                node = getattr(obj, "_node", node)
+            else:
+                node = obj.node_of(part)
+                obj = getattr(obj, part)
+    except (AttributeError, KeyError, IndexError, TypeError):
+        pass
+    if node is None:
+        return None
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def _error_text(e: SitegenError) -> str:

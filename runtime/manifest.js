@@ -23,7 +23,8 @@ export const READABLE_VERSIONS = [1, 2];
  *   A tensor group (docs/weights-format.md#tensor-groups): one physical tensor, its members' rows end to end.
  * @typedef {{ file: string, bytes: number, sha256: string }} ShardEntry
  * @typedef {{ features: string[], optional_features: string[], max_buffer_bytes: number,
- *   max_binding_bytes: number, weights_bytes: number, kv_cache_bytes_per_1k_tokens: number }} Requirements
+ *   max_binding_bytes: number, weights_bytes: number, weights_bytes_per_token?: number,
+ *   kv_cache_bytes_per_1k_tokens: number }} Requirements
  * @typedef {object} NormalizedConfig  docs/internals.md#normalised-config-manifest-config
  * @property {string} architecture
  * @property {string} hf_architecture
@@ -58,6 +59,10 @@ export const READABLE_VERSIONS = [1, 2];
  * @property {number | null} embed_scale
  * @property {boolean} tie_word_embeddings
  * @property {boolean} lm_head_bias
+ * @property {number[]} [nope_layers]  layers that skip RoPE (SmolLM3; absent: none)
+ * @property {MoeConfig | null} [moe]  mixture-of-experts MLPs (Mixtral, Qwen3-MoE; absent/null: dense)
+ * @typedef {{ num_experts: number, top_k: number, norm_topk_prob: boolean, intermediate_size: number,
+ *   layers: number[] }} MoeConfig  the listed layers route each token to top_k of num_experts experts
  * @typedef {object} Manifest
  * @property {"sitegen-weights"} format
  * @property {1 | 2} version

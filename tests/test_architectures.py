@@ -46,6 +46,14 @@ LEGACY = {
     "qwen2-sliding": ("Qwen2Config", dict(_SMALL, architectures=["Qwen2ForCausalLM"], use_sliding_window=True,
                                           sliding_window=128, max_window_layers=2)),
     "mistral": ("MistralConfig", dict(_SMALL, architectures=["MistralForCausalLM"], sliding_window=4096)),
+    # SmolLM3-3B's config.json: no layer_types, an explicit no_rope_layers list, legacy rope_theta
+    "smollm3": ("SmolLM3Config", dict(_SMALL, architectures=["SmolLM3ForCausalLM"], rope_theta=5000000.0,
+                                      no_rope_layers=[1, 1, 1, 0], use_sliding_window=False)),
+    "qwen3_moe": ("Qwen3MoeConfig", dict(_SMALL, architectures=["Qwen3MoeForCausalLM"], num_experts=8,
+                                         num_experts_per_tok=2, moe_intermediate_size=32, mlp_only_layers=[0],
+                                         decoder_sparse_step=2, norm_topk_prob=True, rope_theta=1000000.0)),
+    "mixtral": ("MixtralConfig", dict(_SMALL, architectures=["MixtralForCausalLM"], num_local_experts=8,
+                                      num_experts_per_tok=2, rope_theta=1000000.0)),
 }
 
 
@@ -73,7 +81,8 @@ def test_every_supported_architecture_normalises():
     transformers = need("transformers")
     classes = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config",
                "gemma": "GemmaConfig", "gemma2": "Gemma2Config", "gemma3": "Gemma3TextConfig", "phi": "PhiConfig",
-               "phi3": "Phi3Config", "stablelm": "StableLmConfig", "falcon": "FalconConfig", "gpt2": "GPT2Config"}
+               "phi3": "Phi3Config", "stablelm": "StableLmConfig", "falcon": "FalconConfig", "gpt2": "GPT2Config",
+               "smollm3": "SmolLM3Config", "mixtral": "MixtralConfig", "qwen3_moe": "Qwen3MoeConfig"}
     for hf_arch, arch in SUPPORTED.items():
         d = getattr(transformers, classes[arch.family])().to_dict()
         d["architectures"] = [hf_arch]
@@ -189,3 +198,61 @@ def test_stablelm_per_head_norms_are_stacked_in_order():
     del parts["layers.0.attn.q_norm.weight@2"]
     with pytest.raises(ConvertError, match=r"tensor 'layers.0.attn.q_norm.weight': rows \[0, 1, 3\] are not 0..2"):
         stack_parts(parts)
+
+
+# -- issue 12: NoPE layers and mixture-of-experts ---------------------------------------------------
+
+
+def test_smollm3_nope_layers_from_the_list_or_the_interval():
+    assert normalize_config(LEGACY["smollm3"][1])["nope_layers"] == [3]
+    by_interval = normalize_config(dict(_SMALL, architectures=["SmolLM3ForCausalLM"], num_hidden_layers=8,
+                                        no_rope_layer_interval=4, use_sliding_window=True, sliding_window=16))
+    assert by_interval["nope_layers"] == [3, 7]
+    # SmolLM3Config without layer_types: the NoPE layers are the sliding ones
+    assert by_interval["layer_types"] == ["full"] * 3 + ["sliding"] + ["full"] * 3 + ["sliding"]
+    with pytest.raises(ConvertError) as e:
+        normalize_config(dict(LEGACY["smollm3"][1], no_rope_layers=[1, 0]))
+    assert str(e.value) == "config.json: no_rope_layers: expected at least 4 entries of 0 (NoPE) or 1 (RoPE)"
+
+
+def test_moe_layers_follow_mlp_only_layers_and_decoder_sparse_step():
+    q = normalize_config(LEGACY["qwen3_moe"][1])
+    assert q["moe"] == {"num_experts": 8, "top_k": 2, "norm_topk_prob": True, "intermediate_size": 32,
+                        "layers": [1, 3]}
+    names = expected_tensors(q)
+    assert "layers.0.mlp.gate.weight" in names and "layers.1.mlp.gate.weight" not in names
+    assert "layers.1.mlp.experts.down.weight" in names and "layers.1.mlp.router.weight" in names
+    m = normalize_config(LEGACY["mixtral"][1])
+    assert m["moe"]["layers"] == [0, 1, 2, 3] and m["moe"]["norm_topk_prob"] is True
+    assert normalize_config(LEGACY["llama3.2"][1])["moe"] is None
+    with pytest.raises(ConvertError) as e:
+        normalize_config(dict(LEGACY["mixtral"][1], num_experts_per_tok=9))
+    assert str(e.value) == "config.json: num_experts_per_tok: must be in [1, 8] (the number of experts), got 9"
+
+
+def test_experts_are_stacked_and_an_expert_on_a_dense_layer_is_named():
+    cfg = normalize_config(LEGACY["mixtral"][1])
+    parts = {}
+    for e in (2, 0, 1, 3, 4, 5, 6, 7):
+        for w, proj in (("w1", "gate"), ("w2", "down"), ("w3", "up")):
+            shape = (64, 128) if w == "w2" else (128, 64)
+            [(name, a)] = canonical_tensors(f"model.layers.1.block_sparse_moe.experts.{e}.{w}.weight",
+                                            np.full(shape, float(e)), cfg)
+            assert name == f"layers.1.mlp.experts.{proj}.weight@{e}"
+            parts[name] = a
+    stacked = stack_parts(parts)
+    assert stacked["layers.1.mlp.experts.gate.weight"].shape == (8, 128, 64)
+    assert stacked["layers.1.mlp.experts.down.weight"].shape == (8, 64, 128)
+    assert list(stacked["layers.1.mlp.experts.up.weight"][:, 0, 0]) == [float(e) for e in range(8)]
+    assert canonical_tensors("model.layers.1.block_sparse_moe.gate.weight", np.zeros((8, 64)), cfg)[0][0] == \
+        "layers.1.mlp.router.weight"
+    q = normalize_config(LEGACY["qwen3_moe"][1])
+    with pytest.raises(ConvertError) as e:
+        canonical_tensors("model.layers.0.mlp.experts.3.up_proj.weight", np.zeros((32, 64)), q)
+    assert str(e.value) == ("model.layers.0.mlp.experts.3.up_proj.weight: tensor "
+                            "'model.layers.0.mlp.experts.3.up_proj.weight' is an expert of layer 0, which the config "
+                            "makes a dense layer (see mlp_only_layers / decoder_sparse_step / num_experts)")
+    # transformers 5's in-memory form: all experts of a projection in one parameter
+    fused = canonical_tensors("model.layers.1.mlp.experts.gate_up_proj", np.arange(8 * 64 * 64.0).reshape(8, 64, 64), q)
+    assert [(n, a.shape) for n, a in fused] == [("layers.1.mlp.experts.gate.weight", (8, 32, 64)),
+                                                ("layers.1.mlp.experts.up.weight", (8, 32, 64))]

@@ -63,10 +63,20 @@ CASES: dict[str, tuple[str, dict]] = {
     "falcon-new-arch": ("falcon", {"new_decoder_architecture": True, "num_kv_heads": 2}),
     "falcon-mha-sequential": ("falcon", {"multi_query": False, "parallel_attn": False, "bias": True}),
     "gpt2": ("gpt2", {}),
+    # issue 12: NoPE layers; mixture-of-experts (several experts, top-2, a dense layer among sparse ones)
+    "smollm3": ("smollm3", {}),
+    "smollm3-sliding-nope": ("smollm3", {"use_sliding_window": True, "sliding_window": 5}),
+    "mixtral": ("mixtral", {}),
+    "qwen3_moe": ("qwen3_moe", {}),
+    "qwen3_moe-norm-topk-sparse-step": ("qwen3_moe", {"norm_topk_prob": True, "mlp_only_layers": [],
+                                                      "decoder_sparse_step": 2, "num_experts_per_tok": 3}),
 }
+MOE_CASES = ["mixtral", "qwen3_moe", "qwen3_moe-norm-topk-sparse-step"]
 QUANT_CASES = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi", "phi3",
-               "stablelm", "falcon", "gpt2"]
+               "stablelm", "falcon", "gpt2", "smollm3", "mixtral", "qwen3_moe"]
 QUANT_BOUNDS = {"q8": (0.025, 0.1), "q4": (0.30, 1.0)}  # (relative RMS, margin in σ); see the docstring
+MOE_FLIPS = {"q8": 0.1, "q4": 0.4}  # most positions whose experts may change (test_quantized_within_bounds)
+MOE_Q8_RMS = 0.04
 PROMPT_LEN = 16  # > every tiny sliding window (5, 6, 8), so the windows matter
 GREEDY = 32
 
@@ -126,7 +136,8 @@ def test_greedy_tokens_match_transformers(built, case):
     assert ours == seq[len(b.prompt):]
 
 
-@pytest.mark.parametrize("case", ["llama3", "gemma2", "gemma3", "falcon-new-arch", "gpt2", "mistral"])
+@pytest.mark.parametrize("case", ["llama3", "gemma2", "gemma3", "falcon-new-arch", "gpt2", "mistral", "smollm3",
+                                  "mixtral", "qwen3_moe"])
 def test_prefill_then_decode_equals_all_at_once(built, case):
     model = built(case).ours()
     tokens = built(case).prompt + [7, 8, 9, 10]
@@ -138,6 +149,44 @@ def test_prefill_then_decode_equals_all_at_once(built, case):
     assert np.abs(stepwise - whole).max() <= 1e-5 * float(whole.max() - whole.min())
 
 
+def hf_routes(model, tokens: list[int]) -> dict[int, np.ndarray]:
+    """transformers' expert choices per MoE layer [T, top_k], from its routers' own outputs
+    (MixtralTopKRouter / Qwen3MoeTopKRouter return logits, scores, indices)."""
+    routes: dict[int, np.ndarray] = {}
+    hooks = []
+    for i, layer in enumerate(model.model.layers):
+        router = next((m for m in layer.modules() if type(m).__name__.endswith("TopKRouter")), None)
+        if router is not None:
+            hooks.append(router.register_forward_hook(
+                lambda mod, args, out, i=i: routes.__setitem__(i, out[2].numpy())))
+    try:
+        with torch.no_grad():
+            model(torch.tensor([tokens]))
+    finally:
+        for h in hooks:
+            h.remove()
+    return routes
+
+
+@pytest.mark.parametrize("case", MOE_CASES)
+def test_router_choices_match_transformers(built, case):
+    """The same experts for every token of every sparse layer (as sets: topk's order among the chosen
+    does not change the sum), over the prompt and the greedy continuation; dense layers route nothing."""
+    b = built(case)
+    ours = b.ours()
+    seq = b.prompt + ours.generate(b.prompt, GREEDY)
+    ours.logits(seq)
+    want = hf_routes(b.hf, seq)
+    moe = ours.config["moe"]
+    assert sorted(want) == sorted(ours.routes) == moe["layers"]
+    assert len(moe["layers"]) < ours.config["num_layers"] or case == "mixtral"  # a dense layer among sparse ones
+    for i in moe["layers"]:
+        assert ours.routes[i].shape == (len(seq), moe["top_k"])
+        assert [sorted(r) for r in ours.routes[i].tolist()] == [sorted(r) for r in want[i].tolist()], f"layer {i}"
+    # every expert is used somewhere, so a wrong expert's weights would show in the logits
+    assert all(len(np.unique(ours.routes[i])) == moe["num_experts"] for i in moe["layers"])
+
+
 @pytest.mark.parametrize("quant", ["q8", "q4"])
 @pytest.mark.parametrize("case", QUANT_CASES)
 def test_quantized_within_bounds(built, case, quant):
@@ -145,13 +194,27 @@ def test_quantized_within_bounds(built, case, quant):
     f32 = b.ours("f32")
     seq = b.prompt + f32.generate(b.prompt, GREEDY)
     ref = f32.logits(seq)  # [T, V]
-    got = b.ours(quant).logits(seq)  # [T, V]
+    quantized = b.ours(quant)
+    got = quantized.logits(seq)  # [T, V]
     sigma = float(np.sqrt(np.mean((ref - ref.mean(-1, keepdims=True)) ** 2)))
-    rel_rms = float(np.sqrt(np.mean((got - ref) ** 2))) / sigma
     max_rel, margin_sigmas = QUANT_BOUNDS[quant]
+    keep = np.ones(len(seq), bool)  # [T]
+    if f32.config.get("moe"):
+        # A router is a discontinuity: where quantization error moves a token's hidden state across a
+        # near-tie of its router, the token runs another expert and its logits jump by the difference
+        # of two experts, which no smooth error bound covers. Such positions (measured: 1 of 48 at q8,
+        # 7-10 of 48 at q4) are counted and left out; the others get the dense bounds, with q8's RMS
+        # bound widened to MOE_Q8_RMS (measured 0.012-0.025: three layers of experts, whose weights are
+        # a softmax of quantized activations, instead of two dense ones).
+        for i in f32.config["moe"]["layers"]:
+            keep &= [set(a) == set(c) for a, c in zip(f32.routes[i].tolist(), quantized.routes[i].tolist())]
+        assert (~keep).mean() <= MOE_FLIPS[quant], f"{(~keep).sum()} of {len(seq)} positions changed experts"
+        if quant == "q8":
+            max_rel = MOE_Q8_RMS
+    rel_rms = float(np.sqrt(np.mean((got - ref)[keep] ** 2))) / sigma
     assert rel_rms <= max_rel
     top2 = np.sort(ref, axis=-1)[:, -2:]  # [T, 2]
-    clear = (top2[:, 1] - top2[:, 0]) > margin_sigmas * sigma  # [T] positions with a clear winner
+    clear = ((top2[:, 1] - top2[:, 0]) > margin_sigmas * sigma) & keep  # [T] positions with a clear winner
     assert clear.any()
     assert (got.argmax(-1) == ref.argmax(-1))[clear].all()
 

@@ -61,6 +61,17 @@ ARCHES: dict[str, tuple[str, dict]] = {
                                     max_position_embeddings=256, multi_query=True, parallel_attn=True,
                                     new_decoder_architecture=False, bias=False, alibi=False,
                                     tie_word_embeddings=True)),
+    # issue 12: NoPE layers (interval 2: layer 1 skips RoPE), and mixture-of-experts models with 4
+    # experts, top-2: Mixtral (top-k renormalised, sliding window), Qwen3-MoE (a dense layer among
+    # sparse ones via mlp_only_layers, expert MLP 64 wide, top-k weights not renormalised).
+    "smollm3": ("SmolLM3Config", dict(_COMMON, num_hidden_layers=3, num_key_value_heads=2, no_rope_layer_interval=2,
+                                      pad_token_id=0,
+                                      rope_parameters={"rope_type": "default", "rope_theta": 50000.0})),
+    "mixtral": ("MixtralConfig", dict(_COMMON, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                                      sliding_window=12)),
+    "qwen3_moe": ("Qwen3MoeConfig", dict(_COMMON, num_hidden_layers=3, num_key_value_heads=2, head_dim=32,
+                                         num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+                                         mlp_only_layers=[1], decoder_sparse_step=1, norm_topk_prob=False)),
     "gpt2": ("GPT2Config", dict(n_embd=64, n_layer=2, n_head=4, n_positions=256, n_inner=128,
                                 activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
                                 attn_pdrop=0.0, tie_word_embeddings=True)),
@@ -112,7 +123,8 @@ def _perturb(model, seed: int) -> None:
                 if any(k in name for k in ("wte", "wpe", "embed", "lm_head")):
                     p.copy_(noise)
                 else:  # nn.Linear is [out, in]; GPT-2 Conv1D is [in, out]: both ~ hidden-ish fan-in
-                    fan_in = p.shape[0] if "c_" in name.rsplit(".", 2)[-2] else p.shape[1]
+                    # (MoE experts are one [experts, out, in] parameter: the fan-in is the last dim)
+                    fan_in = p.shape[0] if "c_" in name.rsplit(".", 2)[-2] else p.shape[-1]
                     p.copy_(noise / fan_in ** 0.5)
             elif name.endswith("bias"):
                 p.copy_(0.1 * noise)

@@ -34,6 +34,8 @@ export function requirementsOf(manifest, { contextLength = 1024 } = {}) {
     /** Features the kernels use when the adapter has them. @type {string[]} */
     optionalFeatures: Array.isArray(r.optional_features) ? r.optional_features : ["shader-f16", "subgroups"],
     weightsBytes,
+    /** Weight bytes a decoded token reads (a mixture-of-experts model reads only its chosen experts). */
+    weightsBytesPerToken: typeof r.weights_bytes_per_token === "number" ? num(r.weights_bytes_per_token) : weightsBytes,
     kvBytes,
     /** GPU memory the model needs: weights plus the KV cache for `contextLength`. */
     memoryBytes: weightsBytes + kvBytes,

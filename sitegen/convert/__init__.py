@@ -158,7 +158,9 @@ def _convert_resolved(resolved: Resolved, out: Path, *, quant: str, embed_quant:
             if name in seen:
                 raise ConvertError(f"two source tensors map to {name!r}", file=file)
             seen.add(name)
-            wanted = embed_q if name in _EMBED_NAMES else quant
+            # MoE routers stay f32 (like llama.cpp's ffn_gate_inp): [experts, hidden] is tiny, and a
+            # quantized router can change which experts a token picks (docs/weights-format.md).
+            wanted = embed_q if name in _EMBED_NAMES else "f32" if name.endswith(".mlp.router.weight") else quant
             group = group_of.get(name)
             if group is None:
                 tensors.append(_write_tensor(writer, name, canon, wanted, source=file))
@@ -192,6 +194,13 @@ def _convert_resolved(resolved: Resolved, out: Path, *, quant: str, embed_quant:
             for name, canon in mapped:
                 if "@" in name:
                     parts[name] = canon
+                    # a stacked tensor (StableLM per-head norms, MoE experts) is written once its last
+                    # part is in, so a converter holds one layer's experts at a time, not the model's
+                    base = name.partition("@")[0]
+                    got = [n for n in parts if n.partition("@")[0] == base]
+                    if len(got) == architectures.expected_parts(base, config):
+                        for stacked, arr in architectures.stack_parts({n: parts.pop(n) for n in got}).items():
+                            emit(stacked, arr, model.file_of(hf_name))
                 else:
                     emit(name, canon, model.file_of(hf_name))
             del array, mapped

@@ -45,6 +45,7 @@ __all__ = [
     "canonical_tensors",
     "expected_tensors",
     "stack_parts",
+    "expected_parts",
     "canonical_state_dict",
 ]
 
@@ -70,6 +71,9 @@ SUPPORTED: dict[str, Arch] = {
     "StableLmForCausalLM": Arch("stablelm", "StableLM 2 / 3B-4E1T (LayerNorm, partial rotary)"),
     "FalconForCausalLM": Arch("falcon", "Falcon (fused multi-query QKV, parallel attention)"),
     "GPT2LMHeadModel": Arch("gpt2", "GPT-2 (learned positions, Conv1D weights)"),
+    "SmolLM3ForCausalLM": Arch("smollm3", "SmolLM3 (NoPE layers: no RoPE on every 4th layer)"),
+    "MixtralForCausalLM": Arch("mixtral", "Mixtral (sparse mixture-of-experts MLPs, top-k routing)"),
+    "Qwen3MoeForCausalLM": Arch("qwen3_moe", "Qwen3-MoE (mixture-of-experts with dense mlp_only_layers)"),
 }
 
 # HF activation names → ours. gelu_new / gelu_pytorch_tanh / gelu_fast are the tanh approximation.
@@ -141,6 +145,9 @@ class Family:
     scale_embeddings: bool  # embeddings × sqrt(hidden)
     tie_default: bool  # tie_word_embeddings when config.json leaves it out
     tensor_hook: Callable[[str, str, np.ndarray], np.ndarray] | None  # (part, kind, array) per layer
+    # issue 12: layers without RoPE (SmolLM3's NoPE layers) and mixture-of-experts MLPs
+    nope_layers: Callable[[_Reader, int], list[int]] | None  # None: every layer rotates
+    moe: Callable[[_Reader, int], dict | None] | None  # the config's "moe" (None: dense MLPs only)
 
 
 def _flag(cfg: dict, flag: Any) -> bool:
@@ -227,6 +234,56 @@ def _sliding_from_max_window_layers(r: _Reader, n: int) -> list[str]:  # Qwen2/3
     return ["sliding" if i >= first else "full" for i in range(n)]
 
 
+def _smollm3_nope_layers(r: _Reader, n: int) -> list[int]:
+    """SmolLM3Config: ``no_rope_layers[i]`` is 1 where layer i uses RoPE; absent, every
+    ``no_rope_layer_interval``-th layer (1-based) skips it: ``(i + 1) % interval != 0`` rotates."""
+    given = r.cfg.get("no_rope_layers")
+    if given is not None:
+        if len(given) < n or any(v not in (0, 1, True, False) for v in given):
+            raise r.error("no_rope_layers", f"expected at least {n} entries of 0 (NoPE) or 1 (RoPE)")
+        return [i for i in range(n) if not given[i]]
+    interval = int(r.get("no_rope_layer_interval", default=4))
+    if interval < 1:
+        raise r.error("no_rope_layer_interval", f"must be a positive integer, got {interval}")
+    return [i for i in range(n) if (i + 1) % interval == 0]
+
+
+def _smollm3_nope_layers_slide(r: _Reader, n: int) -> list[str]:
+    # SmolLM3Config without layer_types: the NoPE layers slide when use_sliding_window is set.
+    nope = set(_smollm3_nope_layers(r, n))
+    return ["sliding" if i in nope else "full" for i in range(n)]
+
+
+def _moe_row(r: _Reader, n: int, *, experts: int, top_k: int, inter: int, norm_topk: bool,
+             layers: list[int]) -> dict | None:
+    if experts <= 0 or not layers:
+        return None
+    if not 1 <= top_k <= experts:
+        raise r.error("num_experts_per_tok", f"must be in [1, {experts}] (the number of experts), got {top_k}")
+    return {"num_experts": experts, "top_k": top_k, "norm_topk_prob": norm_topk,
+            "intermediate_size": inter, "layers": layers}
+
+
+def _mixtral_moe(r: _Reader, n: int) -> dict | None:
+    """MixtralSparseMoeBlock on every layer; MixtralTopKRouter always renormalises the top-k."""
+    return _moe_row(r, n, experts=int(r.get("num_local_experts", "num_experts")),
+                    top_k=int(r.get("num_experts_per_tok", default=2)),
+                    inter=int(r.get("intermediate_size")), norm_topk=True, layers=list(range(n)))
+
+
+def _qwen3_moe(r: _Reader, n: int) -> dict | None:
+    """Qwen3MoeDecoderLayer: sparse where ``i not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0``;
+    the other layers have a dense MLP of ``intermediate_size``."""
+    only = r.cfg.get("mlp_only_layers") or []
+    step = int(r.get("decoder_sparse_step", default=1))
+    if step < 1:
+        raise r.error("decoder_sparse_step", f"must be a positive integer, got {step}")
+    return _moe_row(r, n, experts=int(r.get("num_experts", "num_local_experts")),
+                    top_k=int(r.get("num_experts_per_tok", default=8)),
+                    inter=int(r.get("moe_intermediate_size")), norm_topk=bool(r.cfg.get("norm_topk_prob", False)),
+                    layers=[i for i in range(n) if i not in only and (i + 1) % step == 0])
+
+
 # -- the rows -----------------------------------------------------------------------------------
 # One row per family, every trait spelled out (no row is derived from another, so a new family
 # cannot inherit a trait by accident). Fields are in the order of ``Family``.
@@ -244,6 +301,7 @@ FAMILIES: dict[str, Family] = {
         parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
         attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=False,
         scale_embeddings=False, tie_default=False, tensor_hook=None,
+        nope_layers=None, moe=None,
     ),
     "mistral": Family(
         hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
@@ -257,6 +315,7 @@ FAMILIES: dict[str, Family] = {
         parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
         attn_scale_key=None, sliding_layers=_all_sliding, sliding_window_switch=None, softcaps=False,
         scale_embeddings=False, tie_default=False, tensor_hook=None,
+        nope_layers=None, moe=None,
     ),
     "qwen2": Family(
         hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
@@ -271,6 +330,7 @@ FAMILIES: dict[str, Family] = {
         attn_scale_key=None, sliding_layers=_sliding_from_max_window_layers,
         sliding_window_switch="use_sliding_window", softcaps=False,
         scale_embeddings=False, tie_default=False, tensor_hook=None,
+        nope_layers=None, moe=None,
     ),
     "qwen3": Family(
         hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
@@ -285,6 +345,7 @@ FAMILIES: dict[str, Family] = {
         attn_scale_key=None, sliding_layers=_sliding_from_max_window_layers,
         sliding_window_switch="use_sliding_window", softcaps=False,
         scale_embeddings=False, tie_default=False, tensor_hook=None,
+        nope_layers=None, moe=None,
     ),
     "gemma": Family(
         hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
@@ -298,6 +359,7 @@ FAMILIES: dict[str, Family] = {
         parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
         attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=True,
         scale_embeddings=True, tie_default=True, tensor_hook=None,
+        nope_layers=None, moe=None,
     ),
     "gemma2": Family(
         hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
@@ -312,6 +374,7 @@ FAMILIES: dict[str, Family] = {
         attn_scale_key="query_pre_attn_scalar", sliding_layers=_even_layers_sliding,
         sliding_window_switch=None, softcaps=True,
         scale_embeddings=True, tie_default=True, tensor_hook=None,
+        nope_layers=None, moe=None,
     ),
     "gemma3": Family(
         hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
@@ -326,6 +389,7 @@ FAMILIES: dict[str, Family] = {
         attn_scale_key="query_pre_attn_scalar", sliding_layers=_every_nth_layer_full,
         sliding_window_switch=None, softcaps=True,
         scale_embeddings=True, tie_default=True, tensor_hook=None,
+        nope_layers=None, moe=None,
     ),
     "phi": Family(
         hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
@@ -340,6 +404,7 @@ FAMILIES: dict[str, Family] = {
         parallel_block=True, parallel_mlp_norm=False, fused_qkv_layout=None,
         attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=False,
         scale_embeddings=False, tie_default=False, tensor_hook=None,
+        nope_layers=None, moe=None,
     ),
     "phi3": Family(
         hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
@@ -353,6 +418,7 @@ FAMILIES: dict[str, Family] = {
         parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
         attn_scale_key=None, sliding_layers=_all_sliding, sliding_window_switch=None, softcaps=False,
         scale_embeddings=False, tie_default=False, tensor_hook=None,
+        nope_layers=None, moe=None,
     ),
     "stablelm": Family(
         hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
@@ -367,6 +433,7 @@ FAMILIES: dict[str, Family] = {
         parallel_block="use_parallel_residual", parallel_mlp_norm=False, fused_qkv_layout=None,
         attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=False,
         scale_embeddings=False, tie_default=False, tensor_hook=None,
+        nope_layers=None, moe=None,
     ),
     "falcon": Family(
         hidden_keys=("hidden_size",),
@@ -381,6 +448,7 @@ FAMILIES: dict[str, Family] = {
         parallel_block=_falcon_parallel, parallel_mlp_norm=_falcon_two_norms, fused_qkv_layout=_falcon_qkv_layout,
         attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=False,
         scale_embeddings=False, tie_default=True, tensor_hook=None,
+        nope_layers=None, moe=None,
     ),
     "gpt2": Family(
         hidden_keys=("n_embd", "hidden_size"),
@@ -395,6 +463,50 @@ FAMILIES: dict[str, Family] = {
         parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
         attn_scale_key=None, sliding_layers=None, sliding_window_switch=None, softcaps=False,
         scale_embeddings=False, tie_default=True, tensor_hook=_gpt2_conv1d_to_linear,
+        nope_layers=None, moe=None,
+    ),
+    "smollm3": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=32768,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=False,
+        norm_type="rmsnorm", norm_plus_one=False, sandwich_norm=False, qk_norm=None, qk_norm_when=False,
+        default_activation="silu", activation_hook=None, mlp_gated=True,
+        qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias", lm_head_bias=False,
+        position="rope", default_rope_theta=2_000_000.0, local_rope_base=None,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=_smollm3_nope_layers_slide, sliding_window_switch="use_sliding_window",
+        softcaps=False, scale_embeddings=False, tie_default=True, tensor_hook=None,
+        nope_layers=_smollm3_nope_layers, moe=None,
+    ),
+    "mixtral": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=4096 * 32,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=False,
+        norm_type="rmsnorm", norm_plus_one=False, sandwich_norm=False, qk_norm=None, qk_norm_when=False,
+        default_activation="silu", activation_hook=None, mlp_gated=True,
+        qkv_bias=False, o_bias=False, mlp_bias=False, lm_head_bias=False,
+        position="rope", default_rope_theta=1_000_000.0, local_rope_base=None,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=_all_sliding, sliding_window_switch=None, softcaps=False,
+        scale_embeddings=False, tie_default=False, tensor_hook=None,
+        nope_layers=None, moe=_mixtral_moe,
+    ),
+    "qwen3_moe": Family(
+        hidden_keys=("hidden_size",), heads_keys=("num_attention_heads",), layers_keys=("num_hidden_layers",),
+        intermediate_keys=("intermediate_size",), intermediate_default_ratio=None,
+        max_positions_keys=("max_position_embeddings",), max_positions_default=32768,
+        kv_heads="num_key_value_heads", check=None, heads_divide_hidden=False,
+        norm_type="rmsnorm", norm_plus_one=False, sandwich_norm=False, qk_norm="rmsnorm", qk_norm_when=True,
+        default_activation="silu", activation_hook=None, mlp_gated=True,
+        qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias=False, lm_head_bias=False,
+        position="rope", default_rope_theta=10000.0, local_rope_base=None,
+        parallel_block=False, parallel_mlp_norm=False, fused_qkv_layout=None,
+        attn_scale_key=None, sliding_layers=_all_sliding,  # Qwen3MoeAttention: every layer when use_sliding_window
+        sliding_window_switch="use_sliding_window", softcaps=False,
+        scale_embeddings=False, tie_default=False, tensor_hook=None,
+        nope_layers=None, moe=_qwen3_moe,
     ),
 }
 
@@ -599,6 +711,8 @@ def normalize_config(hf_config: dict, *, file: str = "config.json") -> dict:
         "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", fam.tie_default)),
         "lm_head_bias": fam.lm_head_bias,
         "fused_qkv_layout": fam.fused_qkv_layout(cfg, kv_heads) if fam.fused_qkv_layout else None,
+        "nope_layers": fam.nope_layers(r, layers) if fam.nope_layers else [],
+        "moe": fam.moe(r, layers) if fam.moe else None,
     }
 
 
@@ -635,6 +749,13 @@ _TOP_RENAMES = {
     "lm_head": "lm_head",
 }
 _LAYER_RE = re.compile(r"^(?:layers|h)\.(\d+)\.(.+)\.(weight|bias)$")
+# Mixture-of-experts (issue 12): the router and one expert's projection per source tensor, stacked
+# into [experts, rows, cols] canonical tensors as parts "name@e" (Mixtral's w1/w3/w2 = gate/up/down).
+_MOE_ROUTER_PARTS = ("block_sparse_moe.gate", "mlp.gate")
+_EXPERT_RE = re.compile(r"^(?:block_sparse_moe|mlp)\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj)$")
+_EXPERT_PROJ = {"w1": "gate", "w3": "up", "w2": "down", "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
+# transformers 5 in memory (MixtralExperts / Qwen3MoeExperts): all experts as one parameter, no suffix
+_FUSED_EXPERTS_RE = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$")
 _TOP_RE = re.compile(r"^(\w+)\.(weight|bias)$")
 _PER_HEAD_RE = re.compile(r"^self_attn\.([qk])_layernorm\.norms\.(\d+)$")
 
@@ -683,6 +804,17 @@ def canonical_tensors(hf_name: str, array: np.ndarray, config: dict) -> list[tup
         return []
     array = np.asarray(array)
 
+    fe = _FUSED_EXPERTS_RE.match(name)
+    if fe:
+        i = int(fe.group(1))
+        _check_sparse_layer(hf_name, i, config)
+        pre = f"layers.{i}.mlp.experts."
+        if fe.group(2) == "down_proj":  # [E, hidden, I]
+            return [(pre + "down.weight", np.ascontiguousarray(array))]
+        inter = config["moe"]["intermediate_size"]  # [E, 2I, hidden]: gate rows first (chunk(2, dim=-1))
+        return [(pre + "gate.weight", np.ascontiguousarray(array[:, :inter])),
+                (pre + "up.weight", np.ascontiguousarray(array[:, inter:]))]
+
     m = _LAYER_RE.match(name)
     if m:
         i, part, kind = int(m.group(1)), m.group(2), m.group(3)
@@ -690,6 +822,12 @@ def canonical_tensors(hf_name: str, array: np.ndarray, config: dict) -> list[tup
         if i >= config["num_layers"]:
             raise ConvertError(f"tensor {hf_name!r} is for layer {i}, but the model has "
                                f"{config['num_layers']} layers", key=hf_name)
+        if part in _MOE_ROUTER_PARTS and _is_sparse(config, i):
+            return [(f"{pre}mlp.router.{kind}", np.ascontiguousarray(array))]
+        ex = _EXPERT_RE.match(part)
+        if ex:
+            _check_sparse_layer(hf_name, i, config)
+            return [(f"{pre}mlp.experts.{_EXPERT_PROJ[ex.group(2)]}.{kind}@{int(ex.group(1))}", array)]
         if fam.tensor_hook is not None:
             array = fam.tensor_hook(part, kind, array)
         if part in ("self_attn.qkv_proj", "attn.c_attn"):
@@ -727,6 +865,25 @@ def canonical_tensors(hf_name: str, array: np.ndarray, config: dict) -> list[tup
             array = array.astype(np.float32) + 1.0
         return [(f"{target}.{kind}", np.ascontiguousarray(array))]
     raise ConvertError(f"unexpected tensor {hf_name!r} for a {config['hf_architecture']} model", key=hf_name)
+
+
+def _is_sparse(config: dict, layer: int) -> bool:
+    moe = config.get("moe")
+    return bool(moe) and layer in moe["layers"]
+
+
+def _check_sparse_layer(hf_name: str, layer: int, config: dict) -> None:
+    if not _is_sparse(config, layer):
+        raise ConvertError(f"tensor {hf_name!r} is an expert of layer {layer}, which the config makes a dense "
+                           f"layer (see mlp_only_layers / decoder_sparse_step / num_experts)", key=hf_name)
+
+
+def expected_parts(name: str, config: dict) -> int:
+    """How many ``name@k`` parts make the stacked tensor ``name`` (so a converter can write it as
+    soon as its last part arrives instead of holding every expert of the model)."""
+    if ".mlp.experts." in name:
+        return config["moe"]["num_experts"]
+    return config["num_heads"] if ".attn.q_norm." in name else config["num_kv_heads"]
 
 
 def stack_parts(named: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -799,6 +956,10 @@ def expected_tensors(config: dict) -> list[str]:
             names += norm(p + "mlp_norm")
         if config["sandwich_norm"]:
             names.append(p + "post_mlp_norm.weight")
+        if _is_sparse(config, i):  # [E, hidden] router, experts [E, I, hidden] / [E, hidden, I]
+            names += [p + "mlp.router.weight", p + "mlp.experts.gate.weight", p + "mlp.experts.up.weight",
+                      p + "mlp.experts.down.weight"]
+            continue
         if config["mlp_gated"]:
             names += linear(p + "mlp.gate", config["mlp_bias"])
         names += linear(p + "mlp.up", config["mlp_bias"])

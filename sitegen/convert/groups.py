@@ -26,7 +26,8 @@ def weight_groups(config: dict) -> dict[str, list[str]]:
         out[f"{p}attn.qkv.weight"] = [f"{n}.weight" for n in qkv]
         if all(config["attn_bias"][x] for x in "qkv"):
             out[f"{p}attn.qkv.bias"] = [f"{n}.bias" for n in qkv]
-        if config["mlp_gated"]:
+        sparse = bool(config.get("moe")) and i in config["moe"]["layers"]  # experts: no dense gate/up
+        if config["mlp_gated"] and not sparse:
             gate_up = [f"{p}mlp.gate", f"{p}mlp.up"]
             out[f"{p}mlp.gate_up.weight"] = [f"{n}.weight" for n in gate_up]
             if config["mlp_bias"]:

@@ -94,14 +94,30 @@ def requirements(config: dict, tensors: list[dict], groups: list[dict] | None = 
     largest = max((t["nbytes"] for t in tensors), default=0)
     largest_plane = max((p["nbytes"] for t in tensors for p in t["planes"]), default=0)
     kv = 2 * config["num_layers"] * config["num_kv_heads"] * config["head_dim"] * 1024 * 4
+    total = sum(t["nbytes"] for t in tensors)
     return {
         "features": [],
         "optional_features": ["shader-f16", "subgroups"],
         "max_buffer_bytes": largest,
         "max_binding_bytes": largest_plane,
-        "weights_bytes": sum(t["nbytes"] for t in tensors),
+        "weights_bytes": total,
+        "weights_bytes_per_token": _bytes_per_token(config, tensors, total),
         "kv_cache_bytes_per_1k_tokens": kv,
     }
+
+
+def _bytes_per_token(config: dict, tensors: list[dict], total: int) -> int:
+    """Weight bytes one decoded token reads (issue 12): every tensor, except that of each
+    mixture-of-experts tensor ``[experts, ...]`` only ``top_k`` experts' rows, and of an untied
+    embedding table one row. A dense model reads nearly all of ``weights_bytes``."""
+    moe = config.get("moe")
+    skipped = 0
+    for t in tensors:
+        if moe and ".mlp.experts." in t["name"]:
+            skipped += t["nbytes"] * (moe["num_experts"] - moe["top_k"]) // moe["num_experts"]
+        elif t["name"] == "embed.weight" and not config.get("tie_word_embeddings"):
+            skipped += t["nbytes"] - t["nbytes"] // max(1, t["shape"][0])
+    return total - skipped
 
 
 _GEN_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample", "max_new_tokens")

@@ -160,6 +160,8 @@ class Model:
         # One table of inverse frequencies per RoPE base: Gemma 3's sliding layers use their own.
         self._inv_freq_global = rope_inv_freq(c["rotary_dim"], c["rope_theta"], c["rope_scaling"]) \
             if c["position"] == "rope" else None
+        self.routes: dict[int, np.ndarray] = {}  # MoE layer → the last call's expert choices [T, top_k]
+        self.router_logits: dict[int, np.ndarray] = {}  # MoE layer → the last call's router logits [T, E]
         self._inv_freq_local = rope_inv_freq(c["rotary_dim"], c["rope_local_theta"], None) \
             if c.get("rope_local_theta") else self._inv_freq_global
 
@@ -203,7 +205,7 @@ class Model:
 
         positions = np.arange(cache.length, cache.length + T)  # [T]
         sliding = c["layer_types"][i] == "sliding"
-        if c["position"] == "rope":
+        if c["position"] == "rope" and i not in c.get("nope_layers", ()):  # SmolLM3: ``if self.use_rope``
             inv_freq = self._inv_freq_local if sliding else self._inv_freq_global  # [R/2]
             q = apply_rope(q, positions, inv_freq)  # [T, H, D]
             k = apply_rope(k, positions, inv_freq)  # [T, KV, D]
@@ -229,10 +231,36 @@ class Model:
             out[:, h, :] = probs.astype(f32) @ vh  # [T, D]   attn_weights @ v
         return self._linear(out.reshape(T, H * D), p + "o")  # [T, hidden]   o_proj(attn_output)
 
+    def _moe(self, i: int, x: np.ndarray) -> np.ndarray:
+        """x [T, hidden] (already normed) → [T, hidden]: a sparse mixture-of-experts MLP (Mixtral,
+        Qwen3-MoE). Each token's router picks top_k experts; their gated MLPs are summed, weighted.
+        The choices are kept in ``self.routes[i]`` [T, top_k] (tests compare them with transformers')."""
+        m, act = self.config["moe"], self.config["activation"]
+        p = f"layers.{i}.mlp."
+        T, k = x.shape[0], m["top_k"]
+        logits = linear(x, self.w[p + "router.weight"]).astype(np.float64)  # [T, E]   F.linear(x, gate.weight)
+        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)  # [T, E]   softmax(router_logits.float(), dim=-1)
+        top = np.argsort(-probs, axis=-1, kind="stable")[:, :k]  # [T, k]   torch.topk(probs, top_k)
+        weight = np.take_along_axis(probs, top, axis=-1)  # [T, k]
+        if m["norm_topk_prob"]:
+            weight /= weight.sum(axis=-1, keepdims=True)  # router_top_value /= router_top_value.sum(-1)
+        weight = weight.astype(f32)
+        self.routes[i], self.router_logits[i] = top, logits
+        gate, up, down = (self.w[p + f"experts.{n}.weight"] for n in ("gate", "up", "down"))  # [E, I, hid] ×2, [E, hid, I]
+        out = np.zeros_like(x)  # [T, hidden]
+        for t in range(T):
+            for j, e in enumerate(top[t]):
+                h = activation(x[t] @ gate[e].T, act) * (x[t] @ up[e].T)  # [I]   act_fn(gate) * up
+                out[t] += weight[t, j] * (h @ down[e].T)  # [hidden]   down_proj(·) * top_k_weights
+        return out
+
     def _mlp(self, i: int, x: np.ndarray) -> np.ndarray:
         """x [T, hidden] (already normed) → [T, hidden]."""
         c = self.config
         p = f"layers.{i}.mlp."
+        if c.get("moe") and i in c["moe"]["layers"]:
+            return self._moe(i, x)
         if c["mlp_gated"]:  # down_proj(act_fn(gate_proj(x)) * up_proj(x))
             gate = activation(self._linear(x, p + "gate"), c["activation"])  # [T, I]
             up = self._linear(x, p + "up")  # [T, I]

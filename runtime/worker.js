@@ -32,9 +32,11 @@ async function load(req) {
     engine = null;
     await old.unload().catch(() => {});
   }
-  const { manifestUrl, shaderBase, contextLength } = req.payload;
+  const { manifestUrl, shaderBase, shardBase, contextLength } = req.payload;
+  // Shards on another origin than the manifest (the spec's models.<name>.host.base_url, issue 15).
+  const loader = shardBase ? (await import("./loader/index.js")).createLoader({ baseUrl: shardBase }) : undefined;
   const e = await createEngine({
-    manifestUrl, shaderBase, contextLength,
+    manifestUrl, shaderBase, contextLength, loader,
     onProgress: (event) => post("progress", req.id, { event }),
   });
   engine = e;

@@ -6,7 +6,10 @@
 3. into a fresh temporary folder next to OUT: copy ``runtime/`` and ``shaders/``
    under one content-hashed folder, the stylesheets and favicon under hashed
    names, the converted models, then render every page and write its ``app.json``;
-4. swap the temporary folder in for OUT.
+4. the host's files (issue 15: ``404.html``, ``.nojekyll``, ``_headers``), the service worker
+   and web app manifest, then the host's limits checked on the finished folder;
+5. swap the temporary folder in for OUT (and the shards of models hosted elsewhere, written
+   to a folder of their own, ``<OUT>-weights/``, in for that folder).
 
 Nothing is written into OUT until everything has been gathered and rendered, so
 a failed or interrupted build leaves the previous OUT as it was. Every URL the
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ import jinja2
 
 from . import resources
 from .convert.manifest import read_manifest
+from .deploy import hosts, offline
 from .errors import BuildError, ConvertError, SitegenError
 from .progress import ProgressFn
 from .spec import App, Problem, Spec, load_spec
@@ -76,31 +81,71 @@ class _Model:
 
 def build(spec_path: str | os.PathLike, out: str | os.PathLike, *, strict: bool = False,
           progress: ProgressFn | None = None, cache_dir: str | os.PathLike | None = None,
+          weights_out: str | os.PathLike | None = None, base_url: str | None = None,
           ) -> BuildResult:
-    """Build the site of ``spec_path`` into ``out``, replacing a previous build there."""
+    """Build the site of ``spec_path`` into ``out``, replacing a previous build there.
+
+    Shards of models with ``host.base_url`` go to ``weights_out`` (default ``<OUT>-weights``),
+    one folder per model, ready to upload; ``base_url`` overrides ``site.base_url``.
+    """
     spec = load_spec(spec_path, strict=strict)
+    if base_url is not None:
+        spec.site.base_url = check_base_url(base_url)
     out = Path(out).resolve()
     _check_out(out, spec)
+    weights = Path(weights_out).resolve() if weights_out is not None else \
+        out.with_name(out.name + "-weights")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    wtmp = None
     try:
-        result = build_site(spec, tmp, progress=progress, cache_dir=cache_dir)
+        result = build_site(spec, tmp, progress=progress, cache_dir=cache_dir,
+                            service_worker=True)
+        if result.uploads:
+            _check_out(weights, spec, flag="--weights-out")
+            if weights == out or out in weights.parents or weights in out.parents:
+                raise BuildError(f"--weights-out {str(weights)!r} overlaps the site's folder "
+                                 f"{str(out)!r}; the weights must not be published with the "
+                                 f"site: choose a folder beside it", key="--weights-out")
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            wtmp = Path(tempfile.mkdtemp(prefix=f".{weights.name}.building-", dir=weights.parent))
+            os.chmod(wtmp, 0o755)
+            uploads = []
+            for name, folder, url in result.uploads:
+                _copy_model(_Model(name, folder, None, None), wtmp / name, progress)
+                uploads.append((name, weights / name, url))
+            result.uploads = uploads
+            (wtmp / MARKER).write_text(_MARKER_TEXT, "utf-8")
         _swap_in(tmp, out)
+        if wtmp is not None:
+            _swap_in(wtmp, weights)
     except BaseException:
-        # Includes KeyboardInterrupt: the half-written folder goes, OUT stays as it was.
+        # Includes KeyboardInterrupt: the half-written folders go, OUT stays as it was.
         shutil.rmtree(tmp, ignore_errors=True)
+        if wtmp is not None:
+            shutil.rmtree(wtmp, ignore_errors=True)
         raise
     result.out = out
     return result
 
 
+def check_base_url(value: str, *, flag: str = "--base-url") -> str:
+    """A ``--base-url`` value as ``site.base_url`` holds it (http(s), ending with '/')."""
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise BuildError(f"expected an http:// or https:// URL such as "
+                         f"https://USER.github.io/REPO/, got {value!r}", key=flag)
+    return value if value.endswith("/") else value + "/"
+
+
 def build_site(spec: Spec, dest: Path, *, progress: ProgressFn | None = None,
                cache_dir: str | os.PathLike | None = None,
-               resolved: dict | None = None) -> BuildResult:
+               resolved: dict | None = None, service_worker: bool = False) -> BuildResult:
     """Write the site of a loaded ``spec`` into the empty folder ``dest`` (the pipeline proper).
 
     ``sitegen serve`` calls this directly with a fresh folder per build, passing the same
     ``resolved`` dict each time so an unchanged model is not looked up in the cache again.
+    ``service_worker``: add the service worker and web app manifest when ``site.offline``
+    (``build`` does; a preview never does, so it always shows the latest files).
     """
     dest.mkdir(parents=True, exist_ok=True)
     os.chmod(dest, 0o755)  # mkdtemp makes 0700; a site is meant to be read by a web server
@@ -124,6 +169,8 @@ def build_site(spec: Spec, dest: Path, *, progress: ProgressFn | None = None,
     favicon_url = None
     if spec.site.favicon is not None:
         favicon_url = assets.add_file(spec.site.favicon, "favicon", spec.site.favicon.suffix)
+    pwa = _offline_assets(spec, assets, favicon_url) \
+        if service_worker and spec.site.offline else None
 
     result = BuildResult(out=dest, pages=[], warnings=list(spec.warnings), spec=spec)
     for name, model in models.items():
@@ -148,6 +195,7 @@ def build_site(spec: Spec, dest: Path, *, progress: ProgressFn | None = None,
             "script": up + runtime_url + "runtime/ui/app.js",
             "canonical": spec.site.base_url + (app.path + "/" if app.path else "")
             if spec.site.base_url else None,
+            "pwa": _pwa_context(pwa, up, app.ui.accent),
         }
         _render(env, f"{app.ui.layout}.html", context, page_dir / "index.html")
         result.pages.append(display_path(app.path))
@@ -160,11 +208,91 @@ def build_site(spec: Spec, dest: Path, *, progress: ProgressFn | None = None,
             "up": "", "csp": _csp(None), "css": [css_url],
             "favicon": favicon_url, "canonical": spec.site.base_url,
             "redirect": spec.apps[0].path + "/" if len(spec.apps) == 1 else None,
+            "pwa": _pwa_context(pwa, "", spec.apps[0].ui.accent),
         }
         _render(env, "index.html", context, dest / "index.html")
         result.pages.insert(0, "/")
+    _host_files(spec, env, dest, models, css_url=css_url, favicon_url=favicon_url)
+    if pwa is not None:
+        exclude = set(_shard_paths(dest, models)) | set(hosts.HOST_FILES) | {offline.SW_FILE}
+        (dest / offline.SW_FILE).write_text(
+            offline.service_worker(offline.shell_files(dest, exclude=exclude)), "utf-8")
+    _check_host_limits(spec, dest, models)
     (dest / MARKER).write_text(_MARKER_TEXT, "utf-8")
     return result
+
+
+# --- hosts and offline (issue 15) -------------------------------------------------------------
+
+def _offline_assets(spec: Spec, assets: "_Assets", favicon_url: str | None) -> dict:
+    """The web app manifest (at the site root) and the registration script (an asset)."""
+    icons = []
+    fav = spec.site.favicon
+    if fav is not None and fav.suffix.lower() == ".svg":
+        icons.append({"src": favicon_url, "sizes": "any", "type": "image/svg+xml"})
+    elif fav is not None and fav.suffix.lower() == ".png":
+        size = offline.png_size(fav)
+        if size and size[0] == size[1]:
+            icons.append({"src": favicon_url, "sizes": f"{size[0]}x{size[1]}",
+                          "type": "image/png"})
+    accent = spec.apps[0].ui.accent
+    if not icons:  # installable needs a large icon: a generated one stands in for the favicon
+        url = assets.add_bytes(offline.default_icon(spec.site.title, accent), "icon", ".svg")
+        icons.append({"src": url, "sizes": "any", "type": "image/svg+xml"})
+    manifest = offline.web_manifest(name=spec.site.title, description=spec.site.description,
+                                    language=spec.site.language, theme_color=accent,
+                                    icons=icons)
+    (assets.dest / offline.MANIFEST_FILE).write_text(_dump_json(manifest), "utf-8")
+    register = assets.add_file(offline.REGISTER_SCRIPT, "offline", ".js")
+    return {"manifest": offline.MANIFEST_FILE, "register": register}
+
+
+def _pwa_context(pwa: dict | None, up: str, accent: str) -> dict | None:
+    if pwa is None:
+        return None
+    return {"manifest": up + pwa["manifest"], "register": up + pwa["register"],
+            "theme_color": accent}
+
+
+def _shard_paths(dest: Path, models: dict) -> list[str]:
+    """Site paths of the shard files in ``dest`` (the runtime caches them, not the shell)."""
+    paths = []
+    for name, model in models.items():
+        if model.folder is not None and not model.host_url:
+            manifest = read_manifest(dest / "models" / name)
+            paths += [f"models/{name}/{s['file']}" for s in manifest["shards"]]
+    return paths
+
+
+def _host_files(spec: Spec, env, dest: Path, models: dict, *, css_url: str,
+                favicon_url: str | None) -> None:
+    """``404.html`` (absolute URLs from the base path), ``.nojekyll``, ``_headers``."""
+    host = hosts.HOSTS[spec.site.host]
+    base = hosts.base_path(spec.site.base_url)
+    strings = resources.ui_strings(spec.apps[0].ui.language,
+                                   _templates_with_theme(spec.site.theme_dir))
+    context = {"site": spec.site, "strings": strings, "lang": spec.site.language, "up": base,
+               "csp": _csp(None), "css": [base + css_url],
+               "favicon": base + favicon_url if favicon_url else None, "canonical": None}
+    _render(env, "404.html", context, dest / "404.html")
+    if host.nojekyll:
+        (dest / ".nojekyll").write_text("", "utf-8")
+    if host.headers:
+        manifests = [f"models/{n}/manifest.json" for n, m in models.items() if m.folder]
+        (dest / "_headers").write_text(hosts.headers_file(
+            base, shards=_shard_paths(dest, models), manifests=manifests), "utf-8")
+
+
+def _check_host_limits(spec: Spec, dest: Path, models: dict) -> None:
+    host = hosts.HOSTS[spec.site.host]
+    files = [(p, n) for p, n in hosts.site_files(dest) if p != MARKER]
+    node = spec.site.node_of("host")
+    line, col = (node.start_mark.line + 1, node.start_mark.column + 1) if node is not None \
+        else (None, None)
+    local = [n for n, m in models.items() if m.folder is not None and not m.host_url]
+    hint = f" (models here: {', '.join(local)})" if local else ""
+    hosts.check_limits(host, files, file=str(spec.path) if spec.path else None, line=line,
+                       col=col, weights_hint=hint)
 
 
 # --- app.json ---------------------------------------------------------------------------------
@@ -473,18 +601,18 @@ def _up(path: str) -> str:
 
 # --- OUT --------------------------------------------------------------------------------------
 
-def _check_out(out: Path, spec: Spec) -> None:
+def _check_out(out: Path, spec: Spec, *, flag: str = "-o") -> None:
     """Refuse an OUT whose replacement would destroy anything but a previous build."""
     if out.exists() and not out.is_dir():
-        raise BuildError(f"output {str(out)!r} exists and is not a folder; choose another -o")
+        raise BuildError(f"output {str(out)!r} exists and is not a folder; choose another {flag}")
     spec_dir = spec.spec_dir
     if out == spec_dir or out in spec_dir.parents:
         raise BuildError(f"output {str(out)!r} contains the spec; choose a folder of its own "
-                         f"for -o (e.g. {str(spec_dir / 'site')!r})")
+                         f"for {flag} (e.g. {str(spec_dir / 'site')!r})")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise BuildError(f"output {str(out)!r} is not empty and was not written by sitegen "
                          f"build (no {MARKER} file); a build replaces OUT whole, so empty or "
-                         f"remove it, or choose another -o")
+                         f"remove it, or choose another {flag}")
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

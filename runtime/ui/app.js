@@ -109,6 +109,7 @@ class App {
       const ready = await this.client.load({
         manifestUrl: new URL(model.manifest, this.configUrl).href,
         shaderBase: new URL(this.config.runtime.shaders, this.configUrl).href,
+        shardBase: new URL(model.base_url, this.configUrl).href,
       }, (event) => this.onProgress(event));
       this.stats = ready.stats;
       this.ready = true;

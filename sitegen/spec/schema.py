@@ -182,15 +182,31 @@ class Site(Section):
     theme_dir = LocalPath("Folder of templates that override sitegen's `app_templates/` by file "
                           "name (like mkdocs' `custom_dir`), inside the spec's folder tree.",
                           kind="dir", default=None, example="theme")
+    host = Choice("The static host the site is for (issue 15, [Deploying](deploy.md)): the "
+                  "build writes its extra files (`404.html` always; `.nojekyll` for "
+                  "`github-pages`; a `_headers` file with COOP/COEP and cache lifetimes for "
+                  "`cloudflare-pages` and `netlify`) and refuses a site over its limits "
+                  "(`github-pages`: files up to 100 MiB, the site up to 1 GB; "
+                  "`cloudflare-pages`: files up to 25 MiB, at most 20,000 files). A project "
+                  "site under `/<repo>/` sets `base_url` so the 404 page finds its files.",
+                  ("generic", "github-pages", "cloudflare-pages", "netlify"),
+                  default="generic", example="github-pages")
+    offline = Bool("Add a service worker and a web app manifest: a returning visitor can use "
+                   "the app offline once the model is cached, the site can be installed as an "
+                   "app, and on hosts that cannot send headers the service worker adds "
+                   "COOP/COEP so the pages are cross-origin isolated (from the second page "
+                   "load on). `sitegen serve` never adds it.", default=True, example=False)
 
 
 class Host(Section):
     """Where a model's shard files are served from."""
 
-    base_url = Url("Base URL of a folder on another origin that serves the shard files "
-                   "(`manifest.json` stays on this site; the build prints which folder to "
-                   "upload). `null`: this site, under `models/<name>/`. The other origin must "
-                   "allow CORS and send `Cross-Origin-Resource-Policy: cross-origin`.",
+    base_url = Url("Base URL of a folder on another origin that serves the shard files, "
+                   "such as a Hugging Face repository's `resolve/main/` URL or a bucket "
+                   "(`manifest.json` stays on this site; `sitegen build` writes the shards to "
+                   "a folder of their own, `<OUT>-weights/<name>/`, and prints where to "
+                   "upload it). `null`: this site, under `models/<name>/`. The other origin "
+                   "must allow CORS and send `Cross-Origin-Resource-Policy: cross-origin`.",
                    default=None, trailing_slash=True, example="https://weights.example.org/smollm2/")
 
 

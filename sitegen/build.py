@@ -82,15 +82,20 @@ class _Model:
 def build(spec_path: str | os.PathLike, out: str | os.PathLike, *, strict: bool = False,
           progress: ProgressFn | None = None, cache_dir: str | os.PathLike | None = None,
           weights_out: str | os.PathLike | None = None, base_url: str | None = None,
-          ) -> BuildResult:
+          host: str | None = None) -> BuildResult:
     """Build the site of ``spec_path`` into ``out``, replacing a previous build there.
 
     Shards of models with ``host.base_url`` go to ``weights_out`` (default ``<OUT>-weights``),
-    one folder per model, ready to upload; ``base_url`` overrides ``site.base_url``.
+    one folder per model, ready to upload; ``base_url`` overrides ``site.base_url`` and
+    ``host`` ``site.host`` (``sitegen gh-deploy`` builds for ``github-pages``).
     """
     spec = load_spec(spec_path, strict=strict)
     if base_url is not None:
         spec.site.base_url = check_base_url(base_url)
+    if host is not None:
+        if host not in hosts.HOSTS:
+            raise BuildError(f"unknown host {host!r} (known: {', '.join(hosts.HOSTS)})")
+        spec.site.host = host
     out = Path(out).resolve()
     _check_out(out, spec)
     weights = Path(weights_out).resolve() if weights_out is not None else \
@@ -286,7 +291,7 @@ def _host_files(spec: Spec, env, dest: Path, models: dict, *, css_url: str,
 def _check_host_limits(spec: Spec, dest: Path, models: dict) -> None:
     host = hosts.HOSTS[spec.site.host]
     files = [(p, n) for p, n in hosts.site_files(dest) if p != MARKER]
-    node = spec.site.node_of("host")
+    node = spec.site._value_nodes.get("host")  # absent (or overridden by gh-deploy): no line
     line, col = (node.start_mark.line + 1, node.start_mark.column + 1) if node is not None \
         else (None, None)
     local = [n for n, m in models.items() if m.folder is not None and not m.host_url]

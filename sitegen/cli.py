@@ -23,15 +23,16 @@ from .spec import SpecErrors
 __all__ = ["main", "COMMANDS"]
 
 # One line adds a verb: its module is sitegen.commands.<name>.
-COMMANDS: tuple[str, ...] = ("new", "validate", "build", "serve", "convert")
+COMMANDS: tuple[str, ...] = ("new", "validate", "build", "serve", "convert", "gh-deploy")
 
 
 def _command(name: str):
     """The module of verb ``name``, or None for a verb whose module has not landed yet."""
+    module = f"sitegen.commands.{name.replace('-', '_')}"  # gh-deploy: commands/gh_deploy.py
     try:
-        return importlib.import_module(f"sitegen.commands.{name}")
+        return importlib.import_module(module)
     except ModuleNotFoundError as e:
-        if e.name == f"sitegen.commands.{name}":
+        if e.name == module:
             return None
         raise
 

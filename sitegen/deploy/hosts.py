@@ -97,6 +97,11 @@ def site_files(root: Path) -> list[tuple[str, int]]:
     return sorted(out)
 
 
+def _of(host: Host) -> str:
+    """'GitHub Pages'' (possessive)."""
+    return host.title + ("'" if host.title.endswith("s") else "'s")
+
+
 def _mib(n: int) -> str:
     return f"{n / MIB:.1f} MiB"
 
@@ -121,15 +126,15 @@ def check_limits(host: Host, files: list[tuple[str, int]], *, file: str | None =
                     fix = (f"; lower models.{parts[1]}.shard_size (e.g. 16MiB), or host the "
                            f"weights elsewhere: set models.{parts[1]}.host.base_url (a Hugging "
                            f"Face repository or a bucket, see docs/deploy.md)")
-                raise BuildError(f"{path} is {_mib(size)}, over {host.title}'s limit of "
+                raise BuildError(f"{path} is {_mib(size)}, over {_of(host)} limit of "
                                  f"{_mib(host.max_file)} per file ({host.limits_doc}){fix}",
                                  **where)
     if host.max_files is not None and len(files) > host.max_files:
-        raise BuildError(f"the site has {len(files)} files, over {host.title}'s limit of "
+        raise BuildError(f"the site has {len(files)} files, over {_of(host)} limit of "
                          f"{host.max_files:,} files ({host.limits_doc}); use a larger "
                          f"models.<name>.shard_size for fewer shards{advice}", **where)
     total = sum(size for _, size in files)
     if host.max_site is not None and total > host.max_site:
-        raise BuildError(f"the site is {total / GB:.2f} GB, over {host.title}'s limit of "
+        raise BuildError(f"the site is {total / GB:.2f} GB, over {_of(host)} limit of "
                          f"{host.max_site / GB:g} GB for a site ({host.limits_doc}){advice}",
                          **where)

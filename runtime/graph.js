@@ -30,6 +30,13 @@
 //   {op: "rope", q, k, v, qOut, layer, local}              q/k rotated (none for learned positions);
 //                                                           k, v appended to layer's KV cache
 //   {op: "attention", out, q, layer, scale, softcap, window}
+//   {op: "moe", out, x, router, gate, up, down, experts, topK, normTopK, inter, act, accumulate}
+//       a sparse mixture-of-experts MLP (Mixtral, Qwen3-MoE; model.py `_moe`), per token t:
+//       p = softmax(x[t]·routerᵀ) over `experts`; the topK largest p (lower index first among
+//       equals), divided by their sum when normTopK; out[t] (+)= Σ_j p_j · down[e_j]·(act(gate[e_j]·x[t])
+//       * up[e_j]·x[t]). gate/up are [experts, inter, hidden], down [experts, hidden, inter].
+// `rope` has `rotate: false` on a layer without RoPE (SmolLM3's NoPE layers, config.nope_layers):
+// then k, v are only appended to the cache and qOut is q.
 // `rows: "last"` (the head of a prefill) reads the last token and writes row 0;
 // `rows: "first"` reads and writes row 0.
 
@@ -46,9 +53,11 @@ import { SitegenRuntimeError } from "./errors.js";
  *       gateBias: string | null, act: "silu" | "gelu_tanh" | "gelu" | null, softcap: number | null,
  *       accumulate: boolean, rows: RowsMode }
  *   | { op: "linear_group", out: string, x: string, group: string, bias: string | null }
- *   | { op: "rope", q: string, k: string, v: string, qOut: string, layer: number, local: boolean }
+ *   | { op: "rope", q: string, k: string, v: string, qOut: string, layer: number, local: boolean, rotate: boolean }
  *   | { op: "attention", out: string, q: string, layer: number, scale: number, softcap: number | null,
- *       window: number | null }} GraphOp
+ *       window: number | null }
+ *   | { op: "moe", out: string, x: string, router: string, gate: string, up: string, down: string, experts: number,
+ *       topK: number, normTopK: boolean, inter: number, act: "silu" | "gelu_tanh" | "gelu", accumulate: boolean }} GraphOp
  * @typedef {{ width: number } | { parts: [string, number][] }} Activation
  *   width floats per token, or an activation made of named dense parts (q | k | v) of one allocation
  * @typedef {object} Graph
@@ -165,10 +174,10 @@ export function buildGraph(c, { has, members, fuse = {} }) {
       k = "kn";
     }
     // RoPE on q and k (the sliding layers' own base on Gemma 3), then k, v into the cache.
-    const rotary = c.position === "rope" && (c.rotary_dim ?? hd) > 0;
+    const rotary = c.position === "rope" && (c.rotary_dim ?? hd) > 0 && !(c.nope_layers ?? []).includes(i);
     if (rotary) activations.qr = { width: qDim };
     ops.push({ op: "rope", q, k, v: "v", qOut: rotary ? "qr" : q, layer: i,
-      local: c.layer_types?.[i] === "sliding" && Boolean(c.rope_local_theta) });
+      local: c.layer_types?.[i] === "sliding" && Boolean(c.rope_local_theta), rotate: rotary });
     const sliding = c.layer_types?.[i] === "sliding";
     ops.push({ op: "attention", out: "att", q: rotary ? "qr" : q, layer: i,          // softmax(q·Kᵀ·scale [+mask]) · V
       scale: c.attn_scale ?? 1 / Math.sqrt(hd), softcap: c.attn_softcap ?? null, window: sliding ? c.sliding_window : null });
@@ -182,6 +191,11 @@ export function buildGraph(c, { has, members, fuse = {} }) {
    */
   const mlp = (i, mx, out, accumulate) => {
     const p = `layers.${i}.mlp.`;
+    if (c.moe && c.moe.layers.includes(i)) {                                // Mixtral / Qwen3-MoE sparse layer
+      return [{ op: "moe", out, x: mx, router: need(`${p}router.weight`), gate: need(`${p}experts.gate.weight`),
+        up: need(`${p}experts.up.weight`), down: need(`${p}experts.down.weight`), experts: c.moe.num_experts,
+        topK: c.moe.top_k, normTopK: c.moe.norm_topk_prob, inter: c.moe.intermediate_size, act: c.activation, accumulate }];
+    }
     return [
       c.mlp_gated
         ? linear(`${p}up`, "mlp", mx, c.mlp_bias, { gate: `${p}gate`, act: c.activation })   // act(gate(x)) * up(x)

@@ -76,7 +76,7 @@ const MATVEC_MAX_TOKENS = 4;
 const ROWS_CODE = { all: 0, last: 1, first: 2 };
 const ACT_CODE = { none: 0, silu: 1, gelu_tanh: 2, gelu: 3 };
 const DTYPE_CODE = { f32: 0, f16: 1, q8: 2, q4: 3 };
-const SHADER_FILES = ["common", "embed", "norm", "matvec", "matmul", "rope", "attention", "sample"];
+const SHADER_FILES = ["common", "embed", "norm", "matvec", "matmul", "rope", "attention", "sample", "moe"];
 
 /**
  * @typedef {{ name: string, kind: "read" | "rw" | "weight", type?: string }} BindingSpec
@@ -140,6 +140,24 @@ export const FAMILIES = {
       ["scale", "f32"], ["softcap", "f32"]],
     bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "read", type: "array<f32>" },
       { name: "v_cache", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
+  },
+  // mixture-of-experts (issue 12, shaders/moe.wgsl): route, expert gate/up, weighted expert down
+  moe_route: {
+    file: "moe", entry: "route_main",
+    params: [["experts", "u32"], ["top_k", "u32"]],
+    bindings: [{ name: "logits", kind: "read", type: "array<f32>" }, { name: "sel", kind: "rw", type: "array<u32>" }],
+  },
+  moe_up: {
+    file: "moe", entry: "up_main",
+    params: [["e0", "u32"], ["ne", "u32"], ["inter", "u32"], ["top_k", "u32"]],
+    bindings: [{ name: "x", kind: "read", type: "array<f32>" }, { name: "sel", kind: "read", type: "array<u32>" },
+      { name: "gate", kind: "weight" }, { name: "up", kind: "weight" }, { name: "hid", kind: "rw", type: "array<f32>" }],
+  },
+  moe_down: {
+    file: "moe", entry: "down_main",
+    params: [["e0", "u32"], ["ne", "u32"], ["hidden", "u32"], ["top_k", "u32"], ["accumulate", "u32"]],
+    bindings: [{ name: "hid", kind: "read", type: "array<f32>" }, { name: "sel", kind: "read", type: "array<u32>" },
+      { name: "down", kind: "weight" }, { name: "out", kind: "rw", type: "array<f32>" }],
   },
   topk: {
     file: "sample", entry: "topk_main",
@@ -541,6 +559,59 @@ export class Kernels {
     const k = this.#pipeline("topk", key, { ROWS: ROWS_CODE[rows] });
     const bg = this.#bindGroup("topk", k, { n: o.n, row_stride: o.rowStride ?? o.n, k: o.k }, { logits: o.logits, out: o.out });
     return new KernelOp(this, key, () => ({ pipeline: k.pipeline, bindGroup: bg, grid: [1, 1, 1] }));
+  }
+
+  // ---------------------------------------------------------------- mixture-of-experts (issue 12)
+
+  /**
+   * The router's choice, on the GPU: per token, softmax over `logits` [tokens, experts], the `topK`
+   * largest (lower index first among equal logits), their probabilities (renormalised to sum 1 when
+   * `norm`). `sel` [tokens, 2 * topK] u32: the expert ids, then the weights' f32 bits.
+   * @param {{ sel: BufferRef, logits: BufferRef, experts: number, topK: number, norm: boolean }} o
+   */
+  moeRoute(o) {
+    if (!(o.experts >= 1 && o.experts <= 256 && o.topK >= 1 && o.topK <= o.experts)) {
+      throw new SitegenRuntimeError(`moe: ${o.experts} experts, top ${o.topK}: need 1 <= top_k <= experts <= 256.`);
+    }
+    const key = `moe_route${o.norm ? ":norm" : ""}`;
+    const k = this.#pipeline("moe_route", key, { NORM_TOPK: o.norm });
+    const bg = this.#bindGroup("moe_route", k, { experts: o.experts, top_k: o.topK }, { logits: o.logits, sel: o.sel });
+    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [Math.ceil(tokens / WG), 1, 1] }));
+  }
+
+  /**
+   * The chosen experts' gate and up products: hid[t, j, r] = act(gate[e] · x[t]) * (up[e] · x[t]) for
+   * e = sel[t].ids[j], r < inter. `gate`/`up`: the experts [expertStart, expertStart + experts) of an
+   * [E, inter, hidden] tensor, viewed as [experts * inter, hidden] (rows = experts * inter).
+   * @param {{ hid: BufferRef, x: BufferRef, sel: BufferRef, gate: WeightPart, up: WeightPart, expertStart: number,
+   *   experts: number, inter: number, topK: number, act: Activation }} o
+   */
+  moeUp(o) {
+    if (o.gate.dtype !== o.up.dtype || o.gate.cols % 32 !== 0) {
+      throw new SitegenRuntimeError(`moe: gate/up experts must share a dtype and have a multiple of 32 columns (got ${o.gate.dtype}/${o.up.dtype}, ${o.gate.cols}).`);
+    }
+    const key = `moe_up:${o.gate.dtype}:${o.act}`;
+    const k = this.#pipeline("moe_up", key, { ...dtypeDefines("w", o.gate.dtype), ACT: ACT_CODE[o.act] });
+    const bg = this.#bindGroup("moe_up", k, { e0: o.expertStart, ne: o.experts, inter: o.inter, top_k: o.topK,
+      ...weightParams("gate", o.gate), ...weightParams("up", o.up) }, { x: o.x, sel: o.sel, gate: o.gate, up: o.up, hid: o.hid });
+    const blocks = this.#grid(Math.ceil(o.inter / (WG / 32)));
+    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...blocks, tokens * o.topK] }));
+  }
+
+  /**
+   * The chosen experts' down products, weighted and summed: out[t, r] (+)= Σ_j w[t, j] * (down[e_j] · hid[t, j])
+   * over the slots whose expert is in [expertStart, expertStart + experts) (`down`: [experts * hidden, inter]).
+   * @param {{ out: BufferRef, hid: BufferRef, sel: BufferRef, down: WeightPart, expertStart: number, experts: number,
+   *   hidden: number, topK: number, accumulate: boolean }} o
+   */
+  moeDown(o) {
+    if (o.down.cols % 32 !== 0) throw new SitegenRuntimeError(`moe: down experts need a multiple of 32 columns, got ${o.down.cols}.`);
+    const key = `moe_down:${o.down.dtype}`;
+    const k = this.#pipeline("moe_down", key, dtypeDefines("w", o.down.dtype));
+    const bg = this.#bindGroup("moe_down", k, { e0: o.expertStart, ne: o.experts, hidden: o.hidden, top_k: o.topK,
+      accumulate: o.accumulate ? 1 : 0, ...weightParams("down", o.down) }, { hid: o.hid, sel: o.sel, down: o.down, out: o.out });
+    const blocks = this.#grid(Math.ceil(o.hidden / (WG / 32)));
+    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...blocks, tokens] }));
   }
 
   /** Free the kernels' own buffers (not the caller's). */

@@ -7,6 +7,7 @@
 // GPU too, so a decode step reads back 8 bytes (greedy) or 8·k bytes.
 
 import { InvalidRequestError, SitegenRuntimeError } from "../../errors.js";
+import { lowerMoe } from "./moe.js";
 
 /**
  * @typedef {import("./kernels.js").Kernels} Kernels
@@ -158,6 +159,8 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       outOffset: p.rowStart, outStride: o.outStride ?? N, rows: o.rows ?? "all", segments: o.segments }));
   };
 
+  /** @type {Map<string, GPUBuffer>} */
+  const moeScratch = new Map();
   /** @param {GraphOp} op @returns {KernelOp[]} */
   const lowerOp = (op) => {
     switch (op.op) {
@@ -184,13 +187,16 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
           segments: segmentsOf.get(op.out), outStride: a.parts[0][1] });
       }
       case "rope": {
-        const table = ropeTable(op.local);
+        const table = op.rotate === false ? null : ropeTable(op.local);  // NoPE layer: cache append only
         return [k.rope({ q: act(op.q), k: act(op.k), v: act(op.v), qOut: table ? act(op.qOut) : null,
           kCache: kCache[op.layer], vCache: vCache[op.layer], heads, kvHeads, headDim: hd, table })];
       }
       case "attention":
         return [k.attention({ out: act(op.out), q: act(op.q), kCache: kCache[op.layer], vCache: vCache[op.layer],
           heads, kvHeads, headDim: hd, scale: op.scale, softcap: op.softcap, window: op.window })];
+      case "moe":  // issue 12: router, top-k and experts on the GPU (moe.js)
+        return lowerMoe(op, { kernels: k, hidden: c.hidden_size, chunk: C, out: act(op.out), x: act(op.x), parts, buffer,
+          linear: (o) => linear(o), scratch: moeScratch });
       default:
         throw new SitegenRuntimeError(`graph: unknown op '${/** @type {any} */ (op).op}'.`);
     }

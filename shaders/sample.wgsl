@@ -8,7 +8,8 @@ var<workgroup> best_i: array<u32, WG>;
 // equal values), in one workgroup. Pass i finds the largest entry ordered
 // after pass i-1's choice, so the row is read k times — from cache: it is
 // one row of at most a few hundred kB — and nothing but 8k bytes goes back
-// to the host. out[i] = index, out[k + i] = bits of its logit, i < k. With
+// to the host. out[i] = index, out[k + i] = bits of its logit, i < k (index
+// 0xffffffff when fewer than k ids are allowed by the MASKED variant). With
 // k = 1 this is greedy: out[0] = argmax (lowest index among equal maxima,
 // like numpy.argmax), out[1] = the max logit's bits.
 // Grid: 1.
@@ -27,6 +28,8 @@ fn topk_main(@builtin(local_invocation_index) lid: u32) {
     var bv = -3.4e38;
     var bi = 0xffffffffu;
     for (var i = lid; i < P.n; i += WG) {
+      // MASKED (constrained output, issue 17): ids whose bit in `allowed` is 0 are never chosen.
+      if (MASKED && (allowed[i >> 5u] & (1u << (i & 31u))) == 0u) { continue; }
       let v = logits[base + i];
       if ((first || after(v, i, pv, pi)) && (v > bv || bi == 0xffffffffu)) { bv = v; bi = i; }
     }

@@ -13,6 +13,7 @@
 //   await model.forward(ids, start, { allPositions });           // logits rows
 //   await model.sampleGreedy(ids, start);                        // the argmax, chosen by the backend
 //   await model.sampleTopK(ids, start, k);                       // k candidates for the CPU samplers
+//   await model.sampleGreedy(ids, start, { allowed });           // constrained output: only the bitmask's ids
 //   backend.lost.then(...);  model.destroy();  backend.destroy();
 //
 // `graph` is the backend-neutral op list of runtime/graph.js; the backend
@@ -28,13 +29,21 @@
  * @typedef {object} CompiledModel  a model compiled for one context length; it owns its KV cache
  * @property {(ids: Int32Array, start: number, opt?: { allPositions?: boolean }) => Promise<Float32Array>} forward
  *   run ids at positions start..; the last position's logits [vocab], or every position's [n, vocab]
- * @property {(ids: Int32Array, start: number) => Promise<number>} sampleGreedy
+ * @property {(ids: Int32Array, start: number, opt?: SampleOptions) => Promise<number>} sampleGreedy
  *   run like forward; the argmax of the last row among the first `sampleVocab` ids (lowest id on ties)
- * @property {(ids: Int32Array, start: number, k: number) => Promise<{ ids: Int32Array, logits: Float32Array }>} sampleTopK
- *   run like forward; the k largest logits of the last row (among the first `sampleVocab` ids), descending
+ *   and, with `opt.allowed`, among the ids the mask allows
+ * @property {(ids: Int32Array, start: number, k: number, opt?: SampleOptions) => Promise<{ ids: Int32Array, logits: Float32Array }>} sampleTopK
+ *   run like forward; the k largest logits of the last row (among the first `sampleVocab` ids, and the
+ *   mask's), descending; when the mask allows fewer than k ids the rest are id -1 with logit -Infinity
  * @property {number} maxTopK  the largest k sampleTopK takes
  * @property {number} kvCacheBytes
  * @property {() => void} destroy
+ * @typedef {object} SampleOptions
+ * @property {Uint32Array} [allowed]  constrained output (issue 17, runtime/grammar/): a bitmask over the
+ *   vocabulary, ceil(sampleVocab / 32) words (more are ignored), id i allowed when bit (i & 31) of word
+ *   (i >>> 5) is set. A backend applies it where the logits are (WebGPU: uploaded with the step, and
+ *   the top-k kernel skips masked ids; a CPU backend: skip them in its argmax / top-k loop) and reads
+ *   back only the chosen id or candidates, never the row. The mask always allows at least one id.
  * @typedef {object} CompileOptions
  * @property {Graph} graph
  * @property {number} contextLength  KV-cache positions

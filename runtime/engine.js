@@ -30,6 +30,7 @@ import { readManifest } from "./manifest.js";
 import { resolveSource, loadTokenizer } from "./source.js";
 import { generationDefaults, usageOf, completionChunks } from "./openai.js";
 import { IncrementalDecoder } from "./tokenizer/streaming.js";
+import { GrammarMatcher, TokenIndex, responseFormatGrammar } from "./grammar/index.js";
 
 /**
  * @typedef {import("./backend.js").Backend} Backend
@@ -185,6 +186,9 @@ function eosIds(manifest, tokenizer) {
  * @property {string[]} [stop]
  * @property {boolean} [ignoreEos]
  * @property {boolean} [decode]  false: skip detokenisation (ids only; stop strings need it)
+ * @property {import("./grammar/schema.js").Node | null} [grammar]  constrained output (issue 17): every
+ *   token is chosen among those the grammar allows (runtime/grammar/); EOS only once the JSON is complete,
+ *   and generation stops ("stop") as soon as nothing can follow
  * @property {AbortSignal} [signal]
  * @typedef {{ tokenId: number, text: string }} GenerateStep
  * @typedef {{ finishReason: "stop"|"length", promptTokens: number, cachedTokens: number, completionTokens: number,
@@ -227,6 +231,10 @@ export class Engine {
     this._eos = eosIds(manifest, tokenizer?.error ? null : tokenizer);
     /** Rows of the output head that sampling may pick: those the tokenizer can decode. */
     this._pickable = pickableVocab(manifest, tokenizer);
+    /** @type {TokenIndex | null} */
+    this._index = null;
+    /** Compiled response formats by their JSON. @type {Map<string, import("./grammar/schema.js").Node | null>} */
+    this._grammars = new Map();
     this.chat = { completions: { create: (/** @type {any} */ req, /** @type {any} */ opts) => this._createCompletion(req, opts) } };
   }
 
@@ -317,8 +325,9 @@ export class Engine {
     return /** @type {Promise<{ ids: Int32Array, logits: Float32Array }>} */ (this._run(ids, "topk", k));
   }
 
-  /** @param {number[]} ids @param {"all" | "last" | "greedy" | "topk"} mode @param {number} [k] */
-  async _run(ids, mode, k = 0) {
+  /** @param {number[]} ids @param {"all" | "last" | "greedy" | "topk"} mode @param {number} [k]
+   * @param {Uint32Array | null} [allowed] the ids sampling may pick (greedy / topk), a bitmask */
+  async _run(ids, mode, k = 0, allowed = null) {
     const start = this._cached.length;
     // Marked stale first: if the pass fails, the cache no longer matches `_cached`.
     const saved = this._cached;
@@ -326,8 +335,9 @@ export class Engine {
     let logits;
     try {
       const tokens = Int32Array.from(ids);
-      logits = mode === "greedy" ? await this.model.sampleGreedy(tokens, start)
-        : mode === "topk" ? await this.model.sampleTopK(tokens, start, k)
+      const opt = allowed ? { allowed } : undefined;
+      logits = mode === "greedy" ? await this.model.sampleGreedy(tokens, start, opt)
+        : mode === "topk" ? await this.model.sampleTopK(tokens, start, k, opt)
           : await this.model.forward(tokens, start, { allPositions: mode === "all" });
     } catch (e) {
       throw await this._lossOr(e);
@@ -424,18 +434,29 @@ export class Engine {
     const fetchK = Math.min(params.topK + 8, this.model.maxTopK ?? 0);
     const topKOnDevice = !greedyOnDevice && noPenalty && params.topK > 0 && params.topK < fetchK;
     const pickable = this._pickable;
+    // Constrained output: the grammar's mask of allowed ids for each step goes to the backend with
+    // the step (applied where the logits are); on the whole-row path it is applied here.
+    const matcher = req.grammar ? new GrammarMatcher(req.grammar, this._tokenIndex()) : null;
     /** @param {number[]} ids @returns {Promise<number>} */
     const next = async (ids) => {
-      if (greedyOnDevice) return this._feedGreedy(ids);
+      const allowed = matcher ? matcher.mask() : null;
+      if (allowed && !allowed.some((w) => w !== 0)) {
+        throw new InvalidRequestError("response_format: the model's vocabulary cannot continue the JSON here.", { param: "response_format" });
+      }
+      if (greedyOnDevice) return /** @type {Promise<number>} */ (this._run(ids, "greedy", 0, allowed));
       if (topKOnDevice) {
-        const cand = await this._feedTopK(ids, fetchK);
+        const cand = /** @type {{ ids: Int32Array, logits: Float32Array }} */ (await this._run(ids, "topk", fetchK, allowed));
         // Ties at the k-th score running past what came back: those candidates are incomplete,
-        // so this step draws from the whole row (recomputing the step; rare).
-        if (cand.logits[fetchK - 1] < cand.logits[params.topK - 1]) return cand.ids[sampleToken(cand.logits, params, rng, seen)];
+        // so this step draws from the whole row (recomputing the step; rare). A mask that allows
+        // fewer than k ids leaves -Infinity past them: the candidates are then complete.
+        if (cand.logits[fetchK - 1] < cand.logits[params.topK - 1] || cand.logits[params.topK - 1] === -Infinity) {
+          return cand.ids[sampleToken(cand.logits, params, rng, seen)];
+        }
         this._cached = this._cached.slice(0, this._cached.length - ids.length);
       }
       const logits = await this._feed(ids);
       if (pickable < logits.length) logits.fill(-Infinity, pickable);
+      if (allowed) for (let i = 0; i < pickable; i++) if (!(allowed[i >>> 5] & (1 << (i & 31)))) logits[i] = -Infinity;
       return sampleToken(logits, params, rng, seen);
     };
     const seen = promptIds.slice();
@@ -455,6 +476,7 @@ export class Engine {
       if (!req.ignoreEos && this._eos.has(id)) { finishReason = "stop"; break; }
       generated.push(id);
       seen.push(id);
+      matcher?.accept(id);
       let text = "";
       if (decoder) {
         const r = stopper.push(decoder.push(id));
@@ -465,6 +487,7 @@ export class Engine {
       yield { tokenId: id, text };
       pausedMs += now() - yieldedAt;
       if (stoppedByString) { finishReason = "stop"; break; }
+      if (matcher?.done) { finishReason = "stop"; break; }
       if (generated.length >= maxNew) break;
       id = await next([id]);
     }
@@ -493,6 +516,30 @@ export class Engine {
     };
   }
 
+  /** The vocabulary indexed for token masks (built on the first constrained request). */
+  _tokenIndex() {
+    if (!this._index) {
+      this._index = TokenIndex.fromTokenizer(this._requireTokenizer(), { rows: this._pickable, eos: this._eos });
+    }
+    return this._index;
+  }
+
+  /**
+   * The grammar of a request's `response_format` (compiled once per distinct format).
+   * @param {unknown} rf
+   */
+  _grammarOf(rf) {
+    if (rf == null) return null;
+    const key = JSON.stringify(rf);
+    let g = this._grammars.get(key);
+    if (g === undefined) {
+      g = responseFormatGrammar(rf);
+      this._grammars.set(key, g);
+      if (this._grammars.size > 32) this._grammars.delete(/** @type {string} */ (this._grammars.keys().next().value));
+    }
+    return g;
+  }
+
   _tokenizerOrNull() {
     const t = this._tokenizer;
     return t && !t.error ? t : null;
@@ -503,7 +550,7 @@ export class Engine {
    * `chat.completion.chunk`s (the last one has `usage` with timings);
    * otherwise a promise of one `chat.completion`.
    * @param {any} request  {messages, stream, max_tokens, temperature, top_p, top_k, min_p,
-   *   repetition_penalty, seed, stop, signal}
+   *   repetition_penalty, seed, stop, response_format, signal}
    * @param {{ signal?: AbortSignal }} [options]
    */
   _createCompletion(request, options = {}) {
@@ -512,7 +559,12 @@ export class Engine {
     const promptIds = this._promptIds(request);
     const stop = request.stop == null ? [] : Array.isArray(request.stop) ? request.stop : [request.stop];
     const maxNewTokens = request.max_tokens ?? request.max_completion_tokens ?? request.max_new_tokens;
-    const gen = this.generate({ promptIds, maxNewTokens, sampling: request, seed: request.seed, stop, signal });
+    // response_format (issue 17): {type: "json_object"} or {type: "json_schema", json_schema: {schema}}.
+    const grammar = this._grammarOf(request.response_format);
+    if (grammar && stop.length) {
+      throw new InvalidRequestError("stop: not allowed with a JSON response_format (a stop string could cut the JSON).", { param: "stop" });
+    }
+    const gen = this.generate({ promptIds, maxNewTokens, sampling: request, seed: request.seed, stop, signal, grammar });
     const id = `chatcmpl-${Math.random().toString(36).slice(2, 12)}`;
     const created = Math.floor(Date.now() / 1000);
     const model = this.manifest.name ?? "model";

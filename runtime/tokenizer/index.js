@@ -31,6 +31,7 @@ export { createStreamingDecoder } from "./streaming.js";
  *   decode: (ids: ArrayLike<number>, options?: DecodeOptions) => string,
  *   decoder: (options?: DecodeOptions) => import("./streaming.js").StreamingDecoder,
  *   idToToken: (id: number) => string | undefined,
+ *   tokenBytes: (id: number) => Uint8Array | null,
  *   tokenToId: (token: string) => number | undefined,
  *   isSpecial: (id: number) => boolean,
  *   vocabSize: number, bosId: number | null, eosId: number | null, padId: number | null,
@@ -182,6 +183,9 @@ export function createTokenizer(data) {
     },
 
     idToToken: tokenOf,
+    // The bytes a token adds to the text after the first token (null for special tokens); the
+    // token masks of constrained output (runtime/grammar/) are computed over these.
+    tokenBytes: (id) => bytesOf(id, false, true),
     tokenToId(token) {
       for (const t of data.added_tokens) if (t.content === token) return t.id;
       return bpe.ids.get(token);

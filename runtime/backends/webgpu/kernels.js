@@ -162,7 +162,8 @@ export const FAMILIES = {
   topk: {
     file: "sample", entry: "topk_main",
     params: [["n", "u32"], ["row_stride", "u32"], ["k", "u32"]],
-    bindings: [{ name: "logits", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<u32>" }],
+    bindings: [{ name: "logits", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<u32>" },
+      { name: "allowed", kind: "read", type: "array<u32>" }],
   },
 };
 
@@ -548,16 +549,22 @@ export class Kernels {
   /**
    * Top-k candidates on the GPU: out[i] = index of the i-th largest logit of one row (descending;
    * lower index first among equal values), out[k + i] = its f32 bits, for i < k (k <= 256).
-   * @param {{ out: BufferRef, logits: BufferRef, n: number, k: number, rowStride?: number, rows?: "first" | "last" }} o
+   * `allowed` (constrained output, issue 17): a bitmask of ceil(n/32) u32 words, bit i of word i >> 5
+   * set when id i may be chosen; ids without their bit are skipped, and out[i] = 0xffffffff past
+   * the last allowed id.
+   * @param {{ out: BufferRef, logits: BufferRef, n: number, k: number, rowStride?: number, rows?: "first" | "last",
+   *   allowed?: BufferRef | null }} o
    */
   topk(o) {
     if (!(Number.isInteger(o.k) && o.k >= 1 && o.k <= Math.min(256, o.n))) {
       throw new SitegenRuntimeError(`topk: k must be an integer in [1, min(256, n)], got ${o.k}.`);
     }
     const rows = o.rows ?? "first";
-    const key = `topk:rows=${rows}`;
-    const k = this.#pipeline("topk", key, { ROWS: ROWS_CODE[rows] });
-    const bg = this.#bindGroup("topk", k, { n: o.n, row_stride: o.rowStride ?? o.n, k: o.k }, { logits: o.logits, out: o.out });
+    const masked = Boolean(o.allowed);
+    const key = `topk:rows=${rows}${masked ? ":masked" : ""}`;
+    const k = this.#pipeline("topk", key, { ROWS: ROWS_CODE[rows], MASKED: masked });
+    const bg = this.#bindGroup("topk", k, { n: o.n, row_stride: o.rowStride ?? o.n, k: o.k },
+      { logits: o.logits, out: o.out, allowed: o.allowed ?? null });
     return new KernelOp(this, key, () => ({ pipeline: k.pipeline, bindGroup: bg, grid: [1, 1, 1] }));
   }
 

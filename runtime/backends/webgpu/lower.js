@@ -217,6 +217,17 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
     if (!op) { op = k.topk({ out: chosen, logits: logitsLast, n: pickable, k: n, rows: "first" }); topkOps.set(n, op); }
     return op;
   };
+  // Constrained output (issue 17): the allowed-ids bitmask (one bit per id), uploaded with the step;
+  // the masked top-k variant (greedy: k = 1) skips the ids without their bit.
+  const maskWords = Math.ceil(pickable / 32);
+  const allowedIds = buffer("allowed ids", 4 * maskWords);
+  /** @type {Map<number, KernelOp>} */
+  const maskedOps = new Map();
+  const maskedOp = (/** @type {number} */ n) => {
+    let op = maskedOps.get(n);
+    if (!op) { op = k.topk({ out: chosen, logits: logitsLast, n: pickable, k: n, rows: "first", allowed: allowedIds }); maskedOps.set(n, op); }
+    return op;
+  };
   /** @type {{ ops: KernelOp[], logits: GPUBuffer, staging: GPUBuffer } | null} */
   let headAll = null;
   const allHead = () => {
@@ -230,7 +241,7 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
 
   /**
    * @param {Int32Array} tokenIds @param {number} start
-   * @param {{ kind: "all" | "last" | "greedy" | "topk", k?: number }} mode
+   * @param {{ kind: "all" | "last" | "greedy" | "topk", k?: number, allowed?: Uint32Array }} mode
    * @returns {Promise<Float32Array | number | { ids: Int32Array, logits: Float32Array }>}
    */
   async function run(tokenIds, start, mode) {
@@ -250,6 +261,13 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       throw new InvalidRequestError(`top-k on the device: k must be in [1, ${Math.min(MAX_TOP_K, pickable)}], got ${topK}.`, { param: "top_k" });
     }
     const out = all ? new Float32Array(n * vocab) : mode.kind === "last" ? new Float32Array(vocab) : null;
+    const allowed = mode.allowed ?? null;
+    if (allowed) {
+      if (!(allowed instanceof Uint32Array) || allowed.length < maskWords) {
+        throw new InvalidRequestError(`allowed: expected a Uint32Array of at least ${maskWords} words (one bit per id).`, { param: "allowed" });
+      }
+      device.queue.writeBuffer(allowedIds, 0, /** @type {Uint32Array<ArrayBuffer>} */ (allowed), 0, maskWords);
+    }
     for (let off = 0; off < n; off += C) {
       const m = Math.min(C, n - off);
       const last = off + m === n;
@@ -260,8 +278,8 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       for (const op of body) op.record(pass);
       const head = all ? allHead().ops : last ? headLast : [];
       for (const op of head) op.record(pass);
-      if (last && mode.kind === "greedy") argmaxOp.record(pass);
-      if (last && mode.kind === "topk") topkOp(topK).record(pass);
+      if (last && mode.kind === "greedy") (allowed ? maskedOp(1) : argmaxOp).record(pass);
+      if (last && mode.kind === "topk") (allowed ? maskedOp(topK) : topkOp(topK)).record(pass);
       pass.end();
       if (all) enc.copyBufferToBuffer(allHead().logits, 0, allHead().staging, 0, m * vocab * 4);
       else if (last && mode.kind === "greedy") enc.copyBufferToBuffer(chosen, 0, stagingChosen, 0, 16);
@@ -281,7 +299,10 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       const words = new Uint32Array(stagingChosen.getMappedRange(0, bytes).slice(0));
       stagingChosen.unmap();
       if (mode.kind === "greedy") return words[0];
-      return { ids: Int32Array.from(words.subarray(0, topK)), logits: new Float32Array(words.buffer, 4 * topK, topK).slice() };
+      const cand = { ids: Int32Array.from(words.subarray(0, topK)), logits: new Float32Array(words.buffer, 4 * topK, topK).slice() };
+      // Past the last allowed id (a mask with fewer than k ids): id -1, logit -Infinity.
+      for (let i = 0; i < topK; i++) if (cand.ids[i] < 0) cand.logits[i] = -Infinity;
+      return cand;
     }
     if (!all) {
       await stagingLast.mapAsync(1 /* GPUMapMode.READ */);
@@ -301,17 +322,20 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       /** @type {Float32Array} */ (await run(tokenIds, start, { kind: allPositions ? "all" : "last" })),
     /**
      * Run like `forward`; return the greedy choice after the last position (the lowest id among
-     * equal maxima, like numpy.argmax), chosen on the GPU among the first `sampleVocab` rows.
-     * @param {Int32Array} tokenIds @param {number} start
+     * equal maxima, like numpy.argmax), chosen on the GPU among the first `sampleVocab` rows
+     * (and, with `allowed`, among the ids whose bit is set).
+     * @param {Int32Array} tokenIds @param {number} start @param {{ allowed?: Uint32Array }} [opt]
      */
-    forwardGreedy: async (tokenIds, start) => /** @type {number} */ (await run(tokenIds, start, { kind: "greedy" })),
+    forwardGreedy: async (tokenIds, start, opt = {}) =>
+      /** @type {number} */ (await run(tokenIds, start, { kind: "greedy", allowed: opt.allowed })),
     /**
      * Run like `forward`; return the k largest logits after the last position and their ids,
      * descending, chosen on the GPU among the first `sampleVocab` rows.
-     * @param {Int32Array} tokenIds @param {number} start @param {number} topK
+     * With `allowed`, only ids whose bit is set are candidates (fewer than k: the rest are id -1, logit -Infinity).
+     * @param {Int32Array} tokenIds @param {number} start @param {number} topK @param {{ allowed?: Uint32Array }} [opt]
      */
-    forwardTopK: async (tokenIds, start, topK) =>
-      /** @type {{ ids: Int32Array, logits: Float32Array }} */ (await run(tokenIds, start, { kind: "topk", k: topK })),
+    forwardTopK: async (tokenIds, start, topK, opt = {}) =>
+      /** @type {{ ids: Int32Array, logits: Float32Array }} */ (await run(tokenIds, start, { kind: "topk", k: topK, allowed: opt.allowed })),
     /** Bytes of the KV cache. */
     kvCacheBytes: 2 * c.num_layers * kvBytes,
     /** Kernel ops recorded per decode step (dispatches, one per weight part). */

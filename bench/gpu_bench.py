@@ -6,10 +6,11 @@ runs ``node runtime/cli.mjs bench`` and prints one JSON line per model with the
 fraction of the read-bandwidth roofline:
 
     bytes read per decoded token = weight bytes (every matrix is read once per
-    token) + KV cache bytes read at the mean context length;
+    token; of a mixture-of-experts model only the chosen experts: the manifest's
+    requirements.weights_bytes_per_token) + KV cache bytes read at the mean context length;
     roofline fraction = bytes per token * decode tokens/s / ROOFLINE.
 
-Usage: python bench/gpu_bench.py OUTDIR [--shapes smollm2-135m,llama-3.2-1b]
+Usage: python bench/gpu_bench.py OUTDIR [--shapes smollm2-135m,llama-3.2-1b,qwen3-30b-a3b-4l,mixtral-8x7b-2l]
        [--quant q4] [--prompt-tokens 512] [--decode-tokens 128]
 """
 
@@ -37,12 +38,23 @@ SHAPES = {
                          max_position_embeddings=4096, rope_theta=500000.0, rms_norm_eps=1e-5,
                          rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+    # Mixture-of-experts (issue 12): real layer shapes, fewer layers so that a random model fits.
+    # Qwen3-30B-A3B: 128 experts of 768, top-8, 48 layers (here 4); Mixtral-8x7B: 8 of 14336, top-2, 32 (here 2).
+    "qwen3-30b-a3b-4l": dict(cls="Qwen3MoeConfig", vocab_size=151936, hidden_size=2048, intermediate_size=6144,
+                             moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8, norm_topk_prob=True,
+                             num_hidden_layers=4, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                             tie_word_embeddings=False, max_position_embeddings=4096, rope_theta=1000000.0,
+                             rms_norm_eps=1e-6),
+    "mixtral-8x7b-2l": dict(cls="MixtralConfig", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                            num_local_experts=8, num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=32,
+                            num_key_value_heads=8, tie_word_embeddings=False, max_position_embeddings=4096,
+                            rope_theta=1000000.0, rms_norm_eps=1e-5),
 }
 
 
 def make_model(shape: str, out: Path) -> Path:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_models import make_tokenizer  # a small byte-level BPE: the bench feeds token ids directly
@@ -51,8 +63,10 @@ def make_model(shape: str, out: Path) -> Path:
         return out
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs = dict(SHAPES[shape])
+    config = getattr(transformers, kwargs.pop("cls", "LlamaConfig"))(**kwargs)
     with torch.device(dev):
-        model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape])).to(torch.float16)
+        model = transformers.AutoModelForCausalLM.from_config(config).to(torch.float16)
     model.save_pretrained(out, safe_serialization=True)
     make_tokenizer(out)
     return out
@@ -83,17 +97,20 @@ def main() -> int:
         man = json.loads((conv / "manifest.json").read_text())
         cfg = man["config"]
         weight_bytes = man["requirements"]["weights_bytes"]  # physical tensors: a group's members share its bytes
+        # A mixture-of-experts model reads only its top-k experts per token (issue 12); the manifest says how much.
+        active_bytes = man["requirements"].get("weights_bytes_per_token", weight_bytes)
         if cfg.get("tie_word_embeddings"):
             pass  # the tied table is read once per token by the head and one row by the lookup: count it once
         kv_per_token = 2 * cfg["num_layers"] * cfg["num_kv_heads"] * cfg["head_dim"] * 4
         mean_ctx = args.prompt_tokens + args.decode_tokens / 2
-        bytes_per_token = weight_bytes + kv_per_token * mean_ctx
+        bytes_per_token = active_bytes + kv_per_token * mean_ctx
         res = subprocess.run(["node", str(ROOT / "runtime/cli.mjs"), "bench", "--model", str(conv),
                               "--prompt-tokens", str(args.prompt_tokens),
                               "--decode-tokens", str(args.decode_tokens), "--json"],
                              check=True, capture_output=True, text=True)
         r = json.loads(res.stdout.strip().splitlines()[-1])
         r.update(shape=shape, quant=args.quant, groups=not args.no_groups, weight_bytes=weight_bytes,
+                 active_weight_bytes=active_bytes,
                  bytes_per_token=int(bytes_per_token),
                  decode_bandwidth_GBs=round(bytes_per_token * r["decode_tokens_per_s"] / 1e9, 1),
                  roofline_fraction=round(bytes_per_token * r["decode_tokens_per_s"] / args.roofline, 4))

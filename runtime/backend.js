@@ -50,7 +50,9 @@
  * @property {number} prefillChunk   most tokens per pass
  * @property {number} sampleVocab    ids sampling may pick (the tokenizer's; padding rows of the head excluded)
  * @typedef {object} Backend
- * @property {string} name      "webgpu"
+ * @property {string} name      "webgpu" or "wasm"
+ * @property {number} [threads]  the CPU backend's threads (1 unless the page is cross-origin isolated)
+ * @property {string} [fallback] why "auto" chose this backend over WebGPU (the WebGPU error's message)
  * @property {string} compute   the arithmetic of its matrix products: "f16" or "f32"
  * @property {{ qkv?: boolean }} fusions  fused graph ops it runs (graph.js)
  * @property {(manifest: Manifest) => Promise<WeightsPlan>} planWeights
@@ -67,6 +69,10 @@
  * @property {"auto" | "f32" | "f16"} [compute]
  * @property {string} [shaderBase]
  * @property {number} [maxBindingBytes]
+ * @property {number} [threads]        wasm: threads of the pool (default: the cores of a cross-origin isolated page, else 1)
+ * @property {number} [contextLength]  wasm: KV-cache positions, for the memory preflight before any download
+ * @property {number} [prefillChunk]   wasm: tokens per pass, for the same preflight
+ * @property {number} [memoryLimit]    wasm: refuse models needing more bytes than this (default 4 GiB, wasm32's limit)
  */
 
 import { InvalidRequestError } from "./errors.js";
@@ -74,20 +80,35 @@ import { InvalidRequestError } from "./errors.js";
 /** The backends, in order of preference: a new backend is one line here and one folder. */
 const BACKENDS = {
   webgpu: () => import("./backends/webgpu/index.js"),
+  wasm: () => import("./backends/wasm/index.js"),
 };
+
+/** WebGPU errors after which "auto" runs the model on the CPU instead (issue 14, item 4). */
+const FALL_BACK_ON = ["WebGPUUnavailableError", "MissingFeatureError", "BufferTooLargeError"];
 
 /**
  * Create the backend that runs `manifest` (WebGPU: request an adapter and a device with the limits
- * the model needs and check its features).
+ * the model needs and check its features). "auto": WebGPU when it can run the model, else the
+ * WebAssembly CPU backend (`backend.fallback` says why).
  * @param {Manifest} manifest
- * @param {BackendOptions & { backend?: keyof typeof BACKENDS }} [options]
+ * @param {BackendOptions & { backend?: keyof typeof BACKENDS | "auto" }} [options]
  * @returns {Promise<Backend>}
  */
 export async function createBackend(manifest, options = {}) {
   const name = options.backend ?? "webgpu";
-  const load = BACKENDS[name];
+  if (name === "auto" && !options.device) {
+    try {
+      return await (await BACKENDS.webgpu()).createBackend(manifest, options);
+    } catch (e) {
+      if (!FALL_BACK_ON.includes(/** @type {Error} */ (e)?.name)) throw e;
+      const cpu = await (await BACKENDS.wasm()).createBackend(manifest, options);
+      cpu.fallback = /** @type {Error} */ (e).message;
+      return cpu;
+    }
+  }
+  const load = BACKENDS[name === "auto" ? "webgpu" : name];
   if (!load) {
-    throw new InvalidRequestError(`backend: unknown backend '${name}' (known: ${Object.keys(BACKENDS).join(", ")}).`,
+    throw new InvalidRequestError(`backend: unknown backend '${name}' (known: auto, ${Object.keys(BACKENDS).join(", ")}).`,
       { param: "backend" });
   }
   return (await load()).createBackend(manifest, options);

@@ -28,6 +28,9 @@ commands:
   bench     [--prompt-tokens 512] [--decode-tokens 128] [--json]
 
 common: --model DIR (a folder written by \`sitegen convert\`), --context-length N,
+        --backend webgpu|wasm|auto (default: webgpu when an adapter is found, else wasm; auto: WebGPU
+          unless it cannot run the model, then the CPU),
+        --threads N (wasm: threads of the CPU backend, default 1),
         --no-warmup (generate/bench: skip compiling shaders before timing; timings then include it)`;
 
 class UsageError extends Error {}
@@ -38,7 +41,8 @@ const OPTIONS = /** @type {const} */ ({
   "top-k": { type: "string" }, "top-p": { type: "string" }, "min-p": { type: "string" },
   "repetition-penalty": { type: "string" }, seed: { type: "string" }, stop: { type: "string", multiple: true },
   json: { type: "boolean" }, "prompt-tokens": { type: "string" }, "decode-tokens": { type: "string" },
-  "context-length": { type: "string" }, "no-warmup": { type: "boolean" }, help: { type: "boolean", short: "h" },
+  "context-length": { type: "string" }, backend: { type: "string" }, threads: { type: "string" },
+  "no-warmup": { type: "boolean" }, help: { type: "boolean", short: "h" },
 });
 
 /**
@@ -85,7 +89,12 @@ async function readMessages(path) {
  */
 async function open(v, contextLength, { warmup = false } = {}) {
   if (!v.model) throw new UsageError("--model DIR is required (a folder written by `sitegen convert`).");
-  return createEngine({ modelDir: v.model, warmup: warmup && !v["no-warmup"],
+  if (v.backend !== undefined && !["webgpu", "wasm", "auto"].includes(v.backend)) {
+    throw new UsageError(`--backend: expected webgpu, wasm or auto, got '${v.backend}'.`);
+  }
+  // Default: WebGPU when an adapter is found (its errors are then reported as they are), else the CPU.
+  const backend = v.backend ?? (await hasAdapter() ? "webgpu" : "wasm");
+  return createEngine({ modelDir: v.model, backend, threads: num(v, "threads", { integer: true, min: 1 }), warmup: warmup && !v["no-warmup"],
     contextLength: contextLength ?? num(v, "context-length", { integer: true, min: 2 }) });
 }
 
@@ -199,6 +208,16 @@ async function main(argv) {
     return 0;
   }
   throw new UsageError(`unknown command '${command}' (expected logits, generate, tokenize or bench).`);
+}
+
+/** Whether Dawn finds a WebGPU adapter (the default --backend). */
+async function hasAdapter() {
+  try {
+    const { getNodeGPU } = await import("./backends/webgpu/dawn.js");
+    return Boolean(await (await getNodeGPU()).requestAdapter());
+  } catch {
+    return false;
+  }
 }
 
 /**

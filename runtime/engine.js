@@ -58,6 +58,9 @@ import { GrammarMatcher, TokenIndex, responseFormatGrammar } from "./grammar/ind
  * @property {"auto" | "f32" | "f16"} [compute]  arithmetic of the matrix kernels: "f16" needs the device
  *   feature shader-f16 (most Chrome users have it); "f32" forces the f32 path everywhere; "auto"
  *   (default) uses f16 when the device has it
+ * @property {"auto" | "webgpu" | "wasm"} [backend]  where the model runs (runtime/backend.js): "webgpu" (the
+ *   default), "wasm" (the CPU, through WebAssembly), or "auto" (WebGPU when it can run the model, else the CPU)
+ * @property {number} [threads]  wasm: threads (default: the cores of a cross-origin isolated page, else 1)
  * @property {boolean} [warmup]  run a short prefill and a decode step at load so that the first
  *   request's timings exclude shader compilation (default true)
  */
@@ -87,7 +90,8 @@ export async function createEngine(options) {
   // storage quota before its first fetch.
   checkMemory(manifest, { contextLength });
   const backend = await createBackend(manifest, { device: options.device, compute: options.compute,
-    shaderBase: options.shaderBase, maxBindingBytes: options.maxBindingBytes });
+    shaderBase: options.shaderBase, maxBindingBytes: options.maxBindingBytes,
+    backend: options.backend, threads: options.threads, contextLength, prefillChunk: options.prefillChunk });
   try {
     return await loadOnto(backend, manifest, loader, contextLength, options);
   } catch (e) {
@@ -141,7 +145,8 @@ async function loadOnto(backend, manifest, loader, contextLength, options) {
     const chat = manifest.chat_template ? await import("./chat.js").catch((e) => ({ error: e })) : null;
     progress({ phase: "ready" });
     const stats = { backend: backend.name, weightsBytes: plan.totalBytes, kvCacheBytes: model.kvCacheBytes,
-      splitTensors: plan.splitTensors, compute: backend.compute, fused: graph.fused };
+      splitTensors: plan.splitTensors, compute: backend.compute, fused: graph.fused,
+      threads: backend.threads ?? null, fallback: backend.fallback ?? null };
     return new Engine({ manifest, backend, model, tokenizer, chat, contextLength, stats });
   } catch (e) {
     model.destroy();

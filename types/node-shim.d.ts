@@ -8,4 +8,5 @@ declare module "node:url";
 declare module "node:crypto";
 declare module "node:process";
 declare module "node:util";
+declare module "node:worker_threads";
 declare var process: any;

@@ -18,7 +18,7 @@
 import { InsufficientMemoryError, InvalidRequestError, SitegenRuntimeError } from "../../errors.js";
 import { physicalTensors } from "../../manifest.js";
 import { ropeTableData } from "../webgpu/kernels.js";
-import { WasmKernels, WASM32_LIMIT, formatBytes } from "./kernels.js";
+import { DTYPE as DT, WasmKernels, WASM32_LIMIT, formatBytes } from "./kernels.js";
 import { CONTROL_BYTES, STACK_BYTES } from "./threads.js";
 
 /**
@@ -73,7 +73,7 @@ export function memoryNeeded(m, { contextLength, prefillChunk, threads }) {
     + Math.max(c.hidden_size, c.intermediate_size, c.num_heads * c.head_dim);
   const acts = C * widths * 4 + c.vocab_size * 4 + threads * contextLength * 4;
   const rope = 2 * contextLength * (c.rotary_dim ?? c.head_dim) * 4;
-  const fixed = 65536 + threads * (STACK_BYTES + 64) + CONTROL_BYTES + 1 << 20;
+  const fixed = 65536 + threads * (STACK_BYTES + 64) + CONTROL_BYTES + (1 << 20);  // stacks, pool, slack
   return { weights, kv, total: weights + kv + acts + rope + fixed };
 }
 
@@ -203,8 +203,9 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
       { tensor: name });
     const base = weightsBase + t.shard * manifest.shard_size + t.offset;
     const plane = (/** @type {string} */ p) => t.planes?.find((x) => x.name === p)?.offset ?? 0;
-    const rows = t.shape.length > 1 ? t.shape[0] : 1;
-    const cols = t.shape.length > 1 ? t.shape.slice(1).reduce((a, b) => a * b, 1) : t.shape[0];
+    // A matrix of rows × cols: the last dimension is the row ([experts, inter, hidden] is experts·inter rows).
+    const cols = t.shape[t.shape.length - 1] ?? 1;
+    const rows = t.shape.slice(0, -1).reduce((a, b) => a * b, 1);
     const quantized = t.dtype === "q4" || t.dtype === "q8";
     return { ptr: base + (quantized ? plane("q") : plane("data")), scales: quantized ? base + plane("scales") : 0,
       dtype: t.dtype, rows, cols };
@@ -240,7 +241,8 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
   };
   const logits = k.alloc(vocab * 4, "the logits");
   acts.set("logits", { ptr: logits, width: vocab });
-  const xp = k.alloc(C * Math.max(maxWidth, c.hidden_size) * 4, "the q4 products' input");
+  const moeInter = /** @type {any} */ (c).moe?.intermediate_size ?? 0;
+  const xp = k.alloc(C * Math.max(maxWidth, c.hidden_size, moeInter) * 4, "the q4 products' input");
   const ids = k.alloc(C * 4, "token ids");
   const positions = c.position === "learned" ? k.alloc(C * 4, "positions") : 0;
   const scores = k.alloc(threads * contextLength * 4, "attention scores");
@@ -302,6 +304,58 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
       gateScales: g?.scales ?? 0, gateBias, act: actName, softcap: o.softcap ?? 0, accumulate: o.accumulate, xp });
   };
 
+  /**
+   * Rows r0.. of a weight as a weight of its own (an expert of a [experts, rows, cols] tensor).
+   * @param {Weight} w @param {number} r0 @param {number} rows @returns {Weight}
+   */
+  const rowsOf = (w, r0, rows) => {
+    const rowBytes = { f32: w.cols * 4, f16: w.cols * 2, q8: w.cols, q4: w.cols / 2 }[w.dtype];
+    return { ...w, rows, ptr: w.ptr + r0 * rowBytes, scales: w.scales ? w.scales + r0 * (w.cols / QUANT_GROUP) * 2 : 0 };
+  };
+
+  /**
+   * A sparse mixture-of-experts MLP (graph.js `moe`, model.py `_moe`): per token, the router's softmax,
+   * its topK largest (lower expert first among equals; renormalised when normTopK), and for each
+   * chosen expert act(gate·x) * (up·x) then down, added with its weight. The router's and the
+   * experts' products are the matmul kernel on the expert's rows; the few weighted sums are here.
+   * @param {Extract<GraphOp, { op: "moe" }>} op @returns {(T: number) => void}
+   */
+  const moe = (op) => {
+    const x = act(op.x), out = act(op.out);
+    const router = weight(op.router), gate = weight(op.gate), up = weight(op.up), down = weight(op.down);
+    const hidden = x.width, E = op.experts, inter = op.inter;
+    if (router.rows !== E || gate.rows !== E * inter || up.rows !== E * inter || down.rows !== E * hidden || down.cols !== inter) {
+      throw new SitegenRuntimeError(`moe: the expert tensors of '${op.up}' do not match ${E} experts of ${inter}.`);
+    }
+    const probs = k.alloc(C * E * 4, "the router's logits");
+    const mid = k.alloc(inter * 4, "an expert's activation");
+    const res = k.alloc(hidden * 4, "an expert's output");
+    const mm = (/** @type {Weight} */ w, /** @type {number} */ o, /** @type {number} */ xi, /** @type {number} */ T,
+      /** @type {{ gate?: Weight, act?: any }} */ g = {}) => k.matmul({ out: o, os: w.rows, x: xi, xs: w.cols, T, rows: w.rows,
+      cols: w.cols, dtype: w.dtype, w: w.ptr, scales: w.scales, gate: g.gate?.ptr, gateScales: g.gate?.scales,
+      act: g.act, xp });
+    return (T) => {
+      mm(router, probs, x.ptr, T);
+      const logitsOf = k.f32(probs, T * E).slice();
+      for (let t = 0; t < T; t++) {
+        const row = logitsOf.subarray(t * E, (t + 1) * E);
+        const m = Math.max(...row);
+        const p = Array.from(row, (v) => Math.exp(v - m));
+        const sum = p.reduce((a, b) => a + b, 0);
+        const chosen = p.map((v, e) => [v / sum, e]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, op.topK);
+        const norm = op.normTopK ? chosen.reduce((a, [v]) => a + v, 0) : 1;
+        const o = k.f32(out.ptr + t * hidden * 4, hidden);
+        if (!op.accumulate) o.fill(0);
+        for (const [pe, e] of chosen) {
+          mm(rowsOf(up, e * inter, inter), mid, x.ptr + t * hidden * 4, 1, { gate: rowsOf(gate, e * inter, inter), act: op.act });
+          mm(rowsOf(down, e * hidden, hidden), res, mid, 1);
+          const r = k.f32(res, hidden), wgt = pe / norm;
+          for (let i = 0; i < hidden; i++) o[i] += wgt * r[i];
+        }
+      }
+    };
+  };
+
   /** @param {GraphOp} op @returns {(T: number, pos0: number) => void} */
   const lowerOp = (op) => {
     switch (op.op) {
@@ -338,7 +392,8 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
         return (T) => runs.forEach((r) => r(T));
       }
       case "rope": {
-        const table = ropeTable(op.local);
+        // rotate: false on a layer without RoPE (SmolLM3's NoPE layers): only the cache append.
+        const table = op.rotate === false ? { ptr: 0, half: 0 } : ropeTable(op.local);
         const q = act(op.q), kk = act(op.k), v = act(op.v), qOut = act(op.qOut);
         return (T, pos0) => ex.rope(q.ptr, kk.ptr, v.ptr, table.half ? qOut.ptr : 0, kCache[op.layer], vCache[op.layer],
           table.ptr, T, pos0, heads, kvHeads, hd, table.half);
@@ -349,6 +404,8 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
         return (T, pos0) => k.split("attention", [out.ptr, q.ptr, kCache[op.layer], vCache[op.layer], T, pos0, heads,
           kvHeads, hd, op.scale, op.softcap ?? 0, op.window ?? 0, scores, contextLength]);
       }
+      case "moe":
+        return moe(op);
       default:
         throw new SitegenRuntimeError(`op '${/** @type {any} */ (op).op}' is not supported by the wasm backend: ` +
           "use the WebGPU backend for this model, or a sitegen version whose CPU backend has it.",
@@ -430,6 +487,3 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
     },
   };
 }
-
-/** Storage type codes of src/kernels.c. */
-const DT = { f32: 0, f16: 1, q8: 2, q4: 3 };

@@ -18,8 +18,9 @@ function start({ module, memory, ctlPtr, stack, index }, reply) {
   exports.__stack_pointer.value = stack;
   const ctl = new Int32Array(memory.buffer, ctlPtr, 8);
   const args = new Float64Array(memory.buffer, ctlPtr + 32, 28);
-  reply("ready");
+  // The generation is read before saying ready: the caller's first job may follow at once.
   let gen = Atomics.load(ctl, 0);
+  reply("ready");
   for (;;) {
     const t0 = performance.now();
     while (Atomics.load(ctl, 0) === gen) {

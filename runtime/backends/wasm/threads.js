@@ -53,14 +53,15 @@ export async function createPool(kernels, threads) {
     const init = { module: kernels.module, memory: kernels.memory, ctlPtr, stack, index: i };
     if (isNode) {
       const { Worker } = await import("node:worker_threads");
-      const w = new Worker(url, { workerData: null });
+      // execArgv: [] so that flags of the parent (node --input-type=module -e ...) do not break the worker.
+      const w = new Worker(url, { execArgv: [] });
       workers.push(w);
       started.push(new Promise((resolve, reject) => {
-        w.once("message", resolve);
+        // Unreferenced once started, so that a pool nobody destroyed does not keep Node alive.
+        w.once("message", () => { w.unref(); resolve(undefined); });
         w.once("error", reject);
         w.postMessage(init);
       }));
-      w.unref();
     } else {
       const w = new Worker(url, { type: "module", name: `sitegen-cpu-${i}` });
       workers.push(w);

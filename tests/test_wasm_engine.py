@@ -215,3 +215,26 @@ def test_unknown_op_and_bad_options_are_clear_errors(models):  # noqa: F811
     assert out["compute"] == 'compute: the CPU backend computes in f32; got "f16" (use "auto" or "f32").'
     assert out["threads"] == "threads: expected an integer in [1, 64], got 0."
     assert out["name"] == "backend: unknown backend 'tpu' (known: auto, webgpu, wasm)."
+
+
+def test_allowed_token_mask(models):  # noqa: F811
+    """Constrained output (issue 17, backend.js SampleOptions.allowed): the CPU's top-k kernel only
+    picks allowed ids; fewer allowed than k pads with id -1 and -Infinity."""
+    folder = models("llama")
+    out = node(f"""
+    import {{ createEngine }} from "./runtime/engine.js";
+    const e = await createEngine({{ modelDir: {json.dumps(str(folder))}, backend: "wasm", warmup: false }});
+    const ids = Int32Array.from({json.dumps(PROMPT[:6])});
+    const row = Array.from(await e.model.forward(ids, 0));
+    const allowed = new Uint32Array(12);
+    for (const i of [5, 300]) allowed[i >>> 5] |= 1 << (i & 31);
+    const greedy = await e.model.sampleGreedy(ids, 0, {{ allowed }});
+    const top = await e.model.sampleTopK(ids, 0, 4, {{ allowed }});
+    console.log(JSON.stringify({{ row, greedy, ids: Array.from(top.ids), logits: Array.from(top.logits, String) }}));
+    await e.unload();
+    """)
+    row = out["row"]
+    best = 5 if row[5] >= row[300] else 300
+    assert out["greedy"] == best
+    assert out["ids"] == [best, 305 - best, -1, -1]
+    assert out["logits"][2:] == ["-Infinity", "-Infinity"]

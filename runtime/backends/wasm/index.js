@@ -458,10 +458,24 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
     return out;
   };
 
-  /** @param {number} kk */
-  const topk = (kk) => {
-    const found = ex.topk(logits, pickable, 0, kk, picked, picked + MAX_TOP_K * 4);
-    return { ids: k.i32(picked, found).slice(), logits: k.f32(picked + MAX_TOP_K * 4, found).slice() };
+  const maskWords = Math.ceil(pickable / 32);
+  const maskPtr = k.alloc(maskWords * 4, "the allowed-token mask");
+  /**
+   * The kk best of the last row (constrained output: only ids the mask allows; issue 17). When the
+   * mask allows fewer than kk ids the rest are id -1 with logit -Infinity (backend.js).
+   * @param {number} kk @param {Uint32Array | undefined} allowed
+   */
+  const topk = (kk, allowed) => {
+    if (allowed) {
+      const m = new Uint32Array(k.memory.buffer, maskPtr, maskWords);
+      m.fill(0);
+      m.set(allowed.subarray(0, maskWords));
+    }
+    const found = ex.topk(logits, pickable, allowed ? maskPtr : 0, kk, picked, picked + MAX_TOP_K * 4);
+    const ids = new Int32Array(kk).fill(-1), vals = new Float32Array(kk).fill(-Infinity);
+    ids.set(k.i32(picked, found));
+    vals.set(k.f32(picked + MAX_TOP_K * 4, found));
+    return { ids, logits: vals };
   };
 
   return {
@@ -469,16 +483,16 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
       const all = run(tokenIds, start, allPositions);
       return all ?? k.f32(logits, vocab).slice();
     },
-    async sampleGreedy(tokenIds, start) {
+    async sampleGreedy(tokenIds, start, opt = {}) {
       run(tokenIds, start, false);
-      return topk(1).ids[0];
+      return topk(1, opt.allowed).ids[0];
     },
-    async sampleTopK(tokenIds, start, kk) {
+    async sampleTopK(tokenIds, start, kk, opt = {}) {
       if (!(Number.isInteger(kk) && kk >= 1 && kk <= Math.min(MAX_TOP_K, pickable))) {
         throw new InvalidRequestError(`top-k: k must be in [1, ${Math.min(MAX_TOP_K, pickable)}], got ${kk}.`, { param: "top_k" });
       }
       run(tokenIds, start, false);
-      return topk(kk);
+      return topk(kk, opt.allowed);
     },
     maxTopK: Math.min(MAX_TOP_K, pickable),
     kvCacheBytes: 2 * c.num_layers * kvBytes,

@@ -260,3 +260,14 @@ def test_sample_prompt_carries_the_sites_content():
     for tip in tips:
         words = [w for w in re.findall(r"[a-z]{5,}", tip.lower())]
         assert all(w in norm(system) for w in words), tip
+
+
+def test_embed_script_typechecks():
+    """sitegen/mkdocs/embed.js (run in the MkDocs page) under tsc --checkJs --strict, like the runtime."""
+    import os
+
+    r = subprocess.run([str(ROOT / "node_modules" / ".bin" / "tsc"), "--noEmit", "--allowJs", "--checkJs",
+                        "--strict", "--target", "es2022", "--module", "es2022", "--lib", "es2022,dom,dom.iterable",
+                        str(ROOT / "sitegen" / "mkdocs" / "embed.js")], capture_output=True, text=True,
+                       timeout=300, env={**os.environ})
+    assert r.returncode == 0, r.stdout + r.stderr

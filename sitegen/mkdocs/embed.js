@@ -10,10 +10,19 @@
 
 const EMBED = ".sitegen-embed[data-colours='page']";
 
-/** Any CSS colour as [r, g, b, a] (0-255, a 0-1), through a canvas (handles oklch(), color()...). */
+/** @typedef {{ bg: string, fg: string, accent: string, font: string, dark: boolean }} Colours */
+
+/** @type {CanvasRenderingContext2D | null} */
+let canvas = null;
+
+/**
+ * Any CSS colour as [r, g, b, a] (0-255, a 0-1), through a canvas (handles oklch(), color()...).
+ * @param {string} colour @returns {number[]}
+ */
 function rgba(colour) {
-  const ctx = rgba.ctx ??= Object.assign(document.createElement("canvas"), { width: 1, height: 1 })
+  const ctx = canvas ??= Object.assign(document.createElement("canvas"), { width: 1, height: 1 })
     .getContext("2d", { willReadFrequently: true });
+  if (!ctx) return [255, 255, 255, 1];
   ctx.clearRect(0, 0, 1, 1);
   ctx.fillStyle = "#000";
   ctx.fillStyle = colour;
@@ -22,23 +31,29 @@ function rgba(colour) {
   return [r, g, b, a / 255];
 }
 
-/** The first opaque background at or above `el` (the page's, where the app sits). */
+/**
+ * The first opaque background at or above `el` (the page's, where the app sits).
+ * @param {Element} el @returns {string}
+ */
 function backgroundOf(el) {
-  for (let e = el; e; e = e.parentElement) {
+  for (let /** @type {Element | null} */ e = el; e; e = e.parentElement) {
     const c = getComputedStyle(e).backgroundColor;
     if (rgba(c)[3] > 0.5) return c;
   }
   return "rgb(255, 255, 255)";
 }
 
-/** Relative luminance (WCAG) of a colour, 0 (black) to 1 (white). */
+/** Relative luminance (WCAG) of a colour, 0 (black) to 1 (white). @param {string} colour */
 function luminance(colour) {
   const lin = (/** @type {number} */ v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
   const [r, g, b] = rgba(colour);
   return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
 }
 
-/** The page's colours at one embed: its text, background, link colour (the accent) and font. */
+/**
+ * The page's colours at one embed: its text, background, link colour (the accent) and font.
+ * @param {Element} embed @returns {Colours}
+ */
 function pageColours(embed) {
   const style = getComputedStyle(embed);
   // The "open in its own page" link is an ordinary link of the page: the theme styles it.
@@ -48,7 +63,10 @@ function pageColours(embed) {
     font: style.fontFamily, dark: luminance(bg) < 0.25 };
 }
 
-/** Set the app's custom properties from the page's colours (no-op until the app has loaded). */
+/**
+ * Set the app's custom properties from the page's colours (no-op until the app has loaded).
+ * @param {HTMLIFrameElement} iframe @param {Colours} c
+ */
 function apply(iframe, c) {
   let doc;
   try {
@@ -69,7 +87,9 @@ function apply(iframe, c) {
   doc.documentElement.dataset.embedded = "mkdocs";
   // The app's header links to the sitegen site's front page: inside a docs page, the page's own
   // navigation does that job.
-  for (const el of doc.querySelectorAll(".site-header")) el.style.setProperty("display", "none");
+  for (const el of doc.querySelectorAll(".site-header")) {
+    /** @type {HTMLElement} */ (el).style.setProperty("display", "none");
+  }
   iframe.style.setProperty("border-color", `color-mix(in srgb, ${c.fg} 22%, ${c.bg})`);
 }
 

@@ -7,7 +7,8 @@
 //
 //   page → worker                          worker → page
 //   load     {manifestUrl, shaderBase,     progress {event}          (id of the load)
-//             shardBase?, contextLength?}  ready    {stats, contextLength}
+//             shardBase?, contextLength?,  ready    {stats, contextLength}
+//             backend?}
 //   generate {messages, settings}          chunk    {text, tokens}   (id of the generate)
 //   abort    {target}  (id of a generate)  done     {finishReason, usage}
 //   unload   {}                            error    {error: {name, message, data}}
@@ -23,7 +24,8 @@ import "./chat.js"; // ChatFormatError, likewise
  * @typedef {{ role: "system" | "user" | "assistant", content: string }} ChatMessage
  * @typedef {{ temperature?: number, top_p?: number, top_k?: number, min_p?: number,
  *   repetition_penalty?: number, max_tokens?: number, stop?: string[], seed?: number | null }} Settings
- * @typedef {{ kind: "load", id: number, payload: { manifestUrl: string, shaderBase?: string, shardBase?: string, contextLength?: number } }
+ * @typedef {{ kind: "load", id: number, payload: { manifestUrl: string, shaderBase?: string, shardBase?: string, contextLength?: number,
+ *     backend?: "auto" | "webgpu" | "wasm" } }
  *   | { kind: "generate", id: number, payload: { messages: ChatMessage[], settings: Settings } }
  *   | { kind: "abort", id: number, payload: { target: number } }
  *   | { kind: "unload", id: number, payload: {} }} Request
@@ -110,7 +112,8 @@ export class WorkerClient {
 
   /**
    * Load the model; resolves with the engine's stats when ready.
-   * @param {{ manifestUrl: string, shaderBase?: string, shardBase?: string, contextLength?: number }} payload
+   * @param {{ manifestUrl: string, shaderBase?: string, shardBase?: string, contextLength?: number,
+   *   backend?: "auto" | "webgpu" | "wasm" }} payload  backend: runtime/backend.js (the spec's models.<name>.backend)
    * @param {(event: any) => void} [onProgress]
    * @returns {Promise<{ stats: any, contextLength: number }>}
    */

@@ -32,11 +32,12 @@ async function load(req) {
     engine = null;
     await old.unload().catch(() => {});
   }
-  const { manifestUrl, shaderBase, shardBase, contextLength } = req.payload;
+  const { manifestUrl, shaderBase, shardBase, contextLength, backend } = req.payload;
   // Shards on another origin than the manifest (the spec's models.<name>.host.base_url, issue 15).
   const loader = shardBase ? (await import("./loader/index.js")).createLoader({ baseUrl: shardBase }) : undefined;
   const e = await createEngine({
-    manifestUrl, shaderBase, contextLength, loader,
+    // A page runs on WebGPU when it can, else on the CPU (issue 14), unless the spec forces one.
+    manifestUrl, shaderBase, contextLength, loader, backend: backend ?? "auto",
     onProgress: (event) => post("progress", req.id, { event }),
   });
   engine = e;

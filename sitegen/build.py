@@ -341,7 +341,8 @@ def app_config(spec: Spec, app: App, model: _Model, *, runtime_url: str) -> dict
                "layout": ui.layout, "theme": ui.theme, "accent": ui.accent,
                "language": ui.language, "strings": strings,
                "settings_bounds": settings_bounds(app)},
-        "model": {"name": model.name, "manifest": manifest, "base_url": base},
+        "model": {"name": model.name, "manifest": manifest, "base_url": base,
+                  "backend": spec.models[model.name].backend},
         "runtime": {"base": runtime_url + "runtime/", "shaders": runtime_url + "shaders/"},
     }
 

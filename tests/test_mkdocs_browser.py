@@ -72,11 +72,14 @@ nav:
 
 # The page's colours and font, chosen by this test (the oracle for what the app must take on).
 BG, FG, LINK = (24, 28, 36), (221, 226, 232), (214, 51, 132)
+LIGHT_BG, LIGHT_FG = (250, 248, 240), (40, 40, 40)  # after the test switches the page's scheme
 FONT = "DejaVu Serif"
 EXTRA_CSS = f"""
 html, body, .container, .col-md-9, [role="main"] {{ background-color: rgb{BG} !important; }}
 body, [role="main"] {{ color: rgb{FG} !important; font-family: "{FONT}", serif !important; }}
 a, a:visited {{ color: rgb{LINK} !important; }}
+html[data-test-scheme="light"], html[data-test-scheme="light"] body,
+html[data-test-scheme="light"] [role="main"] {{ background-color: rgb{LIGHT_BG} !important; color: rgb{LIGHT_FG} !important; }}
 """
 
 
@@ -188,6 +191,12 @@ def test_embedded_chat_answers_with_the_pages_colours(docs, browser, model, tmp_
     assert look["bg"] == f"rgb{BG}" and look["fg"] == f"rgb{FG}", look
     assert look["button"] == f"rgb{LINK}", look
     assert FONT in look["font"] and look["scheme"] == "dark" and look["header"] == "none", look
+
+    # The page switches its colour scheme (as Material's toggle does, by an attribute): the app follows.
+    page.evaluate("document.documentElement.dataset.testScheme = 'light'")
+    frame.wait_for_function(f"""() => getComputedStyle(document.body).backgroundColor === 'rgb{LIGHT_BG}'
+        && getComputedStyle(document.body).color === 'rgb{LIGHT_FG}'
+        && getComputedStyle(document.documentElement).colorScheme === 'light'""", timeout=10_000)
     assert not errors, errors
     page.close()
 

@@ -90,10 +90,12 @@ class App {
   }
 
   async loadModel() {
-    // No worker and no download on a browser that cannot run the model.
+    // The spec's models.<name>.backend (issue 14): "auto" runs on WebGPU when it can, else on the CPU
+    // (WebAssembly); "webgpu" needs an adapter: no worker and no download on a browser without one.
+    const backend = this.config.model.backend ?? "auto";
     const gpu = /** @type {GPU | undefined} */ (/** @type {any} */ (navigator).gpu);
-    const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
-    if (!adapter) {
+    const adapter = backend === "webgpu" && gpu ? await gpu.requestAdapter().catch(() => null) : null;
+    if (backend === "webgpu" && !adapter) {
       this.fail({ name: "WebGPUUnavailableError",
         message: gpu ? "navigator.gpu.requestAdapter() gave no adapter" : "navigator.gpu is undefined" });
       return;
@@ -110,10 +112,16 @@ class App {
         manifestUrl: new URL(model.manifest, this.configUrl).href,
         shaderBase: new URL(this.config.runtime.shaders, this.configUrl).href,
         shardBase: new URL(model.base_url, this.configUrl).href,
+        backend,
       }, (event) => this.onProgress(event));
       this.stats = ready.stats;
       this.ready = true;
-      this.setStatus("ready", this.strings.ready);
+      // Say where the model runs: the CPU is several times slower than a GPU.
+      const cpu = ready.stats.backend === "wasm";
+      this.el.status.dataset.backend = ready.stats.backend;
+      if (cpu) this.el.status.dataset.threads = String(ready.stats.threads);
+      this.setStatus("ready", cpu ? fmt(this.strings, ready.stats.threads > 1 ? "ready_cpu_threads" : "ready_cpu",
+        { threads: ready.stats.threads }) : this.strings.ready);
       this.updateControls();
     } catch (e) {
       this.fail(/** @type {Error} */ (e));

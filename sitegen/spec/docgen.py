@@ -304,7 +304,7 @@ def _app_json_example() -> str:
                "accent": "#d946ef", "language": "en", "strings": {"send": "Send", "…": "…"},
                "settings_bounds": {"temperature": [0.0, 2.0], "top_p": [0.05, 1.0]}},
         "model": {"name": "smollm2", "manifest": "../models/smollm2/manifest.json",
-                  "base_url": "../models/smollm2/"},
+                  "base_url": "../models/smollm2/", "backend": "auto"},
         "runtime": {"base": "../assets/runtime-0123456789ab/runtime/",
                     "shaders": "../assets/runtime-0123456789ab/shaders/"},
     }

@@ -358,6 +358,13 @@ class Model(Section):
                       multiple_reason=" (the converter cuts the weights at 256-byte "
                                       "boundaries)")
     host = Sub(Host, "Where the shards are hosted.")
+    backend = Choice("Where the visitor's browser runs the model: `auto` on the GPU through WebGPU "
+                     "when it can, else on the CPU through WebAssembly (slower; the page says so); "
+                     "`webgpu` only on the GPU (a browser without WebGPU is told why it cannot run "
+                     "the app); `wasm` always on the CPU (e.g. a tiny model whose GPU start-up costs "
+                     "more than it saves). On the CPU the page uses every core when it is "
+                     "cross-origin isolated (`sitegen serve` and the offline service worker make it "
+                     "so), one otherwise.", ("auto", "webgpu", "wasm"), default="auto", example="wasm")
     chat_template = _ChatTemplate(
         "Chat template used instead of the model's own (or for a model that has none, such as "
         "the Gemma 3 270M GGUF): a Jinja template string, compiled at build time as the model's "

@@ -179,6 +179,24 @@ def test_spec_warning_fails_only_a_strict_build(docs_site):
     assert r.returncode == 0, r.stderr
 
 
+def test_site_offline_is_a_warning_inside_mkdocs(docs_site):
+    spec = SPEC.replace("  title: Docs helper\n", "  title: Docs helper\n  offline: true\n", 1)
+    (docs_site / "app.yaml").write_text(spec)
+    line = line_of(spec, "offline: true")
+    col = spec.splitlines()[line - 1].index("true") + 1
+    err = build_fails(docs_site, "--strict")
+    assert f"{docs_site / 'app.yaml'}:{line}:{col}: site.offline: has no effect inside a MkDocs site" in err, err
+    r = mkdocs("build", "-d", "out", cwd=docs_site)
+    assert r.returncode == 0, r.stderr
+    assert not list((docs_site / "out").rglob("sw.js"))
+
+
+def test_bad_colours_option(docs_site):
+    (docs_site / "mkdocs.yml").write_text(MKDOCS.replace("spec: app.yaml", "spec: app.yaml\n      colours: theme"))
+    err = build_fails(docs_site)
+    assert "colours" in err and "'page', 'app'" in err, err
+
+
 def test_build_time_error_names_the_key_and_its_line(docs_site):
     (docs_site / "model" / "shard-00001.bin").unlink()
     err = build_fails(docs_site)

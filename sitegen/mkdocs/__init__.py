@@ -106,6 +106,14 @@ class SitegenPlugin(BasePlugin[SitegenPluginConfig]):
         for warning in self._spec.warnings:
             # With `mkdocs build --strict`, a warning fails the build, like sitegen's --strict.
             log.warning("sitegen: %s", warning)
+        if getattr(self._spec.site, "offline", False) and "offline" in self._spec.site._value_nodes:
+            # Asked for in so many words (it is on by default): the service worker would cache
+            # only the apps under sitegen/, not the docs around them, so the plugin adds none.
+            line, col = _locate(self._spec, "site.offline") or (None, None)
+            where = f"{self._spec_path}:{line}:{col}" if line else str(self._spec_path)
+            log.warning("sitegen: %s: site.offline: has no effect inside a MkDocs site (the plugin "
+                        "adds no service worker); remove it, or build the app on its own with "
+                        "`sitegen build`", where)
         data = _EMBED_JS.read_bytes()
         self._embed_name = f"embed-{hashlib.sha256(data).hexdigest()[:12]}.js"
         return config

@@ -18,10 +18,11 @@ from pathlib import Path
 
 __all__ = ["StaticHost", "Hit"]
 
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".mjs": "text/javascript",
-          ".json": "application/json", ".wgsl": "text/plain", ".bin": "application/octet-stream",
-          ".css": "text/css", ".wasm": "application/wasm", ".svg": "image/svg+xml",
-          ".webmanifest": "application/manifest+json", ".c": "text/plain"}
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+          ".mjs": "text/javascript; charset=utf-8", ".json": "application/json",
+          ".wgsl": "text/plain; charset=utf-8", ".bin": "application/octet-stream", ".css": "text/css; charset=utf-8",
+          ".wasm": "application/wasm", ".svg": "image/svg+xml", ".webmanifest": "application/manifest+json",
+          ".c": "text/plain; charset=utf-8"}
 
 
 @dataclass

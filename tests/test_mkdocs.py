@@ -289,3 +289,21 @@ def test_embed_script_typechecks():
                         str(ROOT / "sitegen" / "mkdocs" / "embed.js")], capture_output=True, text=True,
                        timeout=300, env={**os.environ})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_plugin_entry_point():
+    """pyproject registers ``sitegen`` under ``mkdocs.plugins`` as sitegen.mkdocs:SitegenPlugin,
+    and what the environment has installed resolves to that class."""
+    import importlib
+    import tomllib
+    from importlib.metadata import entry_points
+
+    from sitegen.mkdocs import SitegenPlugin
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    target = project["project"]["entry-points"]["mkdocs.plugins"]["sitegen"]
+    assert target == "sitegen.mkdocs:SitegenPlugin"
+    module, _, name = target.partition(":")
+    assert getattr(importlib.import_module(module), name) is SitegenPlugin
+    installed = [e for e in entry_points(group="mkdocs.plugins") if e.name == "sitegen"]
+    assert len(installed) == 1 and installed[0].load() is SitegenPlugin

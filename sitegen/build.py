@@ -222,6 +222,11 @@ def build_site(spec: Spec, dest: Path, *, progress: ProgressFn | None = None,
         exclude = set(_shard_paths(dest, models)) | set(hosts.HOST_FILES) | {offline.SW_FILE}
         (dest / offline.SW_FILE).write_text(
             offline.service_worker(offline.shell_files(dest, exclude=exclude)), "utf-8")
+    elif service_worker:
+        # site.offline: false. A visitor of an earlier build still has its worker, which would
+        # go on serving that build from its cache: this sw.js, found at its next update check,
+        # removes it (no page registers it).
+        (dest / offline.SW_FILE).write_text(offline.service_worker([], retire=True), "utf-8")
     _check_host_limits(spec, dest, models)
     (dest / MARKER).write_text(_MARKER_TEXT, "utf-8")
     return result
@@ -341,6 +346,7 @@ def app_config(spec: Spec, app: App, model: _Model, *, runtime_url: str) -> dict
                "layout": ui.layout, "theme": ui.theme, "accent": ui.accent,
                "language": ui.language, "strings": strings,
                "settings_bounds": settings_bounds(app)},
+        "output": app.output.to_dict() if app.output is not None else None,
         "model": {"name": model.name, "manifest": manifest, "base_url": base,
                   "backend": spec.models[model.name].backend},
         "runtime": {"base": runtime_url + "runtime/", "shaders": runtime_url + "shaders/"},

@@ -238,8 +238,12 @@ def test_a_changed_file_changes_the_version_and_an_identical_build_does_not(tmp_
 
 def test_offline_false_and_the_preview_have_no_service_worker(tmp_path):
     build(write_spec(tmp_path, "  offline: false\n"), tmp_path / "off")
-    assert not (tmp_path / "off" / "sw.js").exists() and not (tmp_path / "off" / "manifest.webmanifest").exists()
+    assert not (tmp_path / "off" / "manifest.webmanifest").exists()
     assert 'rel="manifest"' not in (tmp_path / "off" / "index.html").read_text()
+    assert not list((tmp_path / "off" / "assets").glob("offline-*.js"))  # no page registers a worker...
+    retire = re.search(r"const BUILD = (\{.*?\});\n", (tmp_path / "off" / "sw.js").read_text()).group(1)
+    assert json.loads(retire) == {"version": "retired", "shell": [], "isolate": False, "retire": True}
+    # ...but an earlier build's worker, at its next update check, finds this one, which removes it.
     # sitegen serve builds with build_site's default: no service worker caching a preview.
     build_site(load_spec(write_spec(tmp_path)), tmp_path / "preview", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "preview" / "sw.js").exists()

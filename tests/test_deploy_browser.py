@@ -314,3 +314,37 @@ def test_an_update_replaces_the_shell_after_reload_without_mixing_or_breaking_a_
         context.close()
     finally:
         host.stop()
+
+
+def test_a_build_with_offline_false_retires_the_service_worker_and_its_shell(model, browser, tmp_path):
+    host = StaticHost(tmp_path / "v1", base="/demo-repo/").start()
+    try:
+        build_site(tmp_path, "v1", model, host.url, title="Version one")
+        build_site(tmp_path, "v3", model, host.url, title="No worker")
+        spec = tmp_path / "v3.yaml"
+        spec.write_text(spec.read_text().replace("  host: github-pages\n", "  host: github-pages\n  offline: false\n"))
+        from sitegen.build import build
+        build(spec, tmp_path / "v3", cache_dir=tmp_path / "cache")
+        context = browser.new_context()
+        page = new_page(context)
+        page.goto(host.url)
+        sw_ready(page)
+        page.reload()
+        assert page.evaluate("navigator.serviceWorker.controller !== null") and page.title() == "Version one"
+        host.serve(tmp_path / "v3")
+        page.evaluate("navigator.serviceWorker.getRegistration().then((r) => r.update())")
+        page.wait_for_function("navigator.serviceWorker.getRegistration().then((r) => r === undefined)", timeout=60_000)
+        host.clear()
+        page.reload()
+        assert page.title() == "No worker"
+        # (The retired worker may still be this reloaded page's controller, intercepting nothing; the
+        # registration is gone, so a later load has none.)
+        assert page.evaluate("navigator.serviceWorker.getRegistration().then((r) => r === undefined)")
+        other = new_page(context)
+        other.goto(host.url)
+        assert other.evaluate("navigator.serviceWorker.controller") is None
+        assert page.evaluate("caches.keys().then((k) => k.filter((n) => n.startsWith('sitegen-shell-')))") == []
+        assert "/demo-repo/" in {h.path for h in host.log()}  # the page came from the host
+        context.close()
+    finally:
+        host.stop()

@@ -11,8 +11,10 @@
 // - updates cleanly: a new build installs beside the old one and waits; it takes over at the
 //   next page load when no open page is generating (asked through register.js), and only then
 //   deletes the old shell. A running conversation keeps its version to the end.
+// - retires itself when a later build has `site.offline: false` (BUILD.retire): it takes over at
+//   once, deletes every shell cache and unregisters, so the pages come from the host again.
 
-/** @type {{version: string, shell: {url: string, sha256: string}[], isolate: boolean}} */
+/** @type {{version: string, shell: {url: string, sha256: string}[], isolate: boolean, retire?: boolean}} */
 const BUILD = /*SITEGEN_BUILD*/ { version: "dev", shell: [], isolate: true };
 
 const PREFIX = "sitegen-shell-";
@@ -25,13 +27,14 @@ const ISOLATION = {
 /** URL (without query or hash) → sha256 of the file this build wrote there. */
 const SHELL = new Map(BUILD.shell.map((e) => [new URL(e.url, SCOPE).href, e.sha256]));
 
-self.addEventListener("install", (event) => event.waitUntil(precache()));
+self.addEventListener("install", (event) => event.waitUntil(BUILD.retire ? self.skipWaiting() : precache()));
 
 self.addEventListener("activate", (event) => event.waitUntil((async () => {
   // The weights' caches (sitegen-weights-*) are the loader's: only old shells go.
   for (const name of await caches.keys()) {
-    if (name.startsWith(PREFIX) && name !== CACHE) await caches.delete(name);
+    if (name.startsWith(PREFIX) && (name !== CACHE || BUILD.retire)) await caches.delete(name);
   }
+  if (BUILD.retire) await self.registration.unregister();
 })()));
 
 self.addEventListener("message", (event) => {
@@ -41,7 +44,7 @@ self.addEventListener("message", (event) => {
 
 self.addEventListener("fetch", (event) => {
   const request = event.request;
-  if (request.method !== "GET") return;
+  if (request.method !== "GET" || BUILD.retire) return;
   const url = new URL(request.url);
   url.hash = "";
   if (request.mode === "navigate") url.search = "";

@@ -67,12 +67,15 @@ def shell_files(dest: Path, *, exclude: set[str]) -> list[dict]:
     return sorted(entries, key=lambda e: e["url"])
 
 
-def service_worker(shell: list[dict], *, isolate: bool = True) -> str:
-    """``sw.js`` for this build's shell."""
+def service_worker(shell: list[dict], *, isolate: bool = True, retire: bool = False) -> str:
+    """``sw.js`` for this build's shell; ``retire``: one that removes an earlier build's
+    service worker and its caches (a site rebuilt with ``site.offline: false``)."""
     listing = json.dumps(shell, sort_keys=True, separators=(",", ":"))
     version = hashlib.sha256(listing.encode()).hexdigest()[:16]
-    build = json.dumps({"version": version, "shell": shell, "isolate": isolate},
-                       separators=(",", ":"))
+    config = {"version": version, "shell": shell, "isolate": isolate}
+    if retire:
+        config = {"version": "retired", "shell": [], "isolate": False, "retire": True}
+    build = json.dumps(config, separators=(",", ":"))
     source = _SW_SOURCE.read_text("utf-8")
     if _PLACEHOLDER not in source:
         raise RuntimeError(f"{_SW_SOURCE}: the BUILD placeholder is missing")

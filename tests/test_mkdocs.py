@@ -234,6 +234,16 @@ def test_bad_marker_names_page_and_line(docs_site, marker, message):
         assert "'/helper/' (Docs helper), '/card/' (Card writer)" in err, err
 
 
+def test_every_bad_marker_of_the_site_is_reported_at_once(docs_site):
+    home, guide = docs_site / "docs" / "index.md", docs_site / "docs" / "guide" / "page.md"
+    home.write_text('# Home\n\n{{ sitegen_app("nope") }}\n\n{{ sitegen_app(helper) }}\n')
+    guide.write_text('# Guide\n\n{{ sitegen_app("helper", height="tall") }}\n')
+    err = build_fails(docs_site)
+    assert f"{home}:3: sitegen_app('nope')" in err, err
+    assert f"{home}:5: cannot read the marker" in err, err
+    assert f"{guide}:3: sitegen_app(height='tall')" in err, err
+
+
 def test_docs_folder_named_sitegen_is_refused(docs_site):
     (docs_site / "docs" / "sitegen").mkdir()
     (docs_site / "docs" / "sitegen" / "notes.md").write_text("# Notes\n")

@@ -86,6 +86,7 @@ class SitegenPlugin(BasePlugin[SitegenPluginConfig]):
         self._spec_path: Path | None = None
         self._embed_name = ""
         self._embeds: dict[str, list[str]] = {}  # page src_uri -> the HTML of its embeds, in order
+        self._problems: list[str] = []  # bad markers of every page, reported together (on_env)
 
     # --- the spec, loaded once per build -----------------------------------------------------
 
@@ -145,16 +146,29 @@ class SitegenPlugin(BasePlugin[SitegenPluginConfig]):
                 continue
             m = _MARKER.match(markdown, pos)
             if m is None:
-                raise PluginError(f"sitegen: {where(pos)}: unclosed sitegen_app marker: write "
-                                  f"{{{{ sitegen_app(\"PATH\") }}}}")
-            name, height = self._parse_marker(m.group("rest"), where(pos))
+                self._problems.append(f"{where(pos)}: unclosed sitegen_app marker: write "
+                                      f"{{{{ sitegen_app(\"PATH\") }}}}")
+                continue
+            try:
+                name, height = self._parse_marker(m.group("rest"), where(pos))
+                block = self._embed(name, height, page, config, where(pos))
+            except _MarkerError as e:
+                self._problems.append(str(e))
+                block = ""
             out.append(markdown[last:pos])
             out.append(_TOKEN.format(n=len(embeds)))
-            embeds.append(self._embed(name, height, page, config, where(pos)))
+            embeds.append(block)
             last = m.end()
         out.append(markdown[last:])
         self._embeds[page.file.src_uri] = embeds
         return "".join(out)
+
+    def on_env(self, env, config, files):
+        # Every page has been read: report every bad marker of the site at once.
+        if self._problems:
+            raise PluginError("sitegen: errors in the pages' sitegen_app markers:\n" +
+                              "\n".join(self._problems))
+        return env
 
     def on_page_content(self, html_text, page, config, files):
         embeds = self._embeds.get(page.file.src_uri)
@@ -180,17 +194,17 @@ class SitegenPlugin(BasePlugin[SitegenPluginConfig]):
             call = None
         if not isinstance(call, ast.Call) or len(call.args) != 1 or \
                 not isinstance(call.args[0], ast.Constant) or not isinstance(call.args[0].value, str):
-            raise PluginError(f"sitegen: {where}: cannot read the marker "
+            raise _MarkerError(f"{where}: cannot read the marker "
                               f"'{{{{ sitegen_app{rest.strip()[:60]} }}}}': {usage}")
         height = self.config.height
         for kw in call.keywords:
             if kw.arg != "height" or not isinstance(kw.value, ast.Constant) or \
                     not isinstance(kw.value.value, str):
-                raise PluginError(f"sitegen: {where}: sitegen_app() takes the app and an optional "
+                raise _MarkerError(f"{where}: sitegen_app() takes the app and an optional "
                                   f"height=\"...\" only: {usage}")
             height = kw.value.value
             if not _CSS_LENGTH.fullmatch(height):
-                raise PluginError(f"sitegen: {where}: sitegen_app(height={height!r}): expected a "
+                raise _MarkerError(f"{where}: sitegen_app(height={height!r}): expected a "
                                   f"CSS length such as '36rem' or '600px'")
         return call.args[0].value, height
 
@@ -219,7 +233,7 @@ class SitegenPlugin(BasePlugin[SitegenPluginConfig]):
             if app.title == name:
                 return app
         known = ", ".join(f"{display_path(a.path)!r} ({a.title})" for a in self._spec.apps)
-        raise PluginError(f"sitegen: {where}: sitegen_app({name!r}): no app with that path or "
+        raise _MarkerError(f"{where}: sitegen_app({name!r}): no app with that path or "
                           f"title in {self._spec_path} (its apps: {known})")
 
     @staticmethod
@@ -254,6 +268,10 @@ class SitegenPlugin(BasePlugin[SitegenPluginConfig]):
             if theme_dir is not None:
                 server.watch(os.fspath(theme_dir))
         return server
+
+
+class _MarkerError(Exception):
+    """A bad marker in a page (``FILE:LINE: message``), collected and reported with the others."""
 
 
 class _Where:

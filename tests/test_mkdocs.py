@@ -209,6 +209,9 @@ def test_missing_spec_file(docs_site):
     (docs_site / "mkdocs.yml").write_text(MKDOCS.replace("spec: app.yaml", "spec: apps.yaml"))
     err = build_fails(docs_site)
     assert "plugins.sitegen.spec: 'apps.yaml': no such spec file" in err, err
+    (docs_site / "mkdocs.yml").write_text(MKDOCS.replace("spec: app.yaml", "spec: docs"))
+    err = build_fails(docs_site)
+    assert "plugins.sitegen.spec: 'docs': is a folder, not a spec file" in err, err
 
 
 def test_bad_height_option(docs_site):

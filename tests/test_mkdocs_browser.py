@@ -2,9 +2,10 @@
 
 A MkDocs site (the ``mkdocs`` theme, with a stylesheet giving it its own colours and font)
 embeds a chat app and a form app running a tiny converted model; ``mkdocs serve`` serves it and
-one headless Chromium (WebGPU on SwiftShader) opens it. Oracles: the Node CLI for the greedy
-reply (as tests/test_app.py), Python's ``str.format`` for the form's message, the test's own
-stylesheet for the colours, and the test's own edits of app.yaml for live reload.
+one headless Chromium (WebGPU on SwiftShader) opens it. The mkdocs-docs sample is served the same
+way with a tiny model in place of SmolLM2. Oracles: the Node CLI for the greedy replies (as
+tests/test_app.py), Python's ``str.format`` for the form's message, the test's own stylesheet for
+the colours, and the test's own edits of app.yaml for live reload.
 """
 
 from __future__ import annotations

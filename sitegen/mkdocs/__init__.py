@@ -98,8 +98,9 @@ class SitegenPlugin(BasePlugin[SitegenPluginConfig]):
         base_dir = Path(config.config_file_path or ".").resolve().parent
         self._spec_path = (base_dir / self.config.spec).resolve()
         if not self._spec_path.is_file():
-            raise PluginError(f"sitegen: plugins.sitegen.spec: {self.config.spec!r}: no such spec "
-                              f"file (the path is relative to mkdocs.yml: {self._spec_path})")
+            what = "is a folder, not a spec file" if self._spec_path.is_dir() else "no such spec file"
+            raise PluginError(f"sitegen: plugins.sitegen.spec: {self.config.spec!r}: {what} "
+                              f"(the path is relative to mkdocs.yml: {self._spec_path})")
         try:
             self._spec = load_spec(self._spec_path)
         except SitegenError as e:

@@ -7,7 +7,7 @@ and say how to fix the problem.
 
 from __future__ import annotations
 
-__all__ = ["SitegenError", "SpecError", "ConvertError", "BuildError", "ServeError"]
+__all__ = ["SitegenError", "SpecError", "ConvertError", "BuildError", "ServeError", "DeployError"]
 
 
 class SitegenError(Exception):
@@ -49,3 +49,7 @@ class BuildError(SitegenError):
 
 class ServeError(SitegenError):
     """A problem starting or running the preview server."""
+
+
+class DeployError(SitegenError):
+    """A problem deploying a site (git, a remote, a branch, a workflow file; issue 15)."""

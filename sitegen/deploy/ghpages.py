@@ -18,13 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..errors import SitegenError
+from ..errors import DeployError, SitegenError
 
-__all__ = ["DeployError", "DeployResult", "gh_deploy", "pages_url"]
-
-
-class DeployError(SitegenError):
-    """A problem deploying a built site (git, the remote, the branch)."""
+__all__ = ["DeployResult", "gh_deploy", "pages_url"]
 
 
 @dataclass

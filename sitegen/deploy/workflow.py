@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 from .. import __version__
-from ..errors import SitegenError
+from ..errors import DeployError
 
 __all__ = ["WORKFLOW_PATH", "workflow", "write_workflow"]
 
@@ -105,7 +105,7 @@ def write_workflow(spec_path: Path, *, root: Path | None = None) -> Path:
     try:
         rel = spec_path.relative_to(root).as_posix()
     except ValueError:
-        raise SitegenError(f"the spec {spec_path} is outside {root}, where the workflow goes; "
+        raise DeployError(f"the spec {spec_path} is outside {root}, where the workflow goes; "
                            f"run sitegen new inside the repository", key="--github-actions"
                            ) from None
     branch = "main"
@@ -115,7 +115,7 @@ def write_workflow(spec_path: Path, *, root: Path | None = None) -> Path:
         branch = r.stdout.strip()
     target = root / WORKFLOW_PATH
     if target.exists():
-        raise SitegenError(f"{target} already exists; remove it to write a new one",
+        raise DeployError(f"{target} already exists; remove it to write a new one",
                            key="--github-actions")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(workflow(rel, branch=branch), "utf-8")

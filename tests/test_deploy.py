@@ -260,7 +260,7 @@ def test_build_prints_what_to_upload_where(tmp_path):
     assert (f"note: model 'tiny': upload the 3 files of {weights}/ ({size:.1f} MiB) to "
             f"https://huggingface.co/ada/w/resolve/main/tiny/ (the site reads its shards from there; it must "
             f"answer with CORS headers, see docs/deploy.md)\n"
-            f"      e.g. huggingface-cli upload ada/w {weights} tiny --revision main") in r.stderr
+            f"      e.g. hf upload ada/w {weights} tiny --revision main") in r.stderr
     assert sorted(p.name for p in weights.iterdir()) == ["manifest.json", "shard-00000.bin", "shard-00001.bin"]
     assert json.loads((tmp_path / "site" / "app.json").read_text())["model"]["base_url"] == \
         "https://huggingface.co/ada/w/resolve/main/tiny/"

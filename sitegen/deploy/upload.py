@@ -28,7 +28,9 @@ def describe_upload(model: str, folder: Path, url: str) -> str:
     hf = hf_repo_of(url)
     if hf is not None:
         kind, repo, revision, path = hf
+        # `hf` is huggingface_hub's command line (a sitegen dependency); it creates the
+        # repository when it does not exist yet.
         type_flag = "" if kind == "model" else f" --repo-type {kind}"
-        lines.append(f"      e.g. huggingface-cli upload{type_flag} {repo} {folder} "
+        lines.append(f"      e.g. hf upload{type_flag} {repo} {folder} "
                      f"{path or '.'} --revision {revision}")
     return "\n".join(lines)

@@ -116,7 +116,9 @@ export async function createBackend(manifest, options = {}) {
   const backend = {
     name: "wasm",
     compute: "f32",
-    fusions: { qkv: false },
+    // Neither fused graph op: q/k/v as three products (each member is a tensor of its own in the
+    // stream), norms as their own pass (cheap on a CPU next to the products).
+    fusions: /** @type {{ qkv: boolean }} */ ({ qkv: false, norm: false }),
     threads,
     // The CPU is never lost; the promise stays pending.
     lost: new Promise(() => {}),

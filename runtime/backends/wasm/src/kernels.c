@@ -96,13 +96,24 @@ INLINE void halves_to_floats(v128_t h, v128_t* lo, v128_t* hi) {
   *hi = wasm_v128_or(b, sb);
 }
 
-// Sixteen signed bytes → four float vectors, in order.
+// Sixteen unsigned bytes → four float vectors of (byte - bias), in order, exactly: a byte b in
+// the low mantissa bits of 2^23 (the bits 0x4B000000 | b) is the float 2^23 + b, so one subtraction
+// gives b - bias. (A vector int → float conversion of extended bytes is lowered by LLVM 14 lane by
+// lane, through scalar code; this stays in SIMD registers.)
+INLINE void ubytes_to_floats(v128_t q, float bias, v128_t f[4]) {
+  const v128_t magic = wasm_i32x4_splat(0x4B000000);
+  const v128_t off = wasm_f32x4_splat(8388608.0f + bias);
+  v128_t lo = wasm_u16x8_extend_low_u8x16(q), hi = wasm_u16x8_extend_high_u8x16(q);
+  f[0] = wasm_f32x4_sub(wasm_v128_or(wasm_u32x4_extend_low_u16x8(lo), magic), off);
+  f[1] = wasm_f32x4_sub(wasm_v128_or(wasm_u32x4_extend_high_u16x8(lo), magic), off);
+  f[2] = wasm_f32x4_sub(wasm_v128_or(wasm_u32x4_extend_low_u16x8(hi), magic), off);
+  f[3] = wasm_f32x4_sub(wasm_v128_or(wasm_u32x4_extend_high_u16x8(hi), magic), off);
+}
+
+// Sixteen signed bytes (q8 codes) → four float vectors, in order: flipping the sign bit makes
+// them unsigned b = q + 128.
 INLINE void bytes_to_floats(v128_t q, v128_t f[4]) {
-  v128_t lo = wasm_i16x8_extend_low_i8x16(q), hi = wasm_i16x8_extend_high_i8x16(q);
-  f[0] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(lo));
-  f[1] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(lo));
-  f[2] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(hi));
-  f[3] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(hi));
+  ubytes_to_floats(wasm_v128_xor(q, wasm_i8x16_splat((int8_t)0x80)), 128.0f, f);
 }
 
 // One q4 group of 32 (16 bytes of codes) → eight float vectors of (q - 8): the low
@@ -110,11 +121,8 @@ INLINE void bytes_to_floats(v128_t q, v128_t f[4]) {
 // multiplies is read deinterleaved (see deinterleave32).
 INLINE void q4_group(const uint8_t* p, v128_t f[8]) {
   v128_t q = wasm_v128_load(p);
-  const v128_t eight = wasm_i8x16_splat(8);
-  v128_t lo = wasm_i8x16_sub(wasm_v128_and(q, wasm_i8x16_splat(0x0f)), eight);
-  v128_t hi = wasm_i8x16_sub(wasm_u8x16_shr(q, 4), eight);
-  bytes_to_floats(lo, f);
-  bytes_to_floats(hi, f + 4);
+  ubytes_to_floats(wasm_v128_and(q, wasm_i8x16_splat(0x0f)), 8.0f, f);
+  ubytes_to_floats(wasm_u8x16_shr(q, 4), 8.0f, f + 4);
 }
 
 // --- dot products of one weight row with 1..4 activation rows -----------------

@@ -753,6 +753,7 @@ _LAYER_RE = re.compile(r"^(?:layers|h)\.(\d+)\.(.+)\.(weight|bias)$")
 # into [experts, rows, cols] canonical tensors as parts "name@e" (Mixtral's w1/w3/w2 = gate/up/down).
 _MOE_ROUTER_PARTS = ("block_sparse_moe.gate", "mlp.gate")
 _EXPERT_RE = re.compile(r"^(?:block_sparse_moe|mlp)\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj)$")
+_STACKED_EXPERTS_RE = re.compile(r"^(?:block_sparse_moe|mlp)\.experts\.(w1|w2|w3|gate_proj|up_proj|down_proj)$")
 _EXPERT_PROJ = {"w1": "gate", "w3": "up", "w2": "down", "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
 # transformers 5 in memory (MixtralExperts / Qwen3MoeExperts): all experts as one parameter, no suffix
 _FUSED_EXPERTS_RE = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$")
@@ -824,6 +825,10 @@ def canonical_tensors(hf_name: str, array: np.ndarray, config: dict) -> list[tup
                                f"{config['num_layers']} layers", key=hf_name)
         if part in _MOE_ROUTER_PARTS and _is_sparse(config, i):
             return [(f"{pre}mlp.router.{kind}", np.ascontiguousarray(array))]
+        st = _STACKED_EXPERTS_RE.match(part)
+        if st and array.ndim == 3:  # GGUF: all experts of a projection in one tensor
+            _check_sparse_layer(hf_name, i, config)
+            return [(f"{pre}mlp.experts.{_EXPERT_PROJ[st.group(1)]}.{kind}", np.ascontiguousarray(array))]
         ex = _EXPERT_RE.match(part)
         if ex:
             _check_sparse_layer(hf_name, i, config)

@@ -36,6 +36,8 @@ SUPPORTED_ARCHITECTURES = {
     "gemma": ("GemmaForCausalLM", "gemma"),
     "gemma2": ("Gemma2ForCausalLM", "gemma2"),
     "gemma3": ("Gemma3ForCausalLM", "gemma3_text"),
+    "qwen3moe": ("Qwen3MoeForCausalLM", "qwen3_moe"),
+    # (Mixtral is general.architecture "llama" with llama.expert_count > 0: see _hf_config)
 }
 _GEMMA = ("gemma", "gemma2", "gemma3")
 
@@ -50,6 +52,9 @@ _LAYER_NAMES = {
     "attn_norm": "input_layernorm",
     "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
     "post_attention_norm": "post_attention_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
+    # mixture-of-experts (issue 12): the router and every expert of a projection as one [E, rows, cols] tensor
+    "ffn_gate_inp": "mlp.gate", "ffn_gate_exps": "mlp.experts.gate_proj", "ffn_up_exps": "mlp.experts.up_proj",
+    "ffn_down_exps": "mlp.experts.down_proj",
 }
 _BLOCK_BYTES = 16 * 2**20
 
@@ -143,7 +148,8 @@ class GGUFModel:
         cfg = {
             "architectures": [hf_arch], "model_type": model_type,
             "vocab_size": vocab, "hidden_size": hidden,
-            "intermediate_size": int(need("feed_forward_length")),
+            "intermediate_size": int(_field(r, f"{a}.feed_forward_length", 0) or 0) if a == "qwen3moe"
+            else int(need("feed_forward_length")),
             "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": int(kv_heads),
             "head_dim": int(head_dim),
             "max_position_embeddings": int(_field(r, f"{a}.context_length", 2048)),
@@ -159,7 +165,21 @@ class GGUFModel:
                                    "factor": float(_field(r, f"{a}.rope.scaling.factor", 1.0))}
         elif scaling not in (None, "none"):
             raise ConvertError(f"GGUF rope scaling {scaling!r} is not supported", file=str(self.path))
-        if a in ("llama", "qwen2", "qwen3"):
+        experts = int(_field(r, f"{a}.expert_count", 0) or 0)
+        if experts:
+            # Sparse layers are those with a router; llama.cpp's Mixtral is "llama" with experts, and it
+            # renormalises the top-k weights of both (build_moe_ffn's norm_w) unless expert_weights_norm says.
+            sparse = [i for i in range(layers) if f"model.layers.{i}.mlp.gate.weight" in self._tensors]
+            cfg["num_local_experts"] = cfg["num_experts"] = experts
+            cfg["num_experts_per_tok"] = int(need("expert_used_count"))
+            cfg["norm_topk_prob"] = bool(_field(r, f"{a}.expert_weights_norm", True))
+            cfg["mlp_only_layers"] = [i for i in range(layers) if i not in sparse]
+            if a == "llama":
+                cfg["architectures"], cfg["model_type"] = ["MixtralForCausalLM"], "mixtral"
+            else:
+                cfg["moe_intermediate_size"] = int(need("expert_feed_forward_length"))
+                cfg["intermediate_size"] = int(_field(r, f"{a}.feed_forward_length", 0) or cfg["moe_intermediate_size"])
+        if a in ("llama", "qwen2", "qwen3", "qwen3moe"):
             cfg["hidden_act"] = "silu"
             has_bias = "model.layers.0.self_attn.q_proj.bias" in self._tensors
             cfg["attention_bias"] = has_bias

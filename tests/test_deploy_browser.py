@@ -99,6 +99,9 @@ def sw_ready(page) -> None:
 
 def new_page(context):
     page = context.new_page()
+    # Room for a loaded 2-core machine: a page load waits for a model load in another page.
+    page.set_default_timeout(120_000)
+    page.set_default_navigation_timeout(120_000)
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     return page

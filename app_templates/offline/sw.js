@@ -106,7 +106,8 @@ async function navigate(url, request) {
 
 /** Whether any open page of the site is generating (each answers through register.js). */
 async function anyPageBusy() {
-  const pages = await self.clients.matchAll({ type: "window" });
+  // Uncontrolled pages too (a first visit's): they would fetch the new files from then on as well.
+  const pages = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
   const answers = await Promise.all(pages.map((client) => new Promise((resolve) => {
     const channel = new MessageChannel();
     channel.port1.onmessage = (e) => resolve(Boolean(e.data?.busy));

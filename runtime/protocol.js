@@ -23,7 +23,8 @@ import "./chat.js"; // ChatFormatError, likewise
 /**
  * @typedef {{ role: "system" | "user" | "assistant", content: string }} ChatMessage
  * @typedef {{ temperature?: number, top_p?: number, top_k?: number, min_p?: number,
- *   repetition_penalty?: number, max_tokens?: number, stop?: string[], seed?: number | null }} Settings
+ *   repetition_penalty?: number, max_tokens?: number, stop?: string[], seed?: number | null,
+ *   response_format?: { type: string, json_schema?: { name?: string, schema: unknown } } }} Settings
  * @typedef {{ kind: "load", id: number, payload: { manifestUrl: string, shaderBase?: string, shardBase?: string, contextLength?: number,
  *     backend?: "auto" | "webgpu" | "wasm" } }
  *   | { kind: "generate", id: number, payload: { messages: ChatMessage[], settings: Settings } }

@@ -43,7 +43,11 @@ REPLY_ZH = """以下是三個標題建議：
 1. **山頂的早餐**：週末登山記
 2. 從步道出發，*慢慢*走到雲裡
 3. 兩天一夜的郊山小旅行"""
-CARD = "Happy birthday, Rose! May your garden bloom all year and your paintings fill every wall."
+# The birthday card's reply is data (its output.schema, issue 17): three drafts shown as cards.
+CARD = json.dumps({"drafts": [
+    {"message": "Happy birthday, Rose! May your garden bloom all year and your paintings fill every wall."},
+    {"message": "Dear Rose, another year of sunshine and roses. Thank you for every story and every cup of tea."},
+    {"message": "Wishing you the happiest of birthdays! Your kindness grows like your garden: bright and everywhere."}]})
 
 SAMPLES = {
     "chat": REPLY_EN,
@@ -81,7 +85,8 @@ def test_sample_screenshots(sample, browser):
                     page.fill("#field-recipient", "Grandma Rose")
                     page.fill("#field-details", "she loves her garden")
                     page.click("#generate")
-                    wait_idle(page, 4)
+                    wait_idle(page, 2)
+                    assert page.locator("#messages .output-card").count() == 3
                 else:
                     page.click("#starters .starter >> nth=0")
                     wait_idle(page, 2)

@@ -51,4 +51,6 @@ def test_sample_builds_byte_identically(sample, tmp_path):
     if sample == "birthday-card":
         form = cfg["prompts"]["form"]
         assert [f["name"] for f in form["fields"]] == ["recipient", "relation", "tone", "details"]
-        assert form["responses"] == 3 and form["followups"][0]["label"] == "Merge the drafts"
+        assert form["responses"] == 1 and form["followups"][0]["label"] == "Merge the drafts"
+        # the three drafts come back as one reply's data (issue 17)
+        assert cfg["output"]["schema"]["properties"]["drafts"]["maxItems"] == 3 and cfg["output"]["show"] == "cards"

@@ -68,7 +68,7 @@ SCHEMAS: dict[str, dict] = {
         "required": ["id", "value"]},
     "birthday": {"type": "object", "properties": {"drafts": {
         "type": "array", "minItems": 3, "maxItems": 3,
-        "items": {"type": "object", "properties": {"message": {"type": "string", "minLength": 1, "maxLength": 40}},
+        "items": {"type": "object", "properties": {"message": {"type": "string", "minLength": 1, "maxLength": 20}},
                   "required": ["message"]}}}, "required": ["drafts"]},
 }
 

@@ -11,6 +11,7 @@ import { WorkerClient } from "../protocol.js";
 import { MarkdownView } from "./markdown.js";
 import { openStore, toMarkdown } from "./store.js";
 import { fillTemplate } from "./template.js";
+import { itemText, outputItems, parseOutput, renderOutput } from "./output.js";
 
 /**
  * @typedef {import("./store.js").Conversation} Conversation
@@ -42,6 +43,8 @@ class App {
     this.strings = config.ui.strings;
     this.layout = config.ui.layout;
     this.form = config.prompts.form;
+    /** Structured output (issue 17): replies as JSON data shown as cards or a table; null: text. */
+    this.output = /** @type {import("./output.js").OutputConfig | null} */ (config.output ?? null);
     this.appKey = config.app.path;
     /** @type {WorkerClient | null} */
     this.client = null;
@@ -339,12 +342,15 @@ class App {
   }
 
   /** The request's sampling settings: the spec's, with the visitor's changes. */
-  requestSettings() {
+  /** @param {boolean} [structured] a reply constrained to `output.schema` (no stop strings then: they could cut the JSON) */
+  requestSettings(structured = false) {
     const g = this.config.generation;
     return {
       temperature: this.settings.temperature, top_p: this.settings.top_p, top_k: g.top_k, min_p: g.min_p,
-      repetition_penalty: g.repetition_penalty, max_tokens: this.settings.max_new_tokens, stop: g.stop,
+      repetition_penalty: g.repetition_penalty, max_tokens: this.settings.max_new_tokens, stop: structured ? [] : g.stop,
       ...(g.seed != null ? { seed: g.seed } : {}),
+      ...(structured && this.output
+        ? { response_format: { type: "json_schema", json_schema: { name: "output", schema: this.output.schema } } } : {}),
     };
   }
 
@@ -389,19 +395,20 @@ class App {
     this.conv.messages.push({ role: "user", content });
     if (!this.conv.title) this.conv.title = content.slice(0, 60);
     this.render();
-    await this.generateReplies(1);
+    await this.generateReplies(1, { structured: Boolean(this.output) && this.layout === "chat" });
   }
 
   /**
    * Generate `count` replies to the conversation as it is (each from the same history).
-   * @param {number} count
+   * `structured`: replies follow `output.schema` (a chat app's replies, a form's submission).
+   * @param {number} count @param {{ structured?: boolean }} [o]
    */
-  async generateReplies(count) {
+  async generateReplies(count, { structured = false } = {}) {
     const history = this.modelMessages();
     const turn = this.conv.messages.length;
     for (let n = 1; n <= count; n++) {
       /** @type {StoredMessage} */
-      const msg = { role: "assistant", content: "", turn, ...(count > 1 ? { n } : {}) };
+      const msg = { role: "assistant", content: "", turn, ...(count > 1 ? { n } : {}), ...(structured ? { output: true } : {}) };
       this.conv.messages.push(msg);
       this.render();
       const ok = await this.streamInto(msg, history);
@@ -423,14 +430,18 @@ class App {
     const body = /** @type {HTMLElement} */ (li.querySelector(".message-body"));
     const view = new MarkdownView(body, { strings: { copy: this.strings.copy } });
     li.dataset.streaming = "true";
-    const stream = this.stream = client.generate({ messages: history, settings: this.requestSettings() });
+    const stream = this.stream = client.generate({ messages: history, settings: this.requestSettings(Boolean(msg.output)) });
     this.updateControls();
     /** @type {number[]} */
     const tokens = [];
     msg.tokens = tokens;
     let frame = 0;
     let lastSave = performance.now();
-    const draw = () => { frame = 0; view.update(msg.content); };
+    const draw = () => {
+      frame = 0;
+      if (msg.output && this.output) renderOutput(body, this.output, msg.content, { strings: this.strings, done: false });
+      else view.update(msg.content);
+    };
     let ok = true;
     try {
       for await (const chunk of this.stream) {
@@ -481,9 +492,10 @@ class App {
     let i = msgs.length;
     while (i > 0 && msgs[i - 1].role === "assistant") i--;
     const count = msgs.slice(i).filter((m) => m.n).length || 1;
+    const structured = msgs.slice(i).some((m) => m.output);
     msgs.splice(i);
     this.render();
-    await this.generateReplies(count);
+    await this.generateReplies(count, { structured });
   }
 
   /** Take the last user message back into the composer, dropping it and its replies. */
@@ -530,7 +542,7 @@ class App {
     this.conv.title = content.slice(0, 60);
     this.conv.messages.push({ role: "user", content });
     this.render();
-    await this.generateReplies(this.form.responses);
+    await this.generateReplies(this.form.responses, { structured: Boolean(this.output) });
     await this.renderHistory();
   }
 
@@ -538,8 +550,16 @@ class App {
   async followup(index) {
     const f = this.form?.followups?.[index];
     if (!f || !this.ready || this.stream) return;
+    // A structured reply contributes its cards (those picked with "merge", else all of them).
+    const output = this.output;
     const responses = this.conv.messages.filter((m) => m.role === "assistant" && m.content && !m.error)
-      .map((m, k) => `${k + 1}. ${m.content.trim()}`).join("\n\n");
+      .flatMap((m) => {
+        const data = m.output && output ? parseOutput(m.content) : null;
+        if (!data || !output) return [m.content.trim()];
+        const items = outputItems(output, data.value).map((it) => itemText(output, it).trim());
+        return m.picked?.length ? items.filter((_, k) => m.picked?.includes(k)) : items;
+      })
+      .map((text, k) => `${k + 1}. ${text}`).join("\n\n");
     const content = this.fill(f.parts, { ...(this.conv.form ?? {}), responses });
     this.conv.messages.push({ role: "user", content });
     this.render();
@@ -585,6 +605,8 @@ class App {
     if (m.role === "user") {
       body.textContent = m.content; // the visitor's text is shown as typed
       body.classList.add("plain");
+    } else if (m.output && this.output) {
+      renderOutput(body, this.output, m.content, { strings: s, state: { chosen: m.chosen, picked: m.picked } });
     } else {
       new MarkdownView(body, { strings: { copy: s.copy } }).update(m.content);
     }
@@ -630,9 +652,34 @@ class App {
     }
     const li = /** @type {HTMLElement} */ (b.closest("li.message"));
     const index = [...this.el.messages.children].indexOf(li);
+    if (b.dataset.action && this.output) return this.onOutputAction(b, this.conv.messages[index]);
     if (b.classList.contains("copy")) return this.copy(b, this.conv.messages[index]?.content ?? "");
     if (b.classList.contains("edit")) return this.editLast();
     if (b.classList.contains("regenerate")) return this.regenerate();
+  }
+
+  /**
+   * A card's button (docs/spec.md, Output `actions`): "use" marks the chosen card and copies its
+   * text, "merge" picks it for the follow-ups' {responses}, "copy" copies its text.
+   * @param {HTMLElement} b @param {StoredMessage | undefined} m
+   */
+  async onOutputAction(b, m) {
+    const output = /** @type {import("./output.js").OutputConfig} */ (this.output);
+    const data = m ? parseOutput(m.content) : null;
+    if (!m || !data) return;
+    const i = Number(b.dataset.index);
+    const text = itemText(output, outputItems(output, data.value)[i]);
+    if (b.dataset.action === "copy") return this.copy(b, text);
+    if (b.dataset.action === "use") {
+      m.chosen = m.chosen === i ? null : i;
+      if (m.chosen === i) navigator.clipboard?.writeText(text).catch(() => {});
+    } else if (b.dataset.action === "merge") {
+      const picked = new Set(m.picked ?? []);
+      if (picked.has(i)) picked.delete(i); else picked.add(i);
+      m.picked = [...picked].sort((x, y) => x - y);
+    }
+    this.render();
+    await this.save();
   }
 
   /** @param {HTMLElement} button @param {string} text */

@@ -8,7 +8,8 @@
 
 /**
  * @typedef {{ role: "user" | "assistant", content: string, turn?: number, n?: number,
- *   stopped?: boolean, error?: string, errorMessage?: string, speed?: number, cachedTokens?: number, tokens?: number[] }} StoredMessage
+ *   stopped?: boolean, error?: string, errorMessage?: string, speed?: number, cachedTokens?: number, tokens?: number[],
+ *   output?: boolean, chosen?: number | null, picked?: number[] }} StoredMessage  output: JSON data (issue 17), chosen/picked: its cards
  * @typedef {{ id: string, title: string, created: number, updated: number, messages: StoredMessage[],
  *   form?: Record<string, string> | null }} Conversation
  */

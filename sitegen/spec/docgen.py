@@ -106,6 +106,39 @@ Using a name that is not a declared field is an error; declaring a field that no
 is a warning. The build also ships the parsed form in `app.json` (`parts`), so the page script
 does not parse templates.
 
+## Structured output
+
+`apps[].output` makes every reply (in a form app: the reply to the form; follow-ups and the chat
+after it stay text) a JSON document that follows `output.schema`. The runtime compiles the schema
+to a grammar and masks, at every token, the tokens that would break it (docs/js-api.md,
+`response_format`), so the reply always parses and validates, unless it ran out of tokens
+(`generation.max_new_tokens`: give it room). The page renders the data by the declarative keys
+`show`, `items`, `title`, `body`, `columns` and `actions`: no template or script of the app runs
+in the page, and every value is set as text (`textContent`), never as HTML. A reply cut short is
+shown as its raw text with a note.
+
+```yaml
+output:
+  schema:
+    type: object
+    required: [drafts]
+    properties:
+      drafts:
+        type: array
+        minItems: 3
+        maxItems: 3
+        items: {type: object, required: [message], properties: {message: {type: string, maxLength: 400}}}
+  show: cards          # or table, json
+  items: drafts        # the list to show
+  body: message        # each card's text
+  actions: [use, copy]
+```
+
+`sitegen validate` checks the schema itself against the supported subset (each problem at its
+line: an unsupported keyword, a `required` name missing from `properties`, bounds no number
+meets, a `pattern` outside the supported dialect) and checks that `items`, `title`, `body` and
+`columns` name what the schema has.
+
 ## Chat templates
 
 `models.<name>.chat_template` replaces the model's own chat template, or gives one to a model
@@ -204,6 +237,8 @@ URLs in it are relative to `app.json` itself (the page's folder).
   when the spec leaves them `null`; `ui.strings` holds every UI string of that language.
 - `ui.settings_bounds` gives `[min, max]` of the settings panel's sliders (from
   `SETTINGS_BOUNDS` in `sitegen/spec/schema.py`, widened to take in the spec's own value).
+- `output` is `null` for apps without structured output, else the [Output](#output) keys as
+  written (`schema` as JSON); the page sends the schema as `response_format` (docs/js-api.md).
 - `model.manifest` is always on this site unless the source is an `https://` URL;
   `model.base_url` is where the shard files named in the manifest are fetched from.
 
@@ -265,6 +300,7 @@ def _section(cls: type[Section]) -> str:
                                       "Prompts": "apps[].prompts",
                                       "Generation": "apps[].generation",
                                       "UI": "apps[].ui",
+                                      "Output": "apps[].output",
                                       "ChatSegments": "models.<name>.chat_template",
                                       "Roles": "models.<name>.chat_template.roles",
                                       "RoleSegments": "models.<name>.chat_template.roles.<role>",
@@ -303,6 +339,7 @@ def _app_json_example() -> str:
         "ui": {"welcome": "…", "placeholder": "…", "layout": "form", "theme": "auto",
                "accent": "#d946ef", "language": "en", "strings": {"send": "Send", "…": "…"},
                "settings_bounds": {"temperature": [0.0, 2.0], "top_p": [0.05, 1.0]}},
+        "output": None,
         "model": {"name": "smollm2", "manifest": "../models/smollm2/manifest.json",
                   "base_url": "../models/smollm2/", "backend": "auto"},
         "runtime": {"base": "../assets/runtime-0123456789ab/runtime/",

@@ -12,11 +12,12 @@ from ..resources import ui_languages
 from .options import (INVALID, MIB, Bool, Choice, Context, Float, Int, ListOf, LocalPath, MapOf,
                       Name, Option, Section, Size, Str, Sub, Url, did_you_mean, join_key)
 from .sources import SourceError, parse_source
+from .output import Output
 from .template import TemplateSyntaxError, parse_template, placeholders
 from .yamlnodes import MappingNode, ScalarNode, describe, position, quote, scalar_value
 
 __all__ = ["Spec", "Site", "Model", "Host", "ChatSegments", "Roles", "RoleSegments", "App", "Prompts", "Form", "Field", "Followup",
-           "Generation", "UI", "SECTIONS"]
+           "Generation", "UI", "Output", "SECTIONS"]
 
 _BCP47 = r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*"
 _RESERVED_PATHS = ("assets", "models")
@@ -585,6 +586,8 @@ class App(Section):
     prompts = Sub(Prompts, "Prompts.")
     generation = Sub(Generation, "Sampling defaults.")
     ui = Sub(UI, "Look and feel.")
+    output = Sub(Output, "Structured output: replies are JSON following a schema, shown as cards or "
+                 "a table; absent: replies are text (Markdown).", absent="none")
 
     def validate(self, ctx: Context) -> None:
         ui, prompts = self.ui, self.prompts
@@ -685,4 +688,4 @@ def _ui_language_for(tag: str) -> str:
 # In the order docs/spec.md documents them.
 SECTIONS: tuple[type[Section], ...] = (Spec, Site, Model, Host, ChatSegments, Roles,
                                        RoleSegments, App, Prompts, Form, Field, Followup,
-                                       Generation, UI)
+                                       Generation, UI, Output)

@@ -7,7 +7,9 @@ oracle over the same (dequantized) weights. Bounds, stated per kernel:
 
 - products (matmul, every storage type, bias, gated activations, soft-capping, accumulate):
   |got - want| <= 1e-5 * Σ_c |x_c w_c| (f32 rounding of a sum of `cols` terms), plus 1e-6 for
-  the activation's own error (exp, erf: relative errors below 2e-7);
+  the activation's own error (exp, erf: relative errors below 2e-7); the decode path of q4/q8
+  (one token, x in 16-bit fixed point per group of 32) adds 1.6e-5 * Σ_g max|x_g| Σ_(c in g) |w_c|
+  (x rounded to 1/65534 of its group's largest value);
 - embed (a dequantized row, times a scale): exact up to one f32 rounding (1e-6 relative);
 - norm: 1e-5 of the largest output; rope: 1e-6 of the largest input;
 - attention: 1e-5 of the largest |v| (softmax weights sum to 1);
@@ -74,12 +76,14 @@ def act_np(name: str, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def matmul_job(dtype, T, rows, cols, *, bias=False, gate=False, act="none", softcap=0.0, accumulate=False):
+def matmul_job(dtype, T, rows, cols, *, bias=False, gate=False, act="none", softcap=0.0, accumulate=False,
+               int16=False):
+    """int16: the decode path of q4/q8 (one token, x in 16-bit fixed point per group of 32)."""
     data, off, W = weight(rows, cols, dtype)
     x = RNG.standard_normal((T, cols)).astype(np.float32)
     b = (0.1 * RNG.standard_normal(rows)).astype(np.float32)
     out0 = RNG.standard_normal((T, rows)).astype(np.float32)
-    buffers = {"w": data, "x": x, "xp": {"bytes": x.nbytes}, "b": b, "out": out0}
+    buffers = {"w": data, "x": x, "xp": {"bytes": x.nbytes}, "b": b, "out": out0, "xq": {"bytes": 2 * x.size + cols}}
     gw = gsc = 0
     G = None
     if gate:
@@ -93,15 +97,23 @@ def matmul_job(dtype, T, rows, cols, *, bias=False, gate=False, act="none", soft
     if dtype == "q4":
         calls.append(["deinterleave32", {"buf": "xp"}, {"buf": "x"}, T * cols])
         xin = {"buf": "xp"}
+    if int16:
+        assert T == 1 and dtype in ("q4", "q8")
+        calls.append(["quantize_x16", {"buf": "xq"}, xin, cols])
     calls.append(["matmul", {"buf": "out"}, rows, xin, cols, T, rows, cols, DTYPES[dtype], wq, ws,
-                  {"buf": "b"} if bias else 0, gw, gsc, 0, ACTS[act], softcap, int(accumulate)])
+                  {"buf": "b"} if bias else 0, gw, gsc, 0, ACTS[act], softcap, int(accumulate),
+                  {"buf": "xq"} if int16 else 0])
     xd = x.astype(np.float64)
     y = xd @ W.T + (b if bias else 0)
-    scale = np.abs(xd) @ np.abs(W).T
+    absx = np.abs(xd)
+    if int16:
+        # x rounded to 16 bits per group: |x - x̂| <= max|x_g| / 65534 per element (1e-5 * 1.6 > 1/65534).
+        absx = absx + 1.6 * np.repeat(np.abs(xd).reshape(T, -1, 32).max(-1), 32, axis=-1)
+    scale = absx @ np.abs(W).T
     if gate:
         gy = xd @ G.T
         y = act_np(act, gy) * y
-        scale = scale * (1 + np.abs(act_np(act, gy))) + np.abs(y) * (np.abs(xd) @ np.abs(G).T)
+        scale = scale * (1 + np.abs(act_np(act, gy))) + np.abs(y) * (absx @ np.abs(G).T)
     elif act != "none":
         y = act_np(act, y)
     if softcap:
@@ -123,6 +135,10 @@ CASES = [
     ("q4", 2, 23, 64, {"act": "gelu"}),
     ("q4", 9, 37, 160, {"gate": True, "act": "silu", "bias": True}),
     ("q4", 3, 17, 32, {"softcap": 5.0}),
+    ("q4", 1, 29, 96, {"int16": True, "bias": True}),
+    ("q4", 1, 13, 160, {"int16": True, "gate": True, "act": "silu"}),
+    ("q8", 1, 31, 64, {"int16": True, "accumulate": True}),
+    ("q8", 1, 9, 128, {"int16": True, "gate": True, "act": "gelu_tanh", "bias": True}),
 ]
 
 

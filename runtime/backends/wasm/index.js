@@ -244,7 +244,9 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
   const logits = k.alloc(vocab * 4, "the logits");
   acts.set("logits", { ptr: logits, width: vocab });
   const moeInter = /** @type {any} */ (c).moe?.intermediate_size ?? 0;
-  const xp = k.alloc(C * Math.max(maxWidth, c.hidden_size, moeInter) * 4, "the q4 products' input");
+  const widest = Math.max(maxWidth, c.hidden_size, moeInter);
+  const xp = k.alloc(C * widest * 4, "the q4 products' input");
+  const xq = k.alloc(widest * 2 + widest / 4 + 64, "the decode products' input");
   const ids = k.alloc(C * 4, "token ids");
   const positions = c.position === "learned" ? k.alloc(C * 4, "positions") : 0;
   const scores = k.alloc(threads * contextLength * 4, "attention scores");
@@ -303,7 +305,7 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
     const actName = /** @type {any} */ (o.act ?? "none");
     return (T) => k.matmul({ out: o.out.ptr, os: o.out.width, x: inRow(rows, o.x, T), xs: o.x.width, T: count(rows, T),
       rows: w.rows, cols: w.cols, dtype: w.dtype, w: w.ptr, scales: w.scales, bias, gate: g?.ptr ?? 0,
-      gateScales: g?.scales ?? 0, gateBias, act: actName, softcap: o.softcap ?? 0, accumulate: o.accumulate, xp });
+      gateScales: g?.scales ?? 0, gateBias, act: actName, softcap: o.softcap ?? 0, accumulate: o.accumulate, xp, xq });
   };
 
   /**
@@ -335,7 +337,7 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
     const mm = (/** @type {Weight} */ w, /** @type {number} */ o, /** @type {number} */ xi, /** @type {number} */ T,
       /** @type {{ gate?: Weight, act?: any }} */ g = {}) => k.matmul({ out: o, os: w.rows, x: xi, xs: w.cols, T, rows: w.rows,
       cols: w.cols, dtype: w.dtype, w: w.ptr, scales: w.scales, gate: g.gate?.ptr, gateScales: g.gate?.scales,
-      act: g.act, xp });
+      act: g.act, xp, xq });
     return (T) => {
       mm(router, probs, x.ptr, T);
       const logitsOf = k.f32(probs, T * E).slice();

@@ -20,7 +20,7 @@ export const DTYPE = { f32: 0, f16: 1, q8: 2, q4: 3 };
 /** Activation codes of src/kernels.c. */
 export const ACT = { none: 0, silu: 1, gelu_tanh: 2, gelu: 3 };
 
-/** @typedef {{ matmul: Function, deinterleave32: Function, embed: Function, norm: Function, rope: Function,
+/** @typedef {{ matmul: Function, deinterleave32: Function, quantize_x16: Function, embed: Function, norm: Function, rope: Function,
  *   attention: Function, topk: Function, __stack_pointer: WebAssembly.Global, __heap_base: WebAssembly.Global }} KernelExports */
 
 /** @type {Map<string, Promise<WebAssembly.Module>>} */
@@ -172,7 +172,9 @@ export class WasmKernels {
    * deinterleaved per 32 columns from `xp` (this call writes it there).
    * @param {{ out: number, os: number, x: number, xs: number, T: number, rows: number, cols: number,
    *   dtype: keyof typeof DTYPE, w: number, scales: number, bias?: number, gate?: number, gateScales?: number,
-   *   gateBias?: number, act?: keyof typeof ACT, softcap?: number, accumulate?: boolean, xp: number }} o
+   *   gateBias?: number, act?: keyof typeof ACT, softcap?: number, accumulate?: boolean, xp: number,
+   *   xq: number }} o  xp: scratch for q4's deinterleaved x (T·cols floats); xq: scratch for one token of
+   *   q4/q8 in 16-bit fixed point (quantize_x16: 2·cols + cols/4 bytes), the decode path's integer dots
    */
   matmul(o) {
     let x = o.x, xs = o.xs;
@@ -181,7 +183,10 @@ export class WasmKernels {
       this.exports.deinterleave32(o.xp, o.x, o.T * o.cols);
       x = o.xp;
     }
+    const int16 = o.T === 1 && (o.dtype === "q4" || o.dtype === "q8");
+    if (int16) this.exports.quantize_x16(o.xq, x, o.cols);
     this.split("matmul", [o.out, o.os, x, xs, o.T, o.rows, o.cols, DTYPE[o.dtype], o.w, o.scales, o.bias ?? 0,
-      o.gate ?? 0, o.gateScales ?? 0, o.gateBias ?? 0, ACT[o.act ?? "none"], o.softcap ?? 0, o.accumulate ? 1 : 0]);
+      o.gate ?? 0, o.gateScales ?? 0, o.gateBias ?? 0, ACT[o.act ?? "none"], o.softcap ?? 0, o.accumulate ? 1 : 0,
+      int16 ? o.xq : 0]);
   }
 }

@@ -128,7 +128,7 @@ INLINE void q4_group(const uint8_t* p, v128_t f[8]) {
 // --- dot products of one weight row with 1..4 activation rows -----------------
 // x rows are `xs` floats apart; out[i] = Σ_c w[c] x_i[c] for i < nt.
 
-static void dot_f32(const float* w, const float* x, int xs, int cols, int nt, float* out) {
+__attribute__((noinline)) static void dot_f32(const float* w, const float* x, int xs, int cols, int nt, float* out) {
   v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
   int c = 0;
   for (; c + 4 <= cols; c += 4) {
@@ -143,7 +143,7 @@ static void dot_f32(const float* w, const float* x, int xs, int cols, int nt, fl
   for (int i = 0; i < nt; i++) out[i] = s[i];
 }
 
-static void dot_f16(const uint16_t* w, const float* x, int xs, int cols, int nt, float* out) {
+__attribute__((noinline)) static void dot_f16(const uint16_t* w, const float* x, int xs, int cols, int nt, float* out) {
   v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
   int c = 0;
   for (; c + 8 <= cols; c += 8) {
@@ -163,7 +163,7 @@ static void dot_f16(const uint16_t* w, const float* x, int xs, int cols, int nt,
 }
 
 // q8: per group, Σ q·x in a group accumulator, then times the group's scale.
-static void dot_q8(const int8_t* w, const uint16_t* sc, const float* x, int xs, int cols, int nt, float* out) {
+__attribute__((noinline)) static void dot_q8(const int8_t* w, const uint16_t* sc, const float* x, int xs, int cols, int nt, float* out) {
   v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
   for (int g = 0, c = 0; c < cols; g++, c += 32) {
     v128_t f[8];
@@ -186,7 +186,7 @@ static void dot_q8(const int8_t* w, const uint16_t* sc, const float* x, int xs, 
 }
 
 // q4 of one activation row (decode): the group sum is scaled once per group.
-static float dot1_q4(const uint8_t* w, const uint16_t* sc, const float* xp, int cols) {
+__attribute__((noinline)) static float dot1_q4(const uint8_t* w, const uint16_t* sc, const float* xp, int cols) {
   v128_t acc = wasm_f32x4_splat(0);
   for (int g = 0, c = 0; c < cols; g++, c += 32) {
     v128_t f[8];
@@ -206,7 +206,7 @@ static float dot1_q4(const uint8_t* w, const uint16_t* sc, const float* xp, int 
 }
 
 // q4 of 2..4 activation rows (prefill): the group is dequantized and scaled once for all.
-static void dotn_q4(const uint8_t* w, const uint16_t* sc, const float* xp, int xs, int cols, int nt, float* out) {
+__attribute__((noinline)) static void dotn_q4(const uint8_t* w, const uint16_t* sc, const float* xp, int xs, int cols, int nt, float* out) {
   v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
   for (int g = 0, c = 0; c < cols; g++, c += 32) {
     v128_t f[8];
@@ -227,15 +227,97 @@ static void dotn_q4(const uint8_t* w, const uint16_t* sc, const float* xp, int x
   if (nt > 3) out[3] = hsum(a3);
 }
 
+// --- decode (one activation row) of q4/q8: integer dot products -------------------
+// A matrix-vector product reads each weight once, so converting every code to a float costs more
+// than the multiply. Instead the one activation row is put in 16-bit fixed point per group of 32
+// (xq = round(x / s), s = max|x| / 32767: a relative error below 1.6e-5 of the group's largest
+// |x|), and each group is one i32x4.dot_i16x8_s per 8 codes; the group's integer sum becomes a
+// float once, times (weight scale · s). Codes stay exact; only x is rounded, far below the
+// bounds of the tests (tests/test_wasm_kernels.py states it).
+// Layout of the quantized row at xq (see quantize_x16): per group, 32 int16 values, then after all
+// groups one f32 scale per group and one int32 Σ xq per group (for q4's −8 offset).
+
+// Quantize n floats (n % 32 == 0; for q4 already deinterleaved) into the layout above.
+EXPORT(quantize_x16) void quantize_x16(int16_t* xq, const float* x, int n) {
+  int groups = n / 32;
+  float* scales = (float*)(xq + n);
+  int32_t* sums = (int32_t*)(scales + groups);
+  for (int g = 0; g < groups; g++) {
+    const float* xg = x + g * 32;
+    v128_t m = wasm_f32x4_splat(0);
+    for (int k = 0; k < 8; k++) m = wasm_f32x4_max(m, wasm_f32x4_abs(wasm_v128_load(xg + 4 * k)));
+    float a = wasm_f32x4_extract_lane(m, 0), b = wasm_f32x4_extract_lane(m, 1);
+    float c = wasm_f32x4_extract_lane(m, 2), d = wasm_f32x4_extract_lane(m, 3);
+    float mx = a > b ? a : b; if (c > mx) mx = c; if (d > mx) mx = d;
+    float s = mx / 32767.0f, inv = mx > 0 ? 32767.0f / mx : 0.0f;
+    int32_t sum = 0;
+    for (int k = 0; k < 32; k++) {
+      float v = xg[k] * inv;
+      int32_t q = (int32_t)(v < 0 ? v - 0.5f : v + 0.5f);
+      xq[g * 32 + k] = (int16_t)q;
+      sum += q;
+    }
+    scales[g] = s;
+    sums[g] = sum;
+  }
+}
+
+__attribute__((noinline)) static float dot1_q4_x16(const uint8_t* w, const uint16_t* sc, const int16_t* xq, int cols) {
+  int groups = cols / 32;
+  const float* xs = (const float*)(xq + cols);
+  const int32_t* sums = (const int32_t*)(xs + groups);
+  v128_t acc = wasm_f32x4_splat(0);
+  for (int g = 0; g < groups; g++) {
+    // The code bytes widened to 16 bits first, then split into nibbles there (a 16-bit shift is
+    // one x86 instruction; an 8-bit one is emulated, and measured 2-3x slower here). Bytes 0-7
+    // hold columns 0-15 (low nibble even, high odd), bytes 8-15 columns 16-31; x is deinterleaved
+    // (even columns, then odd), so its four runs of 8 are at 0, 16, 8 and 24.
+    v128_t q = wasm_v128_load(w + g * 16);
+    v128_t a = wasm_u16x8_extend_low_u8x16(q), b = wasm_u16x8_extend_high_u8x16(q);
+    const v128_t m = wasm_i16x8_splat(0x0f), eight = wasm_i16x8_splat(8);
+    const int16_t* x = xq + g * 32;
+    v128_t d = wasm_i32x4_add(
+        wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_sub(wasm_v128_and(a, m), eight), wasm_v128_load(x)),
+                       wasm_i32x4_dot_i16x8(wasm_i16x8_sub(wasm_u16x8_shr(a, 4), eight), wasm_v128_load(x + 16))),
+        wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_sub(wasm_v128_and(b, m), eight), wasm_v128_load(x + 8)),
+                       wasm_i32x4_dot_i16x8(wasm_i16x8_sub(wasm_u16x8_shr(b, 4), eight), wasm_v128_load(x + 24))));
+    acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(d), wasm_f32x4_splat(half_to_float(sc[g]) * xs[g])));
+  }
+  (void)sums;
+  return hsum(acc);
+}
+
+__attribute__((noinline)) static float dot1_q8_x16(const int8_t* w, const uint16_t* sc, const int16_t* xq, int cols) {
+  int groups = cols / 32;
+  const float* xs = (const float*)(xq + cols);
+  v128_t acc = wasm_f32x4_splat(0);
+  for (int g = 0; g < groups; g++) {
+    v128_t a = wasm_v128_load(w + g * 32), b = wasm_v128_load(w + g * 32 + 16);
+    const int16_t* x = xq + g * 32;
+    v128_t d = wasm_i32x4_add(
+        wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(a), wasm_v128_load(x)),
+                       wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(a), wasm_v128_load(x + 8))),
+        wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(b), wasm_v128_load(x + 16)),
+                       wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(b), wasm_v128_load(x + 24))));
+    acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(d), wasm_f32x4_splat(half_to_float(sc[g]) * xs[g])));
+  }
+  return hsum(acc);
+}
+
 // Row r of a weight: out[i] = w_r · x_i for nt <= 4 rows of x.
+// xq: the row quantized by quantize_x16 (one token of q4/q8), or 0 for the float path.
 INLINE void dot_row(int dtype, const uint8_t* w, const uint16_t* sc, int r, int cols, const float* x, int xs,
-                    int nt, float* out) {
+                    const int16_t* xq, int nt, float* out) {
   switch (dtype) {
     case F32: dot_f32((const float*)w + (long)r * cols, x, xs, cols, nt, out); break;
     case F16: dot_f16((const uint16_t*)w + (long)r * cols, x, xs, cols, nt, out); break;
-    case Q8: dot_q8((const int8_t*)w + (long)r * cols, sc + r * (cols / 32), x, xs, cols, nt, out); break;
+    case Q8:
+      if (xq) out[0] = dot1_q8_x16((const int8_t*)w + (long)r * cols, sc + r * (cols / 32), xq, cols);
+      else dot_q8((const int8_t*)w + (long)r * cols, sc + r * (cols / 32), x, xs, cols, nt, out);
+      break;
     default:
-      if (nt == 1) out[0] = dot1_q4(w + (long)r * (cols / 2), sc + r * (cols / 32), x, cols);
+      if (xq) out[0] = dot1_q4_x16(w + (long)r * (cols / 2), sc + r * (cols / 32), xq, cols);
+      else if (nt == 1) out[0] = dot1_q4(w + (long)r * (cols / 2), sc + r * (cols / 32), x, cols);
       else dotn_q4(w + (long)r * (cols / 2), sc + r * (cols / 32), x, xs, cols, nt, out);
   }
 }
@@ -252,12 +334,13 @@ EXPORT(deinterleave32) void deinterleave32(float* out, const float* x, int n) {
 //   gated:   act(x·gᵀ + gate_bias) * (x·wᵀ + bias)   (gate of the same dtype and shape as w)
 //   act:     act(x·wᵀ + bias);   softcap: cap * tanh(v / cap);   accumulate: out += v.
 // x [T, cols] with rows xs floats apart (for q4: deinterleaved); out rows os floats apart.
+// xq (q4/q8 with T == 1, else 0): x quantized by quantize_x16, for the integer dot products.
 // Rows are taken in blocks of 16 and tokens in blocks of 4: a block of weights stays in
 // the L1 cache while every token passes over it, and 4 tokens share each dequantized group.
 EXPORT(matmul) void matmul(float* out, int os, const float* x, int xs, int T, int rows, int cols, int dtype,
                            const uint8_t* w, const uint16_t* sc, const float* bias,
                            const uint8_t* gw, const uint16_t* gsc, const float* gbias,
-                           int act, float softcap, int accumulate, int part, int parts) {
+                           int act, float softcap, int accumulate, const int16_t* xq, int part, int parts) {
   // The part's rows: multiples of 4 so parts never share a cache line of the output much.
   int per = ((rows + parts - 1) / parts + 3) & ~3;
   int r0 = part * per, r1 = r0 + per < rows ? r0 + per : rows;
@@ -268,8 +351,8 @@ EXPORT(matmul) void matmul(float* out, int os, const float* x, int xs, int T, in
       int nt = T - t0 < 4 ? T - t0 : 4;
       const float* xt = x + (long)t0 * xs;
       for (int r = rb; r < re; r++) {
-        dot_row(dtype, w, sc, r, cols, xt, xs, nt, v);
-        if (gw) dot_row(dtype, gw, gsc, r, cols, xt, xs, nt, g);
+        dot_row(dtype, w, sc, r, cols, xt, xs, T == 1 ? xq : 0, nt, v);
+        if (gw) dot_row(dtype, gw, gsc, r, cols, xt, xs, T == 1 ? xq : 0, nt, g);
         for (int i = 0; i < nt; i++) {
           float y = v[i] + (bias ? bias[r] : 0.0f);
           if (gw) y *= activation(act, g[i] + (gbias ? gbias[r] : 0.0f));

@@ -32,6 +32,7 @@ function start({ module, memory, ctlPtr, stack, index }, reply) {
     const a = Array.from(args.subarray(0, Atomics.load(ctl, 3)));
     exports[SPLIT_KERNELS[kernel]](...a, index, Atomics.load(ctl, 4));
     Atomics.add(ctl, 1, 1);
+    Atomics.notify(ctl, 1);
   }
 }
 

@@ -79,6 +79,7 @@ export async function createPool(kernels, threads) {
     throw e;
   }
   const exports = /** @type {Record<string, Function>} */ (/** @type {unknown} */ (kernels.exports));
+  const canBlock = isNode || typeof globalThis.WorkerGlobalScope !== "undefined";
   let destroyed = false;
   return {
     threads,
@@ -93,7 +94,12 @@ export async function createPool(kernels, threads) {
       Atomics.add(ctl, 0, 1);
       Atomics.notify(ctl, 0);
       exports[name](...a, 0, threads);
-      while (Atomics.load(ctl, 1) < threads - 1) { /* the workers' parts are a few microseconds behind */ }
+      // The workers' parts are usually microseconds behind: spin. A worker the OS has descheduled (a
+      // busy machine) can be milliseconds behind: then sleep until it reports, where this thread may
+      // block (a worker, or Node; a page's main thread may not, and keeps spinning).
+      for (let spins = 0, done; (done = Atomics.load(ctl, 1)) < threads - 1;) {
+        if (++spins > 4096 && canBlock) Atomics.wait(ctl, 1, done, 1);
+      }
     },
     destroy() {
       if (destroyed) return;

@@ -12,8 +12,9 @@ machine shared with other work loads both alike; the median of the rounds is rep
 
 The peer harness is ../shared/peers/wllama/bench.html; its npm packages (`@wllama/wllama`,
 `playwright-core` is not needed: Python's playwright drives Chromium here) are installed once into
-bench/.wllama/ (or $WLLAMA_DIR) with npm. Pages are served with COOP/COEP (cross-origin isolated, so
-both engines can start threads); Chromium is Debian's, without a GPU.
+bench/.wllama/ (or $WLLAMA_DIR) with npm. One-thread runs are served plainly, multi-thread runs with
+COOP/COEP (cross-origin isolated, so both engines can start threads), as the peer harness's serve.py
+does; Chromium is Debian's, without a GPU.
 """
 
 from __future__ import annotations
@@ -76,13 +77,15 @@ class Handler(SimpleHTTPRequestHandler):
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript", ".mjs": "text/javascript",
                       ".wasm": "application/wasm", ".json": "application/json"}
 
-    def __init__(self, *args, mounts, **kwargs):
+    def __init__(self, *args, mounts, coi, **kwargs):
         self.mounts = mounts
+        self.coi = coi
         super().__init__(*args, directory=str(mounts["/"]), **kwargs)
 
     def end_headers(self):
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        if self.coi:
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         super().end_headers()
 
     def translate_path(self, path):
@@ -96,8 +99,8 @@ class Handler(SimpleHTTPRequestHandler):
         pass
 
 
-def serve(mounts: dict) -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, mounts=mounts))
+def serve(mounts: dict, *, coi: bool) -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, mounts=mounts, coi=coi))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
@@ -162,12 +165,17 @@ def main() -> int:
         os.symlink(peer / "node_modules", tmp / "node_modules")
         os.symlink(gguf, tmp / "model.gguf")
         (tmp / "ours.html").write_text(OURS.replace("PROMPT_TEXT", json.dumps(PROMPT)))
-        server, url = serve({"/": tmp, "/runtime/": ROOT / "runtime", "/shaders/": ROOT / "shaders", "/model/": model})
+        mounts = {"/": tmp, "/runtime/": ROOT / "runtime", "/shaders/": ROOT / "shaders", "/model/": model}
+        # One thread: a plain page (both engines then load their single-thread builds); more: COOP/COEP,
+        # as the peer harness's serve.py does (its `coi` argument).
+        plain, plain_url = serve(mounts, coi=False)
+        isolated, coi_url = serve(mounts, coi=True)
         runs = []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             try:
                 for threads in [int(t) for t in args.threads.split(",")]:
+                    url = coi_url if threads > 1 else plain_url
                     for rnd in range(args.rounds):
                         ours = run_page(browser, f"{url}ours.html?threads={threads}")
                         ours["round"] = rnd
@@ -179,7 +187,8 @@ def main() -> int:
                         print(json.dumps(peer_r), flush=True)
             finally:
                 browser.close()
-        server.shutdown()
+        plain.shutdown()
+        isolated.shutdown()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -243,9 +243,9 @@ def test_tokens_spanning_several_symbols(vocab):
     cases = {
         '{"a":"x': {'"}': True, '",': True, '","': True, '":"': False, '"]': False, '"': True, 'hello': True,
                     ',"': True, '{"': True, '}': True},
-        '{"a"': {'":': True, '":"': True, '"}': False, '"': False},
+        '{"a': {'":': True, '":"': True, '"}': False, '"': True, '",': False},
         '{"a":"x","b":["y': {'"]': True, '"],': False, '",': True, '"}': False, '","': True},
-        '{"a":"x","b":[': {'"': True, '["': False, ']': False, '"]': False},
+        '{"a":"x","b":[': {'"': True, '["': False, ']': True, '"]': True, '",': True, '"}': True, '{"': False},
         '{': {'"': True, '{"': False, '}': False, '",': False},
     }
     missing = set()

@@ -21,22 +21,38 @@ import { accepting, initialStacks, plainStringTop, secondByte, stackKey, stepSta
 
 const CACHE_SIZE = 256;
 
-/** A sorted list of token ids with common-prefix lengths. */
+/**
+ * A sorted list of token ids with common-prefix lengths, the bytes laid out flat (the walk reads
+ * them in order), and for each position the next one with another first byte (a grammar that
+ * rejects a first byte skips its whole group in one jump).
+ */
 class SortedTokens {
   /** @param {number[]} ids @param {(Uint8Array | null)[]} bytes */
   constructor(ids, bytes) {
     ids.sort((a, b) => compareBytes(/** @type {Uint8Array} */ (bytes[a]), /** @type {Uint8Array} */ (bytes[b])));
+    const n = ids.length;
     this.ids = Int32Array.from(ids);
-    this.lcp = new Int32Array(ids.length);
-    let maxLen = 0;
-    for (let i = 0; i < ids.length; i++) {
+    this.lcp = new Int32Array(n);
+    this.off = new Int32Array(n + 1);
+    let maxLen = 0, total = 0;
+    for (let i = 0; i < n; i++) {
       const cur = /** @type {Uint8Array} */ (bytes[ids[i]]);
+      this.off[i] = total;
+      total += cur.length;
       maxLen = Math.max(maxLen, cur.length);
       if (i === 0) continue;
       const prev = /** @type {Uint8Array} */ (bytes[ids[i - 1]]);
       let l = 0;
       while (l < prev.length && l < cur.length && prev[l] === cur[l]) l++;
       this.lcp[i] = l;
+    }
+    this.off[n] = total;
+    this.flat = new Uint8Array(total);
+    for (let i = 0; i < n; i++) this.flat.set(/** @type {Uint8Array} */ (bytes[ids[i]]), this.off[i]);
+    this.nextGroup = new Int32Array(n);
+    for (let i = n - 1, next = n; i >= 0; i--) {
+      this.nextGroup[i] = next;
+      if (this.lcp[i] === 0) next = i;
     }
     this.maxLen = maxLen;
   }
@@ -49,20 +65,28 @@ function compareBytes(a, b) {
   return a.length - b.length;
 }
 
-/** Characters of a token that is plain JSON-string text, else -1. @param {Uint8Array} t */
+/**
+ * Characters of a token that is plain JSON-string text (no quote, backslash or control
+ * character; well-formed UTF-8 that may end inside a character, which counts as one, as the
+ * string frame counts it at its lead byte), else -1. Inside a string between characters such a
+ * token is always accepted when its characters fit.
+ * @param {Uint8Array} t
+ */
 function plainChars(t) {
   let chars = 0;
   for (let i = 0; i < t.length; i++) {
     const b = t[i];
     if (b === 0x22 || b === 0x5c || b < 0x20) return -1;
-    if (b < 0x80) { chars++; continue; }
-    const need = b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : -1;
-    if (need < 0 || i + need >= t.length) return -1;
-    const [lo, hi] = secondByte(b);
-    if (!(t[i + 1] >= lo && t[i + 1] <= hi)) return -1;
-    for (let k = 2; k <= need; k++) if (!(t[i + k] >= 0x80 && t[i + k] <= 0xbf)) return -1;
-    i += need;
     chars++;
+    if (b < 0x80) continue;
+    const need = b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : -1;
+    if (need < 0) return -1;
+    const [lo, hi] = secondByte(b);
+    for (let k = 1; k <= need && i + k < t.length; k++) {
+      const c = t[i + k];
+      if (k === 1 ? !(c >= lo && c <= hi) : !(c >= 0x80 && c <= 0xbf)) return -1;
+    }
+    i += need;
   }
   return chars;
 }
@@ -138,26 +162,33 @@ const INDEXES = new WeakMap();
 
 /**
  * Set in `mask` every token of `list` whose bytes the matcher accepts from `stacks`.
- * @param {SortedTokens} list @param {(Uint8Array | null)[]} bytes @param {Stack[]} stacks @param {Uint32Array} mask
+ * @param {SortedTokens} list @param {Stack[]} stacks @param {Uint32Array} mask
  */
-function walk(list, bytes, stacks, mask) {
-  const { ids, lcp } = list;
+function walk(list, stacks, mask) {
+  const { ids, lcp, off, flat, nextGroup } = list;
+  const n = ids.length;
   /** @type {Stack[][]} */
   const at = [stacks];
   let valid = 0; // at[0..valid] hold the states of the previous token's prefix
-  for (let i = 0; i < ids.length; i++) {
-    const id = ids[i];
-    const t = /** @type {Uint8Array} */ (bytes[id]);
+  let failed = false; // the previous token failed at byte `valid`
+  for (let i = 0; i < n;) {
     const l = i === 0 ? 0 : lcp[i];
-    if (l > valid) continue; // shares the prefix that already failed
+    if (failed && l > valid) {
+      // shares the byte that failed: skip it (its whole first-byte group at depth 0)
+      i = valid === 0 ? nextGroup[i - 1] : i + 1;
+      continue;
+    }
+    const start = off[i], len = off[i + 1] - start;
     let d = l;
-    for (; d < t.length; d++) {
-      const next = stepStacks(at[d], t[d], []);
+    for (; d < len; d++) {
+      const next = stepStacks(at[d], flat[start + d], []);
       if (!next.length) break;
       at[d + 1] = next;
     }
     valid = d;
-    if (d === t.length) mask[id >>> 5] |= 1 << (id & 31);
+    failed = d < len;
+    if (!failed) { const id = ids[i]; mask[id >>> 5] |= 1 << (id & 31); }
+    i++;
   }
 }
 
@@ -184,7 +215,7 @@ export class GrammarMatcher {
 
   /** The allowed ids now (bit id of word id >> 5); EOS ids only when the document is complete. */
   mask() {
-    const key = this.stacks.map(stackKey).join("‖");
+    const key = this.#cacheKey();
     const hit = this.cache.get(key);
     if (hit) {
       this.cache.delete(key);
@@ -197,14 +228,31 @@ export class GrammarMatcher {
     const str = live.length === 1 ? plainStringTop(live[0]) : null;
     if (str) {
       mask.set(index.plainUpTo(str.node.max - str.len));
-      walk(index.nonPlain, index.bytes, live, mask);
+      walk(index.nonPlain, live, mask);
     } else if (live.length) {
-      walk(index.all, index.bytes, live, mask);
+      walk(index.all, live, mask);
     }
     if (this.complete) for (const id of index.eos) mask[id >>> 5] |= 1 << (id & 31);
     this.cache.set(key, mask);
     if (this.cache.size > CACHE_SIZE) this.cache.delete(/** @type {string} */ (this.cache.keys().next().value));
     return mask;
+  }
+
+  /**
+   * The state as the mask sees it. Inside a plain string the length matters only through
+   * whether the string may close (exactly, below minLength) and the room left, up to the
+   * longest token; so the steps of a long string share one cached mask.
+   */
+  #cacheKey() {
+    const live = this.stacks.filter((s) => s !== null);
+    const str = live.length === 1 ? plainStringTop(live[0]) : null;
+    if (str && live[0]) {
+      const room = Math.min(str.node.max - str.len, this.index.all.maxLen);
+      const closes = str.len >= str.node.min ? "min" : str.len; // a token may close the string after some characters
+      return `PS${stackKey({ f: { ...str, len: 0 }, n: null })}${room}.${closes}|${stackKey(live[0].n)}` +
+        (this.stacks.length > live.length ? "‖done" : "");
+    }
+    return this.stacks.map(stackKey).join("‖");
   }
 
   /** Whether `id` is allowed now (without computing the whole mask). @param {number} id */

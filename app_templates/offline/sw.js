@@ -29,22 +29,29 @@ const SHELL = new Map(BUILD.shell.map((e) => [new URL(e.url, SCOPE).href, e.sha2
 
 self.addEventListener("install", (event) => event.waitUntil(BUILD.retire ? self.skipWaiting() : precache()));
 
-self.addEventListener("activate", (event) => event.waitUntil((async () => {
-  // The weights' caches (sitegen-weights-*) are the loader's: only old shells go.
-  for (const name of await caches.keys()) {
-    if (name.startsWith(PREFIX) && (name !== CACHE || BUILD.retire)) await caches.delete(name);
-  }
-  if (BUILD.retire) await self.registration.unregister();
-})()));
+self.addEventListener("activate", (event) => {
+  event.waitUntil((async () => {
+    // The weights' caches (sitegen-weights-*) are the loader's: only old shells go.
+    for (const name of await caches.keys()) {
+      if (name.startsWith(PREFIX) && (name !== CACHE || BUILD.retire)) await caches.delete(name);
+    }
+  })().then(() => {
+    // Not awaited inside activation: the unregister job would wait for this activation to end,
+    // and fetches wait for activation (a page load would hang).
+    if (BUILD.retire) self.registration.unregister();
+  }));
+});
 
 self.addEventListener("message", (event) => {
   if (event.data?.kind === "sitegen-skip-waiting") self.skipWaiting();
   if (event.data?.kind === "sitegen-version") event.ports[0]?.postMessage({ version: BUILD.version });
 });
 
-self.addEventListener("fetch", (event) => {
+// A retiring worker has no fetch handler at all, so the browser sends every request straight to
+// the network, whatever state the worker and its registration are in.
+if (!BUILD.retire) self.addEventListener("fetch", (event) => {
   const request = event.request;
-  if (request.method !== "GET" || BUILD.retire) return;
+  if (request.method !== "GET") return;
   const url = new URL(request.url);
   url.hash = "";
   if (request.mode === "navigate") url.search = "";

@@ -448,13 +448,21 @@ export class Engine {
       if (allowed && !allowed.some((w) => w !== 0)) {
         throw new InvalidRequestError("response_format: the model's vocabulary cannot continue the JSON here.", { param: "response_format" });
       }
-      if (greedyOnDevice) return /** @type {Promise<number>} */ (this._run(ids, "greedy", 0, allowed));
+      // A backend that ignored the mask (one without the `allowed` option) picked a masked id: the
+      // step is then recomputed on the whole row and masked here, so the output stays valid.
+      const honoured = (/** @type {number} */ id) => !allowed || id < 0 || (allowed[id >>> 5] & (1 << (id & 31))) !== 0;
+      if (greedyOnDevice) {
+        const id = /** @type {number} */ (await this._run(ids, "greedy", 0, allowed));
+        if (honoured(id)) return id;
+        this._cached = this._cached.slice(0, this._cached.length - ids.length);
+      }
       if (topKOnDevice) {
         const cand = /** @type {{ ids: Int32Array, logits: Float32Array }} */ (await this._run(ids, "topk", fetchK, allowed));
         // Ties at the k-th score running past what came back: those candidates are incomplete,
         // so this step draws from the whole row (recomputing the step; rare). A mask that allows
         // fewer than k ids leaves -Infinity past them: the candidates are then complete.
-        if (cand.logits[fetchK - 1] < cand.logits[params.topK - 1] || cand.logits[params.topK - 1] === -Infinity) {
+        if (cand.ids.every(honoured) &&
+            (cand.logits[fetchK - 1] < cand.logits[params.topK - 1] || cand.logits[params.topK - 1] === -Infinity)) {
           return cand.ids[sampleToken(cand.logits, params, rng, seen)];
         }
         this._cached = this._cached.slice(0, this._cached.length - ids.length);

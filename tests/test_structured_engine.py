@@ -193,3 +193,30 @@ def test_masked_sampling_on_the_device_matches_the_cpu(tiny):
         assert r["top"][:len(want)] == want, r
         assert all(i == -1 for i in r["top"][len(want):]), r
         assert all(v == "-Infinity" for v in r["topLogits"][len(want):]), r
+
+
+def test_a_backend_that_ignores_the_mask_still_gives_valid_json(tiny):
+    """A backend without the `allowed` option (simulated: the mask is dropped before the device
+    call): the engine sees a masked id come back, recomputes that step on the whole row and masks
+    it on the CPU, so the reply still validates."""
+    schema = SCHEMAS["enums"]
+    script = f"""
+    import {{ createEngine }} from "./runtime/engine.js";
+    const e = await createEngine({{ modelDir: {json.dumps(str(tiny))}, warmup: false }});
+    const greedy = e.model.sampleGreedy, topk = e.model.sampleTopK;
+    e.model.sampleGreedy = (ids, start) => greedy(ids, start);
+    e.model.sampleTopK = (ids, start, k) => topk(ids, start, k);
+    const out = [];
+    for (const temperature of [0, 1]) {{
+      const r = await e.chat.completions.create({{ messages: [{{ role: "user", content: "hi" }}], temperature, seed: 5,
+        max_tokens: 120, response_format: {{ type: "json_schema", json_schema: {{ schema: {json.dumps(schema)} }} }} }});
+      out.push({{ content: r.choices[0].message.content, finish: r.choices[0].finish_reason }});
+    }}
+    console.log(JSON.stringify(out));
+    await e.unload();
+    """
+    for reply in run_node(script):
+        if reply["finish"] == "stop":
+            jsonschema.validate(json.loads(reply["content"]), schema)
+        else:
+            assert reply["finish"] == "length", reply

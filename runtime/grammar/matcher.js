@@ -20,7 +20,7 @@ const SP = 0x20, QUOTE = 0x22, BACKSLASH = 0x5c, COMMA = 0x2c, COLON = 0x3a;
 const LBRACE = 0x7b, RBRACE = 0x7d, LBRACKET = 0x5b, RBRACKET = 0x5d;
 const NONE = /** @type {Frame[][]} */ ([]);
 /** @type {Node} */
-const KEY_STRING = { kind: "string", min: 0, max: 64, regex: null };
+const KEY_STRING = { kind: "string", min: 0, max: Infinity, regex: null };
 /** @type {Node} */
 const FREE_STRING = { kind: "string", min: 0, max: Infinity, regex: null };
 /** @type {Node} */

@@ -126,8 +126,9 @@ def run_page(browser, url: str, timeout_s: int = 1800) -> dict:
     page = browser.new_page()
     try:
         page.goto(url)
-        page.wait_for_function("() => !document.getElementById('out').textContent.startsWith('running')",
-                               timeout=timeout_s * 1000)
+        # ours.html replaces the text; the peer's bench.html appends its result and then "DONE".
+        page.wait_for_function("() => { const t = document.getElementById('out').textContent; "
+                               "return !t.startsWith('running') || t.includes('DONE'); }", timeout=timeout_s * 1000)
         text = page.text_content("#out").replace("running\n", "").strip()
     finally:
         page.close()

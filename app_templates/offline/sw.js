@@ -12,7 +12,9 @@
 //   next page load when no open page is generating (asked through register.js), and only then
 //   deletes the old shell. A running conversation keeps its version to the end.
 // - retires itself when a later build has `site.offline: false` (BUILD.retire): it takes over at
-//   once, deletes every shell cache and unregisters, so the pages come from the host again.
+//   once, deletes every shell cache and has no fetch handler, so every request goes to the host.
+//   It does not unregister: in Chromium a reload of a page whose worker's registration is being
+//   removed could hang, and a worker with no fetch handler costs nothing.
 
 /** @type {{version: string, shell: {url: string, sha256: string}[], isolate: boolean, retire?: boolean}} */
 const BUILD = /*SITEGEN_BUILD*/ { version: "dev", shell: [], isolate: true };
@@ -35,11 +37,7 @@ self.addEventListener("activate", (event) => {
     for (const name of await caches.keys()) {
       if (name.startsWith(PREFIX) && (name !== CACHE || BUILD.retire)) await caches.delete(name);
     }
-  })().then(() => {
-    // Not awaited inside activation: the unregister job would wait for this activation to end,
-    // and fetches wait for activation (a page load would hang).
-    if (BUILD.retire) self.registration.unregister();
-  }));
+  })());
 });
 
 self.addEventListener("message", (event) => {

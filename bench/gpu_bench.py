@@ -11,7 +11,13 @@ fraction of the read-bandwidth roofline:
     roofline fraction = bytes per token * decode tokens/s / ROOFLINE.
 
 Usage: python bench/gpu_bench.py OUTDIR [--shapes smollm2-135m,llama-3.2-1b,qwen3-30b-a3b-4l,mixtral-8x7b-2l]
-       [--quant q4] [--prompt-tokens 512] [--decode-tokens 128]
+       [--quant q4] [--prompt-tokens 512] [--decode-tokens 128] [--random] [--profile] [--runtime DIR]
+
+--random builds the converted model from the config alone (bench/random_model.py: the converter's
+pipeline and layout with random codes; seconds instead of minutes, the only way to reach Gemma-7B's
+shape in a GPU session); without it the model is built with transformers and converted with
+`sitegen convert`. --runtime runs another checkout's runtime/cli.mjs on the same model (a
+before/after in one run). --profile adds the per-kernel GPU times (stderr).
 """
 
 from __future__ import annotations
@@ -49,7 +55,26 @@ SHAPES = {
                             num_local_experts=8, num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=32,
                             num_key_value_heads=8, tie_word_embeddings=False, max_position_embeddings=4096,
                             rope_theta=1000000.0, rms_norm_eps=1e-5),
+    "qwen2.5-1.5b": dict(cls="Qwen2Config", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+                         num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True,
+                         max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6),
+    # The seed's headline model: 8.5 B parameters, a 256k vocabulary, 16 heads of 256 (no GQA).
+    "gemma-7b": dict(cls="GemmaConfig", vocab_size=256000, hidden_size=3072, intermediate_size=24576,
+                     num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=16, head_dim=256,
+                     tie_word_embeddings=True, max_position_embeddings=8192, rope_theta=10000.0, rms_norm_eps=1e-6,
+                     hidden_act="gelu_pytorch_tanh", hidden_activation="gelu_pytorch_tanh"),
 }
+
+
+def shape_config(shape: str) -> dict:
+    """The config.json of a shape, as transformers writes it (architectures named after the config class)."""
+    import transformers
+
+    kwargs = dict(SHAPES[shape])
+    cls = kwargs.pop("cls", "LlamaConfig")
+    cfg = getattr(transformers, cls)(**kwargs)
+    cfg.architectures = [cls.removesuffix("Config") + "ForCausalLM"]
+    return cfg.to_dict()
 
 
 def make_model(shape: str, out: Path) -> Path:
@@ -82,18 +107,26 @@ def main() -> int:
     ap.add_argument("--roofline", type=float, default=ROOFLINE, help="bytes/s of a streaming read, measured")
     ap.add_argument("--no-groups", action="store_true",
                     help="convert without tensor groups (q/k/v, gate/up apart): the runtime's op-by-op path")
+    ap.add_argument("--random", action="store_true", help="random codes in the converter's layout (bench/random_model.py)")
+    ap.add_argument("--profile", action="store_true", help="also print per-kernel GPU times (cli bench --profile)")
+    ap.add_argument("--runtime", type=Path, default=ROOT, help="the checkout whose runtime/cli.mjs runs")
     args = ap.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
     for shape in args.shapes.split(","):
-        hf = make_model(shape, args.outdir / f"{shape}-hf")
-        conv = args.outdir / f"{shape}-{args.quant}{'-nogroups' if args.no_groups else ''}"
+        conv = args.outdir / f"{shape}-{args.quant}{'-nogroups' if args.no_groups else ''}{'-random' if args.random else ''}"
         if not (conv / "manifest.json").exists():
             t0 = time.time()
-            # In-process: the GPU machine's Python has no livereload, which the CLI's serve verb needs.
-            sys.path.insert(0, str(ROOT))
-            from sitegen.convert import convert
-            convert(hf, conv, quant=args.quant, group_tensors=not args.no_groups)
-            print(f"# converted {shape} in {time.time() - t0:.1f}s", file=sys.stderr)
+            if args.random:
+                sys.path.insert(0, str(ROOT / "bench"))
+                from random_model import build
+                build(shape_config(shape), conv, quant=args.quant, group_tensors=not args.no_groups)
+            else:
+                hf = make_model(shape, args.outdir / f"{shape}-hf")
+                # In-process: the GPU machine's Python has no livereload, which the CLI's serve verb needs.
+                sys.path.insert(0, str(ROOT))
+                from sitegen.convert import convert
+                convert(hf, conv, quant=args.quant, group_tensors=not args.no_groups)
+            print(f"# converted {shape} in {time.time() - t0:.1f}s", file=sys.stderr, flush=True)
         man = json.loads((conv / "manifest.json").read_text())
         cfg = man["config"]
         weight_bytes = man["requirements"]["weights_bytes"]  # physical tensors: a group's members share its bytes
@@ -104,12 +137,19 @@ def main() -> int:
         kv_per_token = 2 * cfg["num_layers"] * cfg["num_kv_heads"] * cfg["head_dim"] * 4
         mean_ctx = args.prompt_tokens + args.decode_tokens / 2
         bytes_per_token = active_bytes + kv_per_token * mean_ctx
-        res = subprocess.run(["node", str(ROOT / "runtime/cli.mjs"), "bench", "--model", str(conv),
+        res = subprocess.run(["node", str(args.runtime / "runtime/cli.mjs"), "bench", "--model", str(conv),
                               "--prompt-tokens", str(args.prompt_tokens),
-                              "--decode-tokens", str(args.decode_tokens), "--json"],
-                             check=True, capture_output=True, text=True)
+                              "--decode-tokens", str(args.decode_tokens), "--json",
+                              *(["--profile"] if args.profile else [])],
+                             capture_output=True, text=True)
+        if res.returncode:
+            print(f"# {shape}: cli bench failed: {res.stderr.strip()[-2000:]}", flush=True)
+            continue
+        if res.stderr.strip():
+            print(res.stderr.rstrip(), file=sys.stderr, flush=True)  # the profile tables
         r = json.loads(res.stdout.strip().splitlines()[-1])
-        r.update(shape=shape, quant=args.quant, groups=not args.no_groups, weight_bytes=weight_bytes,
+        r.pop("profile", None)
+        r.update(shape=shape, quant=args.quant, groups=not args.no_groups, runtime=str(args.runtime), weight_bytes=weight_bytes,
                  active_weight_bytes=active_bytes,
                  bytes_per_token=int(bytes_per_token),
                  decode_bandwidth_GBs=round(bytes_per_token * r["decode_tokens_per_s"] / 1e9, 1),

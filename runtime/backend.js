@@ -36,8 +36,23 @@
  *   run like forward; the k largest logits of the last row (among the first `sampleVocab` ids, and the
  *   mask's), descending; when the mask allows fewer than k ids the rest are id -1 with logit -Infinity
  * @property {number} maxTopK  the largest k sampleTopK takes
+ * @property {(tokenId: number | null, start: number) => Promise<number>} [submitGreedy]
+ *   a greedy decode step of one token at `start`, submitted before the call returns; `tokenId` null
+ *   takes the previous submitted step's choice as input without it leaving the device, so step t+1
+ *   can be queued while step t runs (a backend with a queue; the engine's greedy decode uses it)
+ * @property {(ids: Int32Array, start: number) => Promise<StepProfile>} [profile]
+ *   run one greedy step with per-kernel timings (a backend that can time its kernels; bench --profile)
  * @property {number} kvCacheBytes
  * @property {() => void} destroy
+ * @typedef {object} StepProfile  one step's costs (bench --profile)
+ * @property {number} tokens      tokens of the step
+ * @property {number} dispatches  kernel launches of the step
+ * @property {number} submits     command submissions of the step
+ * @property {number} encodeMs    host time to record the step
+ * @property {number} wallMs      host time of the step, recorded as usual, to its result on the host
+ * @property {number} gpuMs       the kernels' summed device time (each timed alone)
+ * @property {Record<string, { ms: number, dispatches: number }>} byFamily  device time per op family
+ * @property {{ label: string, variant: string, ms: number }[]} perOp
  * @typedef {object} SampleOptions
  * @property {Uint32Array} [allowed]  constrained output (issue 17, runtime/grammar/): a bitmask over the
  *   vocabulary, ceil(sampleVocab / 32) words (more are ignored), id i allowed when bit (i & 31) of word
@@ -54,7 +69,7 @@
  * @property {number} [threads]  the CPU backend's threads (1 unless the page is cross-origin isolated)
  * @property {string} [fallback] why "auto" chose this backend over WebGPU (the WebGPU error's message)
  * @property {string} compute   the arithmetic of its matrix products: "f16" or "f32"
- * @property {{ qkv?: boolean }} fusions  fused graph ops it runs (graph.js)
+ * @property {{ qkv?: boolean, norm?: boolean }} fusions  fused graph ops it runs (graph.js)
  * @property {(manifest: Manifest) => Promise<WeightsPlan>} planWeights
  *   decide where every tensor goes and allocate it (InsufficientMemoryError / BufferTooLargeError if it cannot)
  * @property {(index: number, bytes: Uint8Array) => void} receiveShard
@@ -73,6 +88,7 @@
  * @property {number} [contextLength]  wasm: KV-cache positions, for the memory preflight before any download
  * @property {number} [prefillChunk]   wasm: tokens per pass, for the same preflight
  * @property {number} [memoryLimit]    wasm: refuse models needing more bytes than this (default 4 GiB, wasm32's limit)
+ * @property {boolean} [profile]  WebGPU: also request "timestamp-query" so that `CompiledModel.profile` works
  */
 
 import { InvalidRequestError } from "./errors.js";

@@ -26,6 +26,7 @@ commands:
             [--seed S] [--stop STR]... [--json] (token ids, text and timing as JSON)
   tokenize  --text TEXT | --chat FILE.json    token ids as JSON (FILE: [{role, content}, ...])
   bench     [--prompt-tokens 512] [--decode-tokens 128] [--json]
+            [--profile] (per-kernel GPU time of a decode step and a prefill chunk, from timestamp queries)
 
 common: --model DIR (a folder written by \`sitegen convert\`), --context-length N,
         --backend webgpu|wasm|auto (default: webgpu when an adapter is found, else wasm; auto: WebGPU
@@ -42,7 +43,7 @@ const OPTIONS = /** @type {const} */ ({
   "repetition-penalty": { type: "string" }, seed: { type: "string" }, stop: { type: "string", multiple: true },
   json: { type: "boolean" }, "prompt-tokens": { type: "string" }, "decode-tokens": { type: "string" },
   "context-length": { type: "string" }, backend: { type: "string" }, threads: { type: "string" },
-  "no-warmup": { type: "boolean" }, help: { type: "boolean", short: "h" },
+  "no-warmup": { type: "boolean" }, profile: { type: "boolean" }, help: { type: "boolean", short: "h" },
 });
 
 /**
@@ -94,7 +95,7 @@ async function open(v, contextLength, { warmup = false } = {}) {
   }
   // Default: WebGPU when an adapter is found (its errors are then reported as they are), else the CPU.
   const backend = v.backend ?? (await hasAdapter() ? "webgpu" : "wasm");
-  return createEngine({ modelDir: v.model, backend, threads: num(v, "threads", { integer: true, min: 1 }), warmup: warmup && !v["no-warmup"],
+  return createEngine({ modelDir: v.model, backend, threads: num(v, "threads", { integer: true, min: 1 }), warmup: warmup && !v["no-warmup"], profile: Boolean(v.profile),
     contextLength: contextLength ?? num(v, "context-length", { integer: true, min: 2 }) });
 }
 
@@ -182,8 +183,11 @@ async function main(argv) {
   if (command === "bench") {
     const promptTokens = num(v, "prompt-tokens", { integer: true, min: 1 }) ?? 512;
     const decodeTokens = num(v, "decode-tokens", { integer: true, min: 1 }) ?? 128;
+    const t0 = performance.now();
     const engine = await open(v, v["context-length"] ? undefined : await contextFor(v, promptTokens + decodeTokens),
       { warmup: true });
+    // Load to ready from local shards: read, verify, upload, compile (and warm up unless --no-warmup).
+    const loadMs = performance.now() - t0;
     // A fixed pseudo-random prompt: benchmark numbers must not depend on the tokenizer.
     const rng = createRng(0);
     const vocab = engine.config.vocab_size;
@@ -197,17 +201,53 @@ async function main(argv) {
       prompt_tokens: promptTokens, decode_tokens: res.completionTokens,
       prefill_tokens_per_s: res.prefillTokensPerSecond, decode_tokens_per_s: res.decodeTokensPerSecond,
       prefill_ms: res.prefillMs, decode_ms: res.decodeMs,
+      load_ms: loadMs, ttft_ms: res.prefillMs,
       backend: engine.stats.backend, compute: engine.stats.compute, fused: engine.stats.fused,
     };
+    /** @type {Record<string, import("./backend.js").StepProfile>} */
+    const profiles = {};
+    if (v.profile) {
+      const model = /** @type {import("./backend.js").CompiledModel} */ (engine.model);
+      if (!model.profile) throw new UsageError(`--profile: the ${engine.stats.backend} backend cannot time its kernels.`);
+      // A decode step at the end of the prompt (its KV entry is rewritten), and the first prefill chunk.
+      profiles.decode = await model.profile(Int32Array.of(promptIds[0]), promptTokens);
+      // (profile keeps the first prefill chunk of a longer prompt)
+      if (promptTokens > 1) profiles.prefill = await model.profile(Int32Array.from(promptIds), 0);
+      /** @type {any} */ (report).profile = Object.fromEntries(Object.entries(profiles).map(([k, p]) =>
+        [k, { ...p, perOp: undefined }]));
+    }
     if (v.json) await out(`${JSON.stringify(report)}\n`);
     else {
       await out(`prefill: ${promptTokens} tokens in ${res.prefillMs.toFixed(0)} ms (${res.prefillTokensPerSecond.toFixed(1)} tokens/s)\n` +
-        `decode:  ${res.completionTokens} tokens in ${res.decodeMs.toFixed(0)} ms (${res.decodeTokensPerSecond.toFixed(1)} tokens/s)\n`);
+        `decode:  ${res.completionTokens} tokens in ${res.decodeMs.toFixed(0)} ms (${res.decodeTokensPerSecond.toFixed(1)} tokens/s)\n` +
+        `load:    ${loadMs.toFixed(0)} ms to ready\n`);
     }
+    for (const [k, p] of Object.entries(profiles)) await out(formatProfile(k, p, v.json));
     await engine.unload();
     return 0;
   }
   throw new UsageError(`unknown command '${command}' (expected logits, generate, tokenize or bench).`);
+}
+
+/**
+ * A step profile as text: per op family, device time, share and dispatches; the slowest ops.
+ * With --json it goes to stderr (stdout keeps one JSON line).
+ * @param {string} what @param {import("./backend.js").StepProfile} p @param {boolean} json
+ */
+function formatProfile(what, p, json) {
+  const lines = [`profile (${what}, ${p.tokens} token${p.tokens > 1 ? "s" : ""}): ${p.dispatches} dispatches, ` +
+    `${p.submits} submit, encode ${p.encodeMs.toFixed(3)} ms, wall ${p.wallMs.toFixed(3)} ms, kernels ${p.gpuMs.toFixed(3)} ms`];
+  const fams = Object.entries(p.byFamily).sort((a, b) => b[1].ms - a[1].ms);
+  for (const [f, x] of fams) {
+    lines.push(`  ${f.padEnd(10)} ${x.ms.toFixed(3).padStart(9)} ms ${(100 * x.ms / p.gpuMs).toFixed(1).padStart(5)} %  ${x.dispatches} dispatches`);
+  }
+  lines.push("  slowest:");
+  for (const o of [...p.perOp].sort((a, b) => b.ms - a.ms).slice(0, 8)) {
+    lines.push(`    ${o.ms.toFixed(4).padStart(9)} ms  ${o.label}  [${o.variant}]`);
+  }
+  const text = `${lines.join("\n")}\n`;
+  if (json) { process.stderr.write(text); return ""; }
+  return text;
 }
 
 /** Whether Dawn finds a WebGPU adapter (the default --backend). */

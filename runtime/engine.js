@@ -58,6 +58,7 @@ import { GrammarMatcher, TokenIndex, responseFormatGrammar } from "./grammar/ind
  * @property {"auto" | "f32" | "f16"} [compute]  arithmetic of the matrix kernels: "f16" needs the device
  *   feature shader-f16 (most Chrome users have it); "f32" forces the f32 path everywhere; "auto"
  *   (default) uses f16 when the device has it
+ * @property {boolean} [profile]  let `engine.model.profile` time each kernel (WebGPU: requests "timestamp-query")
  * @property {"auto" | "webgpu" | "wasm"} [backend]  where the model runs (runtime/backend.js): "webgpu" (the
  *   default), "wasm" (the CPU, through WebAssembly), or "auto" (WebGPU when it can run the model, else the CPU)
  * @property {number} [threads]  wasm: threads (default: the cores of a cross-origin isolated page, else 1)
@@ -90,7 +91,7 @@ export async function createEngine(options) {
   // storage quota before its first fetch.
   checkMemory(manifest, { contextLength });
   const backend = await createBackend(manifest, { device: options.device, compute: options.compute,
-    shaderBase: options.shaderBase, maxBindingBytes: options.maxBindingBytes,
+    shaderBase: options.shaderBase, maxBindingBytes: options.maxBindingBytes, profile: options.profile,
     backend: options.backend, threads: options.threads, contextLength, prefillChunk: options.prefillChunk });
   try {
     return await loadOnto(backend, manifest, loader, contextLength, options);
@@ -473,6 +474,31 @@ export class Engine {
       return sampleToken(logits, params, rng, seen);
     };
     const seen = promptIds.slice();
+    // Greedy decode without a mask: the backend queues step t+1 (its input is step t's choice, still
+    // on the device) before step t's choice is read back, so the GPU never waits for the host.
+    const model = this.model;
+    const chain = greedyOnDevice && !matcher && typeof model.submitGreedy === "function";
+    /** @type {Promise<number> | null} the queued step after the one being awaited (its input is on the device) */
+    let ahead = null;
+    /** @param {number} fedId the input of the step being awaited @param {Promise<number>} step */
+    const confirm = async (fedId, step) => {
+      let chosen;
+      try {
+        chosen = await step;
+      } catch (e) {
+        throw await this._lossOr(e);
+      }
+      if (this._lost) throw this._lost;
+      this._cached.push(fedId);
+      return chosen;
+    };
+    const submit = (/** @type {number | null} */ tokenId, /** @type {number} */ pos) => {
+      try {
+        return /** @type {NonNullable<typeof model.submitGreedy>} */ (model.submitGreedy)(tokenId, pos);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    };
     const t0 = now();
     const cachedTokens = this._reuse(promptIds);
     let id = await next(promptIds.slice(cachedTokens));
@@ -484,25 +510,39 @@ export class Engine {
     let stoppedByString = false;
     // Time the consumer spends between chunks is not decode time.
     let pausedMs = 0;
-    while (generated.length < maxNew) {
-      throwIfAborted(signal);
-      if (!req.ignoreEos && this._eos.has(id)) { finishReason = "stop"; break; }
-      generated.push(id);
-      seen.push(id);
-      matcher?.accept(id);
-      let text = "";
-      if (decoder) {
-        const r = stopper.push(decoder.push(id));
-        text = r.text;
-        stoppedByString = r.stopped;
+    try {
+      while (generated.length < maxNew) {
+        throwIfAborted(signal);
+        if (!req.ignoreEos && this._eos.has(id)) { finishReason = "stop"; break; }
+        generated.push(id);
+        seen.push(id);
+        matcher?.accept(id);
+        let text = "";
+        if (decoder) {
+          const r = stopper.push(decoder.push(id));
+          text = r.text;
+          stoppedByString = r.stopped;
+        }
+        const yieldedAt = now();
+        yield { tokenId: id, text };
+        pausedMs += now() - yieldedAt;
+        if (stoppedByString) { finishReason = "stop"; break; }
+        if (matcher?.done) { finishReason = "stop"; break; }
+        if (generated.length >= maxNew) break;
+        if (chain) {
+          const pos = this._cached.length;  // where `id` goes
+          const cur = ahead ?? submit(id, pos);
+          ahead = generated.length + 1 < maxNew ? submit(null, pos + 1) : null;
+          ahead?.catch(() => {});  // its failure is reported when it is awaited, not as an unhandled rejection
+          id = await confirm(id, cur);
+        } else {
+          id = await next([id]);
+        }
       }
-      const yieldedAt = now();
-      yield { tokenId: id, text };
-      pausedMs += now() - yieldedAt;
-      if (stoppedByString) { finishReason = "stop"; break; }
-      if (matcher?.done) { finishReason = "stop"; break; }
-      if (generated.length >= maxNew) break;
-      id = await next([id]);
+    } finally {
+      // A step queued past the end (a stop token or string came first, or the consumer left): its
+      // KV row is not counted in `_cached`, so the next request overwrites it; its readback must end.
+      if (ahead) await /** @type {Promise<number>} */ (ahead).catch(() => 0);
     }
     if (decoder && !stoppedByString) {
       // Text still held back: an incomplete character, or what looked like the start of a stop string.

@@ -19,6 +19,8 @@
 //   in one pass; a backend without that epilogue runs it as two products and
 //   a multiply); gate and up may be members of one gate_up group.
 // - the residual add is the `accumulate` flag of the op that produces it.
+// - "norm": an RMSNorm read only by products may be computed inside them (`prenorm` on the
+//   products, `fusedId` on the norm; fuseNorms below), saving a pass per norm.
 //
 // Ops (every tensor input is a canonical tensor name or null, every
 // activation a name from `activations`; each activation is [tokens, width] f32):
@@ -70,7 +72,7 @@ import { SitegenRuntimeError } from "./errors.js";
  * @typedef {object} GraphOptions
  * @property {(name: string) => boolean} has  whether the model has a tensor, group or group member
  * @property {(group: string) => string[] | null} members  a tensor group's members in row order (null: no such group)
- * @property {{ qkv?: boolean }} [fuse]  fusions the backend can run (default: all)
+ * @property {{ qkv?: boolean, norm?: boolean }} [fuse]  fusions the backend can run (default: all)
  */
 
 /**
@@ -258,5 +260,52 @@ export function buildGraph(c, { has, members, fuse = {} }) {
     ];
   };
   activations.logits = { width: c.vocab_size };
-  return { config: c, activations, body, headLast: headOps("last"), headAll: headOps("all"), fused };
+  const headLast = headOps("last"), headAll = headOps("all");
+  if (fuse.norm !== false && (fuseNorms(body) + fuseNorms(headLast) + fuseNorms(headAll)) > 0) fused.push("norm");
+  return { config: c, activations, body, headLast, headAll, fused };
 }
+
+/**
+ * The "norm" fusion: an RMSNorm whose output is read only by linear products (until it is
+ * overwritten), while its input stays unchanged, may be computed by those products themselves
+ * from its input. Each such reader gets `prenorm: {id, x, weight, rows}` (its input is
+ * norm(prenorm.x) with that weight, row mode `rows`, and the config's norm_eps) and the norm gets
+ * `fusedId` = id: a backend that fuses skips the norm when every reader took the fusion in that step;
+ * one that does not ignores both. Returns how many norms were marked.
+ * @param {GraphOp[]} ops
+ */
+function fuseNorms(ops) {
+  /** @type {Map<string, { norm: Extract<GraphOp, { op: "norm" }>, readers: any[], ok: boolean, rawChanged: boolean }>} */
+  const pending = new Map();
+  let marked = 0;
+  const finish = (/** @type {string} */ a) => {
+    const p = pending.get(a);
+    pending.delete(a);
+    if (!p || !p.ok || p.readers.length === 0) return;
+    const id = ++fuseNorms.ids;
+    /** @type {any} */ (p.norm).fusedId = id;
+    for (const r of p.readers) r.prenorm = { id, x: p.norm.x, weight: p.norm.weight, rows: p.norm.rows };
+    marked++;
+  };
+  for (const op of ops) {
+    const o = /** @type {any} */ (op);
+    const linear = op.op === "linear" || op.op === "linear_group";
+    const reads = op.op === "rope" ? [o.q, o.k, o.v] : [o.x, o.q, ...(o.accumulate || op.op === "pos_embed" ? [o.out] : [])];
+    for (const a of reads) {
+      const p = a ? pending.get(a) : undefined;
+      if (!p) continue;
+      if (linear && !p.rawChanged && o.x === a) p.readers.push(op);
+      else p.ok = false;
+    }
+    const writes = [o.out, ...(op.op === "rope" ? [o.qOut] : [])];
+    for (const p of pending.values()) if (writes.includes(p.norm.x)) p.rawChanged = true;
+    for (const a of writes) if (pending.has(a)) finish(a);
+    if (op.op === "norm" && op.kind === "rms" && !op.bias && op.heads === 1 && !op.perHeadWeight && !op.accumulate
+      && op.x !== op.out) {
+      pending.set(op.out, { norm: op, readers: [], ok: true, rawChanged: false });
+    }
+  }
+  for (const a of [...pending.keys()]) finish(a);
+  return marked;
+}
+fuseNorms.ids = 0;

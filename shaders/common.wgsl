@@ -51,6 +51,9 @@ fn q4_lo(q: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(q) >> vec4<u32>(0u, 
 fn q4_hi(q: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(q) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)) - 8.0; }
 // q8: byte j of a word is a signed code, w = q * scale (arithmetic shift sign-extends).
 fn q8_4(q: u32) -> vec4<f32> { return vec4<f32>((vec4<i32>(bitcast<i32>(q)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u)); }
+// q4 codes 0..15 without the -8 (matvec subtracts 8·Σx per group instead).
+fn q4_lo_raw(q: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(q) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u)); }
+fn q4_hi_raw(q: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(q) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)); }
 fn q4_code(q: u32, j: u32) -> f32 { return f32((q >> (4u * j)) & 15u) - 8.0; }
 fn q8_code(q: u32, j: u32) -> f32 { return f32((bitcast<i32>(q) << (24u - 8u * j)) >> 24u); }
 // The f16 value i (0 or 1) of a packed pair.

@@ -1,54 +1,66 @@
 // matvec: out[m, j] = x[m, :] · W[j, :] for few tokens (decode). Bandwidth
 // bound, so each row of W is read once per token by TPR invocations that
 // stride over it (a 32-wide quantization group per step, as vec4<u32> loads,
-// when K % 32 == 0), and WG / TPR rows share a workgroup. The TPR partial
-// sums of a row meet through subgroupAdd (if available) and shared memory.
+// when K % 32 == 0); each invocation computes NR rows, so a group's x is loaded
+// once for NR rows and NR weight loads are in flight; WG / TPR * NR rows share a
+// workgroup. The TPR partial sums of a row meet through subgroupAdd (if
+// available) and shared memory. With PRENORM (VEC only) the input is
+// RMSNorm(x) computed here: x ⊙ norm_w in the sums, 1/rms applied to them.
 // Grid: (row blocks split over x/y, tokens).
 //
 // Bindings (generated): x [tokens, K] f32 (vec4 when VEC), w / gate weight
-// words (vec4<u32> when VEC), bias, gate_bias, out.
+// words (vec4<u32> when VEC), bias, gate_bias, norm_w (vec4 f32), out.
 
-const RPW: u32 = WG / TPR;  // rows per workgroup
+const RPW: u32 = WG / TPR;  // row slots per workgroup; each slot computes NR rows
 
-var<workgroup> red_w: array<f32, WG>;
+// NR1 = NR + 1 when PRENORM (the last slot reduces Σx²), else NR.
+const NR1: u32 = NR + select(0u, 1u, PRENORM);
+var<workgroup> red_w: array<f32, WG * NR1>;
 #if GATED
-var<workgroup> red_g: array<f32, WG>;
+var<workgroup> red_g: array<f32, WG * NR>;
 #endif
 
 #if VEC
-// One 32-wide group g of row r: sum_{c in group} W[r, c] * x[c], unscaled
-// (the caller multiplies by the group's scale) and computed in ct.
 fn wv(gate_sel: bool, i: u32) -> vec4<u32> {
   if (gate_sel) { return gate[i]; }
   return w[i];
 }
 
-fn group_dot(gate_sel: bool, r: u32, g: u32, xb: u32) -> f32 {
+// One 32-wide group g of row r against the group's x (xv), unscaled (the
+// caller multiplies by the group's scale), computed in ct. q4 codes are used
+// raw (0..15) in f32 compute: the caller subtracts 8 * Σx once per group for
+// all its rows, which saves a subtraction per weight; in f16 compute they are
+// centred first (the correction would cancel catastrophically in f16).
+fn group_dot(gate_sel: bool, r: u32, g: u32, xv: array<vec4<f32>, 8>) -> f32 {
   let K = P.w_k;
   var s = ct(0.0);
 #if W_Q4
   // 32 codes = 4 words = one vec4<u32>
   let q = wv(gate_sel, r * (K / 32u) + g);
   for (var i = 0u; i < 4u; i++) {
-    s += dot(ct4(q4_lo(q[i])), ct4(x[xb + 2u * i])) + dot(ct4(q4_hi(q[i])), ct4(x[xb + 2u * i + 1u]));
+#if F16
+    s += dot(ct4(q4_lo(q[i])), ct4(xv[2u * i])) + dot(ct4(q4_hi(q[i])), ct4(xv[2u * i + 1u]));
+#else
+    s += dot(q4_lo_raw(q[i]), xv[2u * i]) + dot(q4_hi_raw(q[i]), xv[2u * i + 1u]);
+#endif
   }
 #elif W_Q8
   for (var h = 0u; h < 2u; h++) {
     let q = wv(gate_sel, r * (K / 16u) + 2u * g + h);
     for (var i = 0u; i < 4u; i++) {
-      s += dot(ct4(q8_4(q[i])), ct4(x[xb + 4u * h + i]));
+      s += dot(ct4(q8_4(q[i])), ct4(xv[4u * h + i]));
     }
   }
 #elif W_F16
   for (var h = 0u; h < 4u; h++) {
     let q = wv(gate_sel, r * (K / 8u) + 4u * g + h);
-    s += dot(ct4(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y))), ct4(x[xb + 2u * h]));
-    s += dot(ct4(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w))), ct4(x[xb + 2u * h + 1u]));
+    s += dot(ct4(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y))), ct4(xv[2u * h]));
+    s += dot(ct4(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w))), ct4(xv[2u * h + 1u]));
   }
 #else
   for (var h = 0u; h < 8u; h++) {
     let q = wv(gate_sel, r * (K / 4u) + 8u * g + h);
-    s += dot(ct4(bitcast<vec4<f32>>(q)), ct4(x[xb + h]));
+    s += dot(ct4(bitcast<vec4<f32>>(q)), ct4(xv[h]));
   }
 #endif
   return f32(s);
@@ -61,21 +73,45 @@ fn group_scale(gate_sel: bool, r: u32, g: u32) -> f32 {
   return half_of(v[(hi / 2u) % 4u], hi);
 }
 
-fn row_dot(gate_sel: bool, r_out: u32, m_in: u32, lane: u32) -> f32 {
-  // The weight's row: a member of a tensor group starts at row w_r0 / gate_r0 of its buffer.
-  let r = r_out + select(P.w_r0, P.gate_r0, gate_sel);
+// Rows r0 .. r0 + NR - 1 (clamped to the last row) against input row m_in: each
+// lane strides over the 32-wide groups; a group's x is loaded once for the NR rows.
+// Slot NR holds the lane's Σx² (PRENORM): a row's lanes together see all of x once,
+// so the norm's sum of squares is reduced with the products, at no extra load.
+fn rows_dot(gate_sel: bool, r0: u32, m_in: u32, lane: u32) -> array<f32, NR1> {
+  // The weight's rows: a member of a tensor group starts at row w_r0 / gate_r0 of its buffer.
+  let rb = select(P.w_r0, P.gate_r0, gate_sel);
   let groups = P.w_k / 32u;
   let xrow = m_in * (P.w_k / 4u);
-  var acc = 0.0;
+  var acc: array<f32, NR1>;
   for (var g = lane; g < groups; g += TPR) {
-    let d = group_dot(gate_sel, r, g, xrow + 8u * g);
-#if W_Q4
-    acc += d * group_scale(gate_sel, r, g);
-#elif W_Q8
-    acc += d * group_scale(gate_sel, r, g);
-#else
-    acc += d;
+    var xv: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) {
+      xv[i] = x[xrow + 8u * g + i];
+#if PRENORM
+      acc[NR] += dot(xv[i], xv[i]);
+      xv[i] *= norm_w[8u * g + i];  // RMSNorm's weight; its 1/rms is applied to the sums
 #endif
+    }
+#if W_Q4
+#if !F16
+    let xs = dot(xv[0] + xv[1] + xv[2] + xv[3] + xv[4] + xv[5] + xv[6] + xv[7], vec4<f32>(1.0));
+#endif
+#endif
+    for (var i = 0u; i < NR; i++) {
+      let r = min(r0 + i, P.n - 1u) + rb;
+      let d = group_dot(gate_sel, r, g, xv);
+#if W_Q4
+#if F16
+      acc[i] += d * group_scale(gate_sel, r, g);
+#else
+      acc[i] += (d - 8.0 * xs) * group_scale(gate_sel, r, g);
+#endif
+#elif W_Q8
+      acc[i] += d * group_scale(gate_sel, r, g);
+#else
+      acc[i] += d;
+#endif
+    }
   }
   return acc;
 }
@@ -93,12 +129,14 @@ fn welem(gate_sel: bool, r: u32, c: u32) -> f32 {
 #endif
 }
 
-fn row_dot(gate_sel: bool, r_out: u32, m_in: u32, lane: u32) -> f32 {
-  let r = r_out + select(P.w_r0, P.gate_r0, gate_sel);
+fn rows_dot(gate_sel: bool, r0: u32, m_in: u32, lane: u32) -> array<f32, NR1> {
   let K = P.w_k;
-  var acc = 0.0;
-  for (var c = lane; c < K; c += TPR) {
-    acc += welem(gate_sel, r, c) * x[m_in * K + c];
+  var acc: array<f32, NR1>;
+  for (var i = 0u; i < NR; i++) {
+    let r = min(r0 + i, P.n - 1u) + select(P.w_r0, P.gate_r0, gate_sel);
+    for (var c = lane; c < K; c += TPR) {
+      acc[i] += welem(gate_sel, r, c) * x[m_in * K + c];
+    }
   }
   return acc;
 }
@@ -111,74 +149,101 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         , @builtin(subgroup_size) sgs: u32, @builtin(subgroup_invocation_id) sgl: u32
 #endif
         ) {
+#if !SUBGROUPS
+  let sgs = 0u;
+  let sgl = 0u;
+#endif
   let m = wid.z;
   let slot = lid / TPR;
   let lane = lid % TPR;
-  let j = wg_index(wid, nwg) * RPW + slot;
-  // Rows past N still take part in the barriers, on a valid row.
-  let r = min(j, P.n - 1u);
+  let r0 = (wg_index(wid, nwg) * RPW + slot) * NR;
   let m_in = in_row(m);
-  let aw = row_dot(false, r, m_in, lane);
+  // Rows past N still take part in the barriers, on a valid row (rows_dot clamps).
+  let aw = rows_dot(false, r0, m_in, lane);
 #if GATED
-  let ag = row_dot(true, r, m_in, lane);
+  let ag = rows_dot(true, r0, m_in, lane);
 #endif
 
 #if SUBGROUPS
   // Each subgroup sums its lanes; a row's TPR lanes are TPR / sgs whole
   // subgroups when sgs <= TPR, else lanes are summed from shared memory.
-  let sw = subgroupAdd(aw);
-#if GATED
-  let sg_ = subgroupAdd(ag);
-#endif
   let fold = sgs <= TPR;
-  if (fold) {
-    if (sgl == 0u) {
-      red_w[lid / sgs] = sw;
+  for (var i = 0u; i < NR1; i++) {
+    let sw = subgroupAdd(aw[i]);
 #if GATED
-      red_g[lid / sgs] = sg_;
+    var sg_ = 0.0;
+    if (i < NR) { sg_ = subgroupAdd(ag[i]); }
+#endif
+    if (fold) {
+      if (sgl == 0u) {
+        red_w[i * WG + lid / sgs] = sw;
+#if GATED
+        if (i < NR) { red_g[i * WG + lid / sgs] = sg_; }
+#endif
+      }
+    } else {
+      red_w[i * WG + lid] = aw[i];
+#if GATED
+      if (i < NR) { red_g[i * WG + lid] = ag[i]; }
 #endif
     }
-  } else {
-    red_w[lid] = aw;
-#if GATED
-    red_g[lid] = ag;
-#endif
   }
   workgroupBarrier();
-  if (lane == 0u && j < P.n) {
+  if (lane == 0u) {
     let cnt = select(TPR, TPR / sgs, fold);
     let base = select(lid, lid / sgs, fold);
-    var tw = 0.0;
-    var tg = 0.0;
-    for (var i = 0u; i < cnt; i++) {
-      tw += red_w[base + i];
-#if GATED
-      tg += red_g[base + i];
+#if PRENORM
+    var ss = 0.0;
+    for (var c = 0u; c < cnt; c++) { ss += red_w[NR * WG + base + c]; }
+    let inv = inverseSqrt(ss / f32(P.w_k) + P.norm_eps);  // RMSNorm's 1 / rms of the input row
+#else
+    let inv = 1.0;
 #endif
+    for (var i = 0u; i < NR; i++) {
+      var tw = 0.0;
+      var tg = 0.0;
+      for (var c = 0u; c < cnt; c++) {
+        tw += red_w[i * WG + base + c];
+#if GATED
+        tg += red_g[i * WG + base + c];
+#endif
+      }
+      if (r0 + i < P.n) { linear_store(m, r0 + i, tw * inv, tg * inv); }
     }
-    linear_store(m, j, tw, tg);
   }
 #else
-  red_w[lid] = aw;
+  for (var i = 0u; i < NR1; i++) {
+    red_w[i * WG + lid] = aw[i];
 #if GATED
-  red_g[lid] = ag;
+    if (i < NR) { red_g[i * WG + lid] = ag[i]; }
 #endif
+  }
   workgroupBarrier();
   for (var s = TPR / 2u; s > 0u; s >>= 1u) {
     if (lane < s) {
-      red_w[lid] += red_w[lid + s];
+      for (var i = 0u; i < NR1; i++) {
+        red_w[i * WG + lid] += red_w[i * WG + lid + s];
 #if GATED
-      red_g[lid] += red_g[lid + s];
+        if (i < NR) { red_g[i * WG + lid] += red_g[i * WG + lid + s]; }
 #endif
+      }
     }
     workgroupBarrier();
   }
-  if (lane == 0u && j < P.n) {
-#if GATED
-    linear_store(m, j, red_w[lid], red_g[lid]);
+  if (lane == 0u) {
+#if PRENORM
+    let inv = inverseSqrt(red_w[NR * WG + lid] / f32(P.w_k) + P.norm_eps);  // RMSNorm's 1 / rms
 #else
-    linear_store(m, j, red_w[lid], 0.0);
+    let inv = 1.0;
 #endif
+    for (var i = 0u; i < NR; i++) {
+#if GATED
+      let tg = red_g[i * WG + lid];
+#else
+      let tg = 0.0;
+#endif
+      if (r0 + i < P.n) { linear_store(m, r0 + i, red_w[i * WG + lid] * inv, tg * inv); }
+    }
   }
 #endif
 }

@@ -124,14 +124,25 @@ def _f32(a) -> np.ndarray:
 
 def _add_linear(cid, dtype, N, K, tokens, *, variants=VARIANTS + ("f16",), gate=False, act=None, bias=False,
                 gate_bias=False, softcap=None, accumulate=False, out_offset=0, out_stride=None, rows="all",
-                impl=None):
+                impl=None, tune=None, prenorm=False):
     data, W, wref = _weight(N, K, dtype)
     buffers = {"w": data, "x": _f32(RNG.standard_normal((tokens, K)))}
     x = buffers["x"].astype(np.float64)
+    opts = {"out": "$out", "x": "$x", "w": wref}
+    if prenorm:
+        # RMSNorm fused into the matvec: the kernel reads the raw rows "xr" and the norm weight.
+        eps = 1e-5
+        xr = _f32(RNG.standard_normal((tokens, K)) * 3)
+        nw = _f32(1 + 0.5 * RNG.standard_normal(K))
+        xr64 = xr.astype(np.float64)
+        x = xr64 / np.sqrt((xr64 ** 2).mean(axis=1, keepdims=True) + eps) * nw
+        buffers.update(xr=xr, nw=nw, x=_f32(x))
+        opts["prenorm"] = {"x": "$xr", "weight": "$nw", "eps": eps}
+    if tune:
+        opts["tune"] = tune
     xs = x[[tokens - 1]] if rows == "last" else (x[[0]] if rows == "first" else x)
     y = xs @ W.T
     S = np.abs(xs) @ np.abs(W).T
-    opts = {"out": "$out", "x": "$x", "w": wref}
     if bias:
         buffers["bias"] = _f32(RNG.standard_normal(N))
         opts["bias"] = "$bias"
@@ -208,6 +219,18 @@ for _dt, _N, _K in (("q4", 77, 96), ("q8", 40, 64), ("f16", 33, 45), ("f32", 70,
                     out_stride=_N + 9, variants=_vm)
         _add_linear(f"linear-{_dt}-rows-last-t{_T}", _dt, _N, _K, _T, rows="last", variants=_v)
 _add_linear("linear-q4-matmul-forced-t2", "q4", 77, 96, 2, impl="matmul")
+# Several rows per invocation (nr) and lane counts (tpr), forced: the defaults pick nr > 1 only for
+# matrices with many rows; rows past N in the last workgroup are clamped, not written.
+for _dt in ("q4", "q8", "f16", "f32"):
+    for _nr, _tpr in ((2, 32), (3, 8), (4, 16)):
+        _add_linear(f"linear-{_dt}-77x160-nr{_nr}-tpr{_tpr}", _dt, 77, 160, 2, tune={"nr": _nr, "tpr": _tpr},
+                    variants=_ALL if (_dt, _nr) == ("q4", 4) else VARIANTS)
+_add_linear("linear-q4-gated-nr4-acc", "q4", 77, 96, 1, gate=True, act="silu", accumulate=True, tune={"nr": 4, "tpr": 4})
+_add_linear("linear-q4-2100x64-default-tuning", "q4", 2100, 64, 1)  # enough rows for nr > 1 by default
+# RMSNorm fused in front of the matvec (decode): the kernel normalises the raw rows itself.
+_add_linear("linear-q4-rmsnorm-t1", "q4", 77, 160, 1, prenorm=True, variants=_ALL)
+_add_linear("linear-q8-rmsnorm-gated-t3", "q8", 40, 64, 3, prenorm=True, gate=True, act="silu")
+_add_linear("linear-f32-rmsnorm-last-nr2", "f32", 70, 96, 5, prenorm=True, rows="last", tune={"nr": 2})
 
 
 # ---- tensor groups (format v2): a member as a row range of its group's buffer (rowOffset, bias offsets),
@@ -431,7 +454,7 @@ _add_rope("rope-fused-qkv-one-buffer-partial", heads=4, kv_heads=2, head_dim=64,
 
 # ---- attention
 
-def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None, softcap=None, scale=None):
+def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None, softcap=None, scale=None, impl=None):
     scale = scale or head_dim ** -0.5
     P = pos0 + tokens + 2  # cache rows past the step hold garbage the kernel must not read
     q = _f32(RNG.standard_normal((tokens, heads * head_dim)))
@@ -459,6 +482,8 @@ def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None,
             err[t, h] = 1e-5 * (1 + scale * np.abs(kk @ np.abs(qh[t, h])).max()) * np.abs(vv).max() + 1e-6
     opts = {"out": "$out", "q": "$q", "kCache": "$kc", "vCache": "$vc", "heads": heads, "kvHeads": kv_heads,
             "headDim": head_dim, "scale": scale, "softcap": softcap, "window": window}
+    if impl:
+        opts["impl"] = impl
     for variant in VARIANTS:
         B.add(f"{cid}-{variant}", variant=variant, step=(tokens, pos0),
               buffers={"q": q, "kc": kc, "vc": vc, "out": np.zeros_like(q)},
@@ -472,6 +497,14 @@ _add_attention("attn-window4", heads=3, kv_heads=1, head_dim=16, tokens=5, pos0=
 _add_attention("attn-softcap", heads=3, kv_heads=3, head_dim=16, tokens=3, pos0=2, softcap=5.0, scale=2.0)
 _add_attention("attn-d80-window300-chunks", heads=2, kv_heads=1, head_dim=80, tokens=2, pos0=299, window=300)
 _add_attention("attn-first-token", heads=2, kv_heads=2, head_dim=256, tokens=1, pos0=0)
+# Up to 4 tokens run the split (flash-decoding) kernels: keys in chunks across workgroups, then merged;
+# the serial kernel (prefill) is forced on decode shapes too.
+_add_attention("attn-split-t4-window100", heads=8, kv_heads=2, head_dim=64, tokens=4, pos0=130, window=100)
+_add_attention("attn-split-g1-d256-700keys", heads=2, kv_heads=2, head_dim=256, tokens=1, pos0=700)
+_add_attention("attn-split-g6-d32", heads=12, kv_heads=2, head_dim=32, tokens=3, pos0=77, softcap=20.0)
+_add_attention("attn-split-g3-d64-odd", heads=9, kv_heads=3, head_dim=64, tokens=2, pos0=63)
+_add_attention("attn-serial-decode-300keys", heads=4, kv_heads=2, head_dim=64, tokens=1, pos0=300, impl="serial")
+_add_attention("attn-serial-t3-window", heads=3, kv_heads=1, head_dim=16, tokens=3, pos0=9, window=4, impl="serial")
 
 
 # ---- argmax (greedy sampling on the GPU)
@@ -489,6 +522,41 @@ def _add_argmax(cid, rows):
 
 
 _add_argmax("argmax-first", "first")
+
+
+# ---- top-k candidates: one workgroup over a short row; slices then a merge over a long one
+
+def _add_topk(cid, *, n, k, tokens=2, rows="first", slices=None, masked=False, ties=True):
+    logits = _f32(RNG.standard_normal((tokens, n + 3)))
+    r = tokens - 1 if rows == "last" else 0
+    row = logits[r, :n]
+    if ties:  # equal values across slices: the lower index first, as in a stable descending sort
+        row[[n // 3, n - 7, 5, n // 2]] = 7.5
+    logits[r, n:] = 60.0  # past n: must be ignored
+    allowed = np.ones(n, bool)
+    opts = {"out": "$out", "logits": "$l", "n": n, "k": k, "rowStride": n + 3, "rows": rows}
+    buffers = {"l": logits, "out": np.zeros(2 * k, np.uint32)}
+    if masked:
+        allowed = RNG.random(n) < 0.3
+        allowed[n // 3] = False  # a tied maximum that is not allowed
+        buffers["mask"] = np.packbits(allowed, bitorder="little").view(np.uint8)
+        buffers["mask"] = np.pad(buffers["mask"], (0, (-len(buffers["mask"])) % 4)).view(np.uint32)
+        opts["allowed"] = "$mask"
+    if slices:
+        opts["slices"] = slices
+    ids = np.flatnonzero(allowed)
+    order = ids[np.lexsort((ids, -row[ids].astype(np.float64)))][:k]
+    want = np.concatenate([order.astype(np.uint32), row[order].view(np.uint32)])
+    B.add(f"{cid}-plain", variant="plain", step=(tokens, 0), buffers=buffers,
+          ops=[{"op": "topk", "opts": opts}], expect={"out": (want, np.zeros(2 * k))}, dtype_out={"out": np.uint32})
+
+
+_add_topk("topk-short-k5", n=1000, k=5)
+_add_topk("topk-slices-k40", n=70000, k=40)                 # 34 slices by default
+_add_topk("topk-slices-k1-last", n=70000, k=1, rows="last")
+_add_topk("topk-forced-slices-k7", n=1000, k=7, slices=9)
+_add_topk("topk-slices-more-than-slice", n=300, k=50, slices=30)  # k > ids per slice: empty candidates
+_add_topk("topk-slices-masked-k12", n=70000, k=12, masked=True)
 
 # Grids past the per-dimension workgroup limit wrap into y (kernels.js grid2); the "smallgrid"
 # variant sets that limit to 3 so every op that uses the wrap is checked with it.

@@ -26,6 +26,9 @@ export async function getNodeGPU() {
       { cause: String(e) });
   }
   Object.assign(globalThis, mod.globals); // GPUBufferUsage, GPUMapMode, ... as in a browser
-  gpu = /** @type {GPU} */ (mod.create([]));
+  // SITEGEN_DAWN_FLAGS: Dawn options, comma-separated, e.g. "disable-dawn-features=timestamp_quantization"
+  // (timestamps are rounded to ~65 µs by default, too coarse to time one kernel: bench --profile).
+  const flags = (globalThis.process?.env?.SITEGEN_DAWN_FLAGS ?? "").split(",").map((f) => f.trim()).filter(Boolean);
+  gpu = /** @type {GPU} */ (mod.create(flags));
   return gpu;
 }

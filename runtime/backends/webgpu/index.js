@@ -26,7 +26,7 @@ export async function createBackend(manifest, options = {}) {
     throw new InvalidRequestError(`compute: expected "auto", "f32" or "f16", got ${JSON.stringify(compute)}.`,
       { param: "compute" });
   }
-  const device = options.device ?? await requestDevice(manifest);
+  const device = options.device ?? await requestDevice(manifest, { profile: Boolean(options.profile) });
   const owns = !options.device;
   try {
     checkLimits(device, manifest, "device");
@@ -50,7 +50,7 @@ export async function createBackend(manifest, options = {}) {
   const backend = {
     name: "webgpu",
     compute: f16 ? "f16" : "f32",
-    fusions: { qkv: true },
+    fusions: { qkv: true, norm: true },
     device,
     lost: device.lost.then((info) => ({ reason: String(info.reason), message: info.message })),
 
@@ -132,6 +132,9 @@ export async function createBackend(manifest, options = {}) {
         sampleGreedy: checked(lowered.forwardGreedy),
         sampleTopK: checked(lowered.forwardTopK),
         maxTopK: Math.min(MAX_TOP_K, sampleVocab),
+        profile: checked(lowered.profile),
+        // (the step is submitted synchronously by the call; its checks run when its choice is in)
+        submitGreedy: (id, start) => checked(() => lowered.submitGreedy(id, start))(),
         kvCacheBytes: lowered.kvCacheBytes,
         destroy: lowered.destroy,
       };
@@ -157,9 +160,10 @@ function formatBytes(n) {
  * Request an adapter and a device with the limits the model needs
  * (WebGPU gives a device only its default limits unless asked).
  * @param {Manifest} manifest
+ * @param {{ profile: boolean }} o  profile: also request "timestamp-query" (kernel timings)
  * @returns {Promise<GPUDevice>}
  */
-async function requestDevice(manifest) {
+async function requestDevice(manifest, { profile }) {
   /** @type {GPU | undefined} */
   let gpu = globalThis.navigator?.gpu;
   if (!gpu && typeof process !== "undefined" && process.versions?.node) {
@@ -177,7 +181,7 @@ async function requestDevice(manifest) {
   const req = requirementsOf(manifest);
   checkLimits(adapter, manifest, "adapter");
   // Optional speed-ups the kernels use when present.
-  const want = new Set([...req.features, ...req.optionalFeatures]);
+  const want = new Set([...req.features, ...req.optionalFeatures, ...(profile ? ["timestamp-query"] : [])]);
   const requiredFeatures = /** @type {GPUFeatureName[]} */ ([...want].filter((f) => adapter.features.has(f)));
   const L = adapter.limits;
   try {

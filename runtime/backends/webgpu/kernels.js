@@ -73,6 +73,8 @@ import { MissingFeatureError, SitegenRuntimeError } from "../../errors.js";
 const WG = 256;
 /** Above this many tokens `linear` switches from the matvec kernel to the tiled matmul. */
 const MATVEC_MAX_TOKENS = 4;
+/** matvec takes several rows per invocation only while the grid keeps at least this many workgroups. */
+const MATVEC_MIN_WORKGROUPS = 128;
 const ROWS_CODE = { all: 0, last: 1, first: 2 };
 const ACT_CODE = { none: 0, silu: 1, gelu_tanh: 2, gelu: 3 };
 const DTYPE_CODE = { f32: 0, f16: 1, q8: 2, q4: 3 };
@@ -112,10 +114,10 @@ export const FAMILIES = {
   matvec: {
     file: "matvec", entry: "main",
     params: [["n", "u32"], ["out_stride", "u32"], ["out_offset", "u32"], ["softcap", "f32"],
-      ["bias_off", "u32"], ["gate_bias_off", "u32"], ...SEGMENT_PARAMS],
+      ["bias_off", "u32"], ["gate_bias_off", "u32"], ...SEGMENT_PARAMS, ["norm_eps", "f32"]],
     bindings: [{ name: "x", kind: "read" }, { name: "w", kind: "weight" }, { name: "gate", kind: "weight" },
       { name: "bias", kind: "read", type: "array<f32>" }, { name: "gate_bias", kind: "read", type: "array<f32>" },
-      { name: "out", kind: "rw", type: "array<f32>" }],
+      { name: "norm_w", kind: "read", type: "array<vec4<f32>>" }, { name: "out", kind: "rw", type: "array<f32>" }],
   },
   matmul: {
     file: "matmul", entry: "main",
@@ -141,6 +143,18 @@ export const FAMILIES = {
     bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "read", type: "array<f32>" },
       { name: "v_cache", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
   },
+  attn_split: {
+    file: "attention", entry: "split_main",
+    params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["window", "u32"],
+      ["scale", "f32"], ["softcap", "f32"], ["chunk", "u32"], ["max_splits", "u32"]],
+    bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "read", type: "array<f32>" },
+      { name: "v_cache", kind: "read", type: "array<f32>" }, { name: "part", kind: "rw", type: "array<f32>" }],
+  },
+  attn_combine: {
+    file: "attention", entry: "combine_main",
+    params: [["heads", "u32"], ["head_dim", "u32"], ["chunk", "u32"], ["max_splits", "u32"]],
+    bindings: [{ name: "part", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
+  },
   // mixture-of-experts (issue 12, shaders/moe.wgsl): route, expert gate/up, weighted expert down
   moe_route: {
     file: "moe", entry: "route_main",
@@ -161,9 +175,9 @@ export const FAMILIES = {
   },
   topk: {
     file: "sample", entry: "topk_main",
-    params: [["n", "u32"], ["row_stride", "u32"], ["k", "u32"]],
+    params: [["n", "u32"], ["row_stride", "u32"], ["k", "u32"], ["slice", "u32"], ["slices", "u32"]],
     bindings: [{ name: "logits", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<u32>" },
-      { name: "allowed", kind: "read", type: "array<u32>" }],
+      { name: "allowed", kind: "read", type: "array<u32>" }, { name: "cand", kind: "read", type: "array<u32>" }],
   },
 };
 
@@ -233,6 +247,12 @@ export function preprocess(src, defines, file = "shader") {
   return out.join("\n");
 }
 
+/** Bytes of a buffer or of a range of one. @param {BufferRef} r */
+function bufferRefSize(r) {
+  if ("buffer" in r) return r.size ?? r.buffer.size - (r.offset ?? 0);
+  return r.size;
+}
+
 /** @param {number} n */
 const pow2ceil = (n) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
@@ -250,30 +270,64 @@ function grid2(count, limit = 65535) {
 }
 
 /**
- * One recorded kernel call: pipeline, bind group and a grid that follows the step.
+ * @typedef {(tokens: number, pos0: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup,
+ *   grid: [number, number, number] } | null} DispatchPlan  what to dispatch for a step (null: nothing)
+ */
+
+/**
+ * One recorded kernel call (or two dependent ones): pipelines, bind groups and grids that follow the step.
  */
 export class KernelOp {
   /**
    * @param {Kernels} kernels
    * @param {string} label
-   * @param {(tokens: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number] } | null} plan
+   * @param {DispatchPlan} plan
+   * @param {DispatchPlan} [then] a second dispatch that depends on the first (e.g. attention's merge)
    */
-  constructor(kernels, label, plan) {
+  constructor(kernels, label, plan, then) {
     this.kernels = kernels;
     this.label = label;
-    this.plan = plan;
+    this.plans = then ? [plan, then] : [plan];
+    /** linear: whether it computes its fused RMSNorm itself in a step of `tokens` (see `prenorm`). */
+    /** @type {(tokens: number) => boolean} */
+    this.normsItself = () => false;
   }
 
   /**
-   * Record this op into a compute pass, sized for the tokens of the current step.
+   * Skip this op in the steps where `when(tokens)` holds (a norm that its readers compute themselves).
+   * @param {(tokens: number) => boolean} when
+   */
+  skipWhen(when) {
+    this.plans = this.plans.map((f) => (tokens, pos0) => (when(tokens) ? null : f(tokens, pos0)));
+    return this;
+  }
+
+  /**
+   * The variants (pipeline keys) this op runs for a step, "+"-joined ("" when it is skipped).
+   * @param {number} tokens @param {number} [pos0]
+   */
+  variant(tokens, pos0 = this.kernels.step.pos0) {
+    return this.plans.map((f) => f(tokens, pos0)?.pipeline.label).filter(Boolean).join("+");
+  }
+
+  /**
+   * Record this op into a compute pass, sized for the tokens and position of the current step.
    * @param {GPUComputePassEncoder} pass
    */
   record(pass) {
-    const p = this.plan(this.kernels.step.tokens);
-    if (!p) return;
-    pass.setPipeline(p.pipeline);
-    pass.setBindGroup(0, p.bindGroup);
-    pass.dispatchWorkgroups(...p.grid);
+    const { tokens, pos0 } = this.kernels.step;
+    for (const plan of this.plans) {
+      const p = plan(tokens, pos0);
+      if (!p) continue;
+      pass.setPipeline(p.pipeline);
+      pass.setBindGroup(0, p.bindGroup);
+      pass.dispatchWorkgroups(...p.grid);
+    }
+  }
+
+  /** Dispatches this op records for a step. @param {number} tokens @param {number} [pos0] */
+  dispatches(tokens, pos0 = this.kernels.step.pos0) {
+    return this.plans.filter((f) => f(tokens, pos0)).length;
   }
 }
 
@@ -300,6 +354,8 @@ export class Kernels {
     this.dummyRw = device.createBuffer({ label: "kernels.dummy (rw)", size: 256, usage: GPUBufferUsage.STORAGE });
     /** @type {GPUBuffer[]} */
     this.paramChunks = [];
+    /** @type {GPUBuffer[]} */
+    this.scratch = [];
     this.paramUsed = Infinity;
     this.gridLimit = gridLimit ?? device.limits.maxComputeWorkgroupsPerDimension;
     this.setStep({ tokens: 1, pos0: 0 });
@@ -408,8 +464,11 @@ export class Kernels {
    * @param {{ out: BufferRef, x: BufferRef, w: WeightPart, gate?: WeightPart | null, bias?: BufferRef | null,
    *   gateBias?: BufferRef | null, act?: Activation | null, softcap?: number | null, accumulate?: boolean,
    *   outOffset?: number, outStride?: number, rows?: RowsMode, impl?: "matvec" | "matmul",
-   *   biasOffset?: number, gateBiasOffset?: number,
-   *   segments?: { from: number, base: number, stride: number }[] }} o
+   *   biasOffset?: number, gateBiasOffset?: number, prenorm?: { x: BufferRef, weight: BufferRef, eps: number } | null,
+   *   tune?: { tpr?: number, nr?: number }, segments?: { from: number, base: number, stride: number }[] }} o
+   * - `prenorm`: the matvec computes its input itself as RMSNorm(prenorm.x) with that weight and eps
+   *   (x, the normed activation, is still what the tiled matmul reads: a prefill keeps its norm op)
+   * - `tune`: the matvec's lanes per row and rows per invocation (benchmarks; default: chosen from the shape)
    */
   linear(o) {
     const { w, gate } = o;
@@ -429,13 +488,17 @@ export class Kernels {
     };
     const tail = `${gate ? ":gated" : ""}${act !== "none" ? `:${act}` : ""}${o.bias ? ":bias" : ""}${o.gateBias ? ":gbias" : ""}` +
       `${o.softcap ? ":softcap" : ""}${o.accumulate ? ":acc" : ""}:rows=${rows}:ct=${ct}`;
+    const prenorm = o.prenorm ?? null;
+    if (prenorm && (K % 32 !== 0 || o.impl === "matmul")) {
+      throw new SitegenRuntimeError(`linear: a fused RMSNorm needs the vectorised matvec (K % 32 == 0), got K = ${K}.`);
+    }
     const seg = o.segments ?? [];
     if (seg.length > 2) throw new SitegenRuntimeError("linear: at most 3 output segments (q, k, v).");
     const params = { n: N, out_stride: o.outStride ?? N, out_offset: o.outOffset ?? 0, softcap: o.softcap ?? 0,
       bias_off: o.biasOffset ?? 0, gate_bias_off: o.gateBiasOffset ?? 0,
       seg1: seg[0]?.from ?? NO_SEGMENT, base1: seg[0]?.base ?? 0, stride1: seg[0]?.stride ?? 0,
       seg2: seg[1]?.from ?? NO_SEGMENT, base2: seg[1]?.base ?? 0, stride2: seg[1]?.stride ?? 0,
-      ...weightParams("w", w), ...weightParams("gate", gate ?? w) };
+      norm_eps: prenorm?.eps ?? 0, ...weightParams("w", w), ...weightParams("gate", gate ?? w) };
     const buffers = { x: o.x, w, gate: gate ?? null, bias: o.bias ?? null, gate_bias: o.gateBias ?? null, out: o.out };
 
     // matvec: TPR threads reduce one row; vectorised (one 32-wide group per
@@ -447,12 +510,21 @@ export class Kernels {
           "(from its offset); weight buffers must be sized to a multiple of 16 bytes.", { size: part.buffer.size });
       }
     }
+    // TPR lanes per row (a lane takes every TPR-th 32-wide group), NR rows per invocation (fewer
+    // when the matrix is too small to give every compute unit work).
     const units = vec ? K / 32 : K;
-    const tpr = Math.min(WG, Math.max(vec ? 4 : 32, pow2ceil(Math.min(units, 64))));
-    const rpw = WG / tpr;
-    const mvKey = `matvec:${w.dtype}:tpr=${tpr}${vec ? ":vec" : ""}${sg ? ":sg" : ""}${tail}`;
-    const mv = this.#pipeline("matvec", mvKey, { ...common, VEC: vec, TPR: tpr, SUBGROUPS: sg }, { x: vec ? "array<vec4<f32>>" : "array<f32>", w: vec ? "array<vec4<u32>>" : "array<u32>", gate: vec ? "array<vec4<u32>>" : "array<u32>" });
-    const mvBg = this.#bindGroup("matvec", mv, params, buffers);
+    // Measured on the H200 (bench/kernel_bench.mjs, docs/benchmarks.md): 64 lanes and 4 rows each for
+    // K >= 2048, 8 rows for an output head's 100k+ rows; fewer rows while that would leave fewer than
+    // MATVEC_MIN_WORKGROUPS workgroups (small models: every compute unit needs work).
+    const tpr = o.tune?.tpr ?? Math.min(WG, Math.max(4, pow2ceil(Math.min(units, N >= 65536 ? 32 : 64))));
+    const nr = o.tune?.nr ?? (!vec ? 1 : [N >= 65536 ? 8 : 4, 2].find((r) => N / ((WG / tpr) * r) >= MATVEC_MIN_WORKGROUPS) ?? 1);
+    if (!(tpr >= 1 && tpr <= WG && WG % tpr === 0 && nr >= 1 && nr <= 8)) throw new SitegenRuntimeError(`linear: bad tuning tpr=${tpr} nr=${nr}.`);
+    const rpw = (WG / tpr) * nr;
+    const mvKey = `matvec:${w.dtype}:tpr=${tpr}:nr=${nr}${vec ? ":vec" : ""}${prenorm ? ":rmsnorm" : ""}${sg ? ":sg" : ""}${tail}`;
+    const mv = this.#pipeline("matvec", mvKey, { ...common, VEC: vec, TPR: tpr, NR: nr, PRENORM: Boolean(prenorm), SUBGROUPS: sg },
+      { x: vec ? "array<vec4<f32>>" : "array<f32>", w: vec ? "array<vec4<u32>>" : "array<u32>", gate: vec ? "array<vec4<u32>>" : "array<u32>" });
+    const mvBg = this.#bindGroup("matvec", mv, params,
+      prenorm ? { ...buffers, x: prenorm.x, norm_w: prenorm.weight } : buffers);
     const mmKey = `matmul:${w.dtype}${tail}`;
     /** @type {{ pipeline: GPUComputePipeline, bg: GPUBindGroup } | null} */
     let mm = null;
@@ -464,14 +536,21 @@ export class Kernels {
       return mm;
     };
     if (o.impl === "matmul") matmul();
-    return new KernelOp(this, `linear ${N}x${K}`, (tokens) => {
+    const useMatmul = (/** @type {number} */ tokens) => {
       const M = rows === "all" ? tokens : 1;
-      if (o.impl === "matmul" || (o.impl !== "matvec" && M > MATVEC_MAX_TOKENS)) {
+      return o.impl === "matmul" || (o.impl !== "matvec" && M > MATVEC_MAX_TOKENS);
+    };
+    const op = new KernelOp(this, `linear ${N}x${K}`, (tokens) => {
+      const M = rows === "all" ? tokens : 1;
+      if (useMatmul(tokens)) {
         const p = matmul();
         return { pipeline: p.pipeline, bindGroup: p.bg, grid: [Math.ceil(N / 64), Math.ceil(M / 64), 1] };
       }
       return { pipeline: mv.pipeline, bindGroup: mvBg, grid: [...this.#grid(Math.ceil(N / rpw)), M] };
     });
+    // Whether a step of `tokens` computes the fused RMSNorm itself (the matvec) or reads `x` (the matmul).
+    op.normsItself = (/** @type {number} */ tokens) => Boolean(prenorm) && !useMatmul(tokens);
+    return op;
   }
 
   /**
@@ -521,7 +600,8 @@ export class Kernels {
    * s = (q · k_j) * scale, then softcap * tanh(s / softcap) when `softcap`,
    * softmax, out = Σ p_j v_j. q/out [tokens, heads*headDim]; caches as in `rope`.
    * @param {{ out: BufferRef, q: BufferRef, kCache: BufferRef, vCache: BufferRef, heads: number, kvHeads: number,
-   *   headDim: number, scale: number, softcap?: number | null, window?: number | null }} o
+   *   headDim: number, scale: number, softcap?: number | null, window?: number | null, impl?: "split" | "serial" }} o
+   *   impl: force the split (decode) or the serial (prefill) kernel (tests); default: split for few tokens
    */
   attention(o) {
     if (o.heads % o.kvHeads !== 0) throw new SitegenRuntimeError(`attention: heads (${o.heads}) must be a multiple of kvHeads (${o.kvHeads}).`);
@@ -529,10 +609,41 @@ export class Kernels {
     const sg = this.features.subgroups;
     const key = `attention${sg ? ":sg" : ""}`;
     const k = this.#pipeline("attention", key, { SUBGROUPS: sg });
-    const bg = this.#bindGroup("attention", k, { heads: o.heads, kv_heads: o.kvHeads, head_dim: o.headDim,
-      window: o.window ?? 0, scale: o.scale, softcap: o.softcap ?? 0 },
-    { q: o.q, k_cache: o.kCache, v_cache: o.vCache, out: o.out });
-    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [o.heads, tokens, 1] }));
+    const params = { heads: o.heads, kv_heads: o.kvHeads, head_dim: o.headDim, window: o.window ?? 0, scale: o.scale,
+      softcap: o.softcap ?? 0 };
+    const bg = this.#bindGroup("attention", k, params, { q: o.q, k_cache: o.kCache, v_cache: o.vCache, out: o.out });
+    const serial = { pipeline: k.pipeline, bindGroup: bg };
+
+    // Few tokens (decode): the keys split across workgroups (attn_split), then merged (attn_combine),
+    // so that the cost stays flat as the context grows. CH keys per split: CH * G <= WG.
+    const G = o.heads / o.kvHeads;
+    const kvd = o.kvHeads * o.headDim;
+    const cacheRows = Math.floor(bufferRefSize(o.kCache) / (4 * kvd));
+    const chunk = Math.min(64, WG / pow2ceil(G));
+    const maxSplits = Math.ceil(cacheRows / chunk);
+    const canSplit = o.impl !== "serial" && G * o.headDim <= 2048 && chunk >= 4 && cacheRows > 0;
+    if (o.impl === "split" && !canSplit) throw new SitegenRuntimeError("attention: the split kernel cannot run this shape.");
+    /** @type {(tokens: number, pos0: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number] } | null} */
+    let second = () => null;
+    /** @type {(tokens: number, pos0: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number] }} */
+    let first = (tokens) => ({ ...serial, grid: [o.heads, tokens, 1] });
+    if (canSplit) {
+      const part = this.#scratch(MATVEC_MAX_TOKENS * o.heads * maxSplits * (o.headDim + 2) * 4);
+      const sk = this.#pipeline("attn_split", `attn_split:ch=${chunk}`, {});
+      const sbg = this.#bindGroup("attn_split", sk, { ...params, chunk, max_splits: maxSplits },
+        { q: o.q, k_cache: o.kCache, v_cache: o.vCache, part });
+      const ck = this.#pipeline("attn_combine", "attn_combine", {});
+      const cbg = this.#bindGroup("attn_combine", ck, { heads: o.heads, head_dim: o.headDim, chunk, max_splits: maxSplits },
+        { part, out: o.out });
+      // (the partial sums are sized for MATVEC_MAX_TOKENS tokens: a longer step runs the serial kernel)
+      const useSplit = (/** @type {number} */ tokens) => tokens <= MATVEC_MAX_TOKENS;
+      const serialFirst = first;
+      first = (tokens, pos0) => (useSplit(tokens)
+        ? { pipeline: sk.pipeline, bindGroup: sbg, grid: [o.kvHeads, Math.ceil((pos0 + tokens) / chunk), tokens] }
+        : serialFirst(tokens, pos0));
+      second = (tokens) => (useSplit(tokens) ? { pipeline: ck.pipeline, bindGroup: cbg, grid: [o.heads, tokens, 1] } : null);
+    }
+    return new KernelOp(this, key, first, second);
   }
 
   /**
@@ -552,8 +663,10 @@ export class Kernels {
    * `allowed` (constrained output, issue 17): a bitmask of ceil(n/32) u32 words, bit i of word i >> 5
    * set when id i may be chosen; ids without their bit are skipped, and out[i] = 0xffffffff past
    * the last allowed id.
+   * A long row is cut into slices (one workgroup each chooses its slice's k best), then the
+   * candidates are merged by one workgroup: `slices` overrides how many (tests; default from n).
    * @param {{ out: BufferRef, logits: BufferRef, n: number, k: number, rowStride?: number, rows?: "first" | "last",
-   *   allowed?: BufferRef | null }} o
+   *   allowed?: BufferRef | null, slices?: number }} o
    */
   topk(o) {
     if (!(Number.isInteger(o.k) && o.k >= 1 && o.k <= Math.min(256, o.n))) {
@@ -561,11 +674,23 @@ export class Kernels {
     }
     const rows = o.rows ?? "first";
     const masked = Boolean(o.allowed);
-    const key = `topk:rows=${rows}${masked ? ":masked" : ""}`;
-    const k = this.#pipeline("topk", key, { ROWS: ROWS_CODE[rows], MASKED: masked });
-    const bg = this.#bindGroup("topk", k, { n: o.n, row_stride: o.rowStride ?? o.n, k: o.k },
-      { logits: o.logits, out: o.out, allowed: o.allowed ?? null });
-    return new KernelOp(this, key, () => ({ pipeline: k.pipeline, bindGroup: bg, grid: [1, 1, 1] }));
+    // About 8 ids per invocation per pass in each slice; at most 64 slices, so the merge walks <= 64k ids.
+    const slices = Math.max(1, Math.min(o.slices ?? Math.floor(o.n / (8 * WG)), 64, o.n));
+    const slice = Math.ceil(o.n / slices);
+    const params = { n: o.n, row_stride: o.rowStride ?? o.n, k: o.k, slice, slices };
+    if (slices === 1) {
+      const key = `topk:rows=${rows}${masked ? ":masked" : ""}`;
+      const k = this.#pipeline("topk", key, { ROWS: ROWS_CODE[rows], MASKED: masked, STAGE: 0 });
+      const bg = this.#bindGroup("topk", k, params, { logits: o.logits, out: o.out, allowed: o.allowed ?? null, cand: null });
+      return new KernelOp(this, key, () => ({ pipeline: k.pipeline, bindGroup: bg, grid: [1, 1, 1] }));
+    }
+    const cand = this.#scratch(slices * 2 * o.k * 4);
+    const k1 = this.#pipeline("topk", `topk:slices:rows=${rows}${masked ? ":masked" : ""}`, { ROWS: ROWS_CODE[rows], MASKED: masked, STAGE: 1 });
+    const bg1 = this.#bindGroup("topk", k1, params, { logits: o.logits, out: cand, allowed: o.allowed ?? null, cand: null });
+    const k2 = this.#pipeline("topk", "topk:merge", { ROWS: 0, MASKED: false, STAGE: 2 });
+    const bg2 = this.#bindGroup("topk", k2, params, { logits: null, out: o.out, allowed: null, cand });
+    return new KernelOp(this, k1.pipeline.label, () => ({ pipeline: k1.pipeline, bindGroup: bg1, grid: [slices, 1, 1] }),
+      () => ({ pipeline: k2.pipeline, bindGroup: bg2, grid: [1, 1, 1] }));
   }
 
   // ---------------------------------------------------------------- mixture-of-experts (issue 12)
@@ -623,8 +748,21 @@ export class Kernels {
 
   /** Free the kernels' own buffers (not the caller's). */
   destroy() {
-    for (const b of [this.stepBuffer, this.dummy, this.dummyRw, ...this.paramChunks]) b.destroy();
+    for (const b of [this.stepBuffer, this.dummy, this.dummyRw, ...this.paramChunks, ...this.scratch]) b.destroy();
     this.paramChunks = [];
+    this.scratch = [];
+  }
+
+  /**
+   * A buffer of the kernels' own for an op's intermediate results (e.g. attention's partial sums).
+   * Ops run one after another, but each gets its own so that no two ops' bind groups alias.
+   * @param {number} bytes
+   */
+  #scratch(bytes) {
+    const b = this.device.createBuffer({ label: "kernels.scratch", size: Math.max(16, Math.ceil(bytes / 16) * 16),
+      usage: GPUBufferUsage.STORAGE });
+    this.scratch.push(b);
+    return b;
   }
 
   // ---------------------------------------------------------------- internals

@@ -141,7 +141,8 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
    * A product over every part of a (possibly row-split) weight: one kernel op per part.
    * @param {{ out: BufferRef, x: BufferRef, w: string, gate?: string | null, bias?: string | null,
    *   gateBias?: string | null, act?: any, softcap?: number | null, accumulate?: boolean,
-   *   rows?: "all" | "last" | "first", segments?: { from: number, base: number, stride: number }[], outStride?: number }} o
+   *   rows?: "all" | "last" | "first", segments?: { from: number, base: number, stride: number }[], outStride?: number,
+   *   prenorm?: { id: number, x: string, weight: string, rows: "all" | "last" | "first" } }} o
    * @returns {KernelOp[]}
    */
   const linear = (o) => {
@@ -152,12 +153,23 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       throw new SitegenRuntimeError(`Tensors '${o.gate}' and '${o.w}' are split differently: reconvert the model.`);
     }
     const bias = o.bias ? vector(o.bias) : null, gateBias = o.gateBias ? vector(o.gateBias) : null;
-    return wp.map((p, i) => k.linear({ out: o.out, x: o.x, w: p, gate: gp ? gp[i] : null,
+    // The graph's "norm" fusion: the matvec normalises its input itself. Its input row follows the
+    // norm's row mode, which may differ from the product's only where the product has one row.
+    const pn = o.prenorm;
+    const rowsOk = pn && (pn.rows === (o.rows ?? "all") || ((o.rows ?? "all") !== "all" && pn.rows !== "all"));
+    const nw = pn && rowsOk && wp[0].cols % 32 === 0 ? vector(pn.weight) : null;
+    const prenorm = pn && nw && !nw.base ? { x: act(pn.x), weight: nw.buffer, eps } : null;
+    const rows = prenorm && pn ? pn.rows : o.rows ?? "all";
+    const ops = wp.map((p, i) => k.linear({ out: o.out, x: o.x, w: p, gate: gp ? gp[i] : null, prenorm,
       bias: bias?.buffer ?? null, biasOffset: (bias?.base ?? 0) + p.rowStart,
       gateBias: gateBias?.buffer ?? null, gateBiasOffset: (gateBias?.base ?? 0) + p.rowStart,
       act: o.act ?? null, softcap: o.softcap ?? null, accumulate: o.accumulate ?? false,
-      outOffset: p.rowStart, outStride: o.outStride ?? N, rows: o.rows ?? "all", segments: o.segments }));
+      outOffset: p.rowStart, outStride: o.outStride ?? N, rows, segments: o.segments }));
+    if (pn) (normReaders.get(pn.id) ?? normReaders.set(pn.id, []).get(pn.id))?.push(...ops);
+    return ops;
   };
+  /** @type {Map<number, KernelOp[]>} the kernel ops that read each fusable norm (graph `fusedId`) */
+  const normReaders = new Map();
 
   /** @type {Map<string, GPUBuffer>} */
   const moeScratch = new Map();
@@ -174,17 +186,21 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       case "norm": {
         const w = vector(op.weight), b = op.bias ? vector(op.bias) : null;
         if (w.base || b?.base) throw new SitegenRuntimeError(`Norm weights cannot be group members ('${op.weight}').`);
-        return [k.norm({ out: act(op.out), x: act(op.x), weight: w.buffer, bias: b?.buffer ?? null, n: op.n, eps, kind: op.kind,
-          rowsPerToken: op.heads, perRowWeight: op.perHeadWeight, accumulate: op.accumulate, rows: op.rows })];
+        const nk = k.norm({ out: act(op.out), x: act(op.x), weight: w.buffer, bias: b?.buffer ?? null, n: op.n, eps, kind: op.kind,
+          rowsPerToken: op.heads, perRowWeight: op.perHeadWeight, accumulate: op.accumulate, rows: op.rows });
+        const id = /** @type {{ fusedId?: number }} */ (op).fusedId;
+        // Skipped in the steps where every reader normalises its input itself (readers are lowered later).
+        if (id) nk.skipWhen((tokens) => { const r = normReaders.get(id) ?? []; return r.length > 0 && r.every((x) => x.normsItself(tokens)); });
+        return [nk];
       }
       case "linear":
         return linear({ out: act(op.out), x: act(op.x), w: op.w, gate: op.gate, bias: op.bias, gateBias: op.gateBias,
-          act: op.act, softcap: op.softcap, accumulate: op.accumulate, rows: op.rows });
+          act: op.act, softcap: op.softcap, accumulate: op.accumulate, rows: op.rows, prenorm: /** @type {any} */ (op).prenorm });
       case "linear_group": {
         const a = graph.activations[op.out];
         if (!("parts" in a)) throw new SitegenRuntimeError(`graph: '${op.out}' is not an activation of parts.`);
         return linear({ out: /** @type {BufferRef} */ (acts.get(op.out)), x: act(op.x), w: op.group, bias: op.bias,
-          segments: segmentsOf.get(op.out), outStride: a.parts[0][1] });
+          segments: segmentsOf.get(op.out), outStride: a.parts[0][1], prenorm: /** @type {any} */ (op).prenorm });
       }
       case "rope": {
         const table = op.rotate === false ? null : ropeTable(op.local);  // NoPE layer: cache append only
@@ -312,6 +328,122 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
     return /** @type {Float32Array} */ (out);
   }
 
+  // Chained greedy decode: a step whose input is the previous step's choice, still on the GPU, can
+  // be submitted before that choice is read back, so the host records step t+1 while the GPU runs
+  // step t (no stall between tokens). Each step reads its choice back through its own staging
+  // buffer of a small ring (a buffer being mapped cannot take a copy).
+  /** @type {{ buffer: GPUBuffer, busy: Promise<unknown> | null }[]} */
+  const ring = Array.from({ length: 3 }, (_, i) => ({ buffer: staging(`chained choice ${i}`, 16), busy: null }));
+  let ringNext = 0;
+  /**
+   * Submit one greedy decode step at position `start` now and return the promise of its choice.
+   * `tokenId`: the input token, or null for the choice of the previously submitted chained step.
+   * @param {number | null} tokenId @param {number} start
+   * @returns {Promise<number>}
+   */
+  function submitGreedy(tokenId, start) {
+    if (start + 1 > contextLength) {
+      throw new SitegenRuntimeError(`forward: position ${start} exceeds the KV cache (${contextLength}).`);
+    }
+    if (tokenId !== null && !(Number.isInteger(tokenId) && tokenId >= 0 && tokenId < vocab)) {
+      throw new InvalidRequestError(`Token id ${tokenId} is outside the vocabulary (0..${vocab - 1}).`, { param: "tokens", id: tokenId });
+    }
+    const slot = ring[ringNext];
+    ringNext = (ringNext + 1) % ring.length;
+    if (slot.busy) throw new SitegenRuntimeError("chained decode: more steps in flight than the readback ring holds.");
+    if (tokenId !== null) device.queue.writeBuffer(ids, 0, Uint32Array.of(tokenId));
+    k.setStep({ tokens: 1, pos0: start });
+    const enc = device.createCommandEncoder();
+    if (tokenId === null) enc.copyBufferToBuffer(chosen, 0, ids, 0, 4);  // the previous step's choice: chosen[0]
+    const pass = enc.beginComputePass();
+    for (const op of body) op.record(pass);
+    for (const op of headLast) op.record(pass);
+    argmaxOp.record(pass);
+    pass.end();
+    enc.copyBufferToBuffer(chosen, 0, slot.buffer, 0, 16);
+    device.queue.submit([enc.finish()]);
+    const done = slot.buffer.mapAsync(1 /* GPUMapMode.READ */, 0, 16).then(() => {
+      const id = new Uint32Array(slot.buffer.getMappedRange(0, 16))[0];
+      slot.buffer.unmap();
+      return id;
+    }).finally(() => { slot.busy = null; });
+    slot.busy = done;
+    return done;
+  }
+
+  /**
+   * Profile one greedy step of `tokenIds` (the first chunk of them) at positions start..: every kernel op in
+   * a compute pass of its own with timestamps at its start and end (needs the device feature
+   * "timestamp-query"), then the same step recorded as usual, timed on the host. Writes the KV cache
+   * like a real step. GPU times exclude the gaps between passes; `wallMs` is the normal step's.
+   * @param {Int32Array} tokenIds @param {number} start
+   * @returns {Promise<import("../../backend.js").StepProfile>}
+   */
+  async function profile(tokenIds, start) {
+    if (!device.features.has(/** @type {GPUFeatureName} */ ("timestamp-query"))) {
+      throw new SitegenRuntimeError("Profiling needs the WebGPU feature 'timestamp-query', which this device lacks.");
+    }
+    tokenIds = tokenIds.subarray(0, C);  // one chunk at most
+    const n = tokenIds.length;
+    if (n < 1 || n > C || start + n > contextLength) throw new SitegenRuntimeError(`profile: 1..${C} tokens within the context.`);
+    const ops = [...body, ...headLast, argmaxOp];
+    const count = 2 * ops.length;
+    const querySet = device.createQuerySet({ type: "timestamp", count });
+    const resolved = device.createBuffer({ size: count * 8, usage: 0x0200 /* QUERY_RESOLVE */ | USAGE_COPY_SRC });
+    const read = device.createBuffer({ size: count * 8, usage: USAGE_MAP_READ | USAGE_COPY_DST });
+    try {
+      device.queue.writeBuffer(ids, 0, Uint32Array.from(tokenIds));
+      k.setStep({ tokens: n, pos0: start });
+      const enc = device.createCommandEncoder();
+      ops.forEach((op, i) => {
+        const pass = enc.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+        op.record(pass);
+        pass.end();
+      });
+      enc.resolveQuerySet(querySet, 0, count, resolved, 0);
+      enc.copyBufferToBuffer(resolved, 0, read, 0, count * 8);
+      device.queue.submit([enc.finish()]);
+      await read.mapAsync(1);
+      const t = new BigInt64Array(read.getMappedRange().slice(0));
+      read.unmap();
+      /** @type {Record<string, { ms: number, dispatches: number }>} */
+      const byFamily = {};
+      /** @type {{ label: string, variant: string, ms: number }[]} */
+      const perOp = [];
+      let gpuMs = 0;
+      ops.forEach((op, i) => {
+        const ms = Number(t[2 * i + 1] - t[2 * i]) / 1e6;
+        const variant = op.variant(n, start);
+        const fam = variant.split(":")[0];
+        const f = (byFamily[fam] ??= { ms: 0, dispatches: 0 });
+        f.ms += ms;
+        f.dispatches += 1;
+        gpuMs += ms;
+        perOp.push({ label: op.label, variant, ms });
+      });
+      // The same step as a real one: one pass, one submit; host encode time and wall time.
+      const t0 = performance.now();
+      device.queue.writeBuffer(ids, 0, Uint32Array.from(tokenIds));
+      k.setStep({ tokens: n, pos0: start });
+      const enc2 = device.createCommandEncoder();
+      const pass = enc2.beginComputePass();
+      for (const op of ops) op.record(pass);
+      pass.end();
+      enc2.copyBufferToBuffer(chosen, 0, stagingChosen, 0, 16);
+      const cb = enc2.finish();
+      const encodeMs = performance.now() - t0;
+      device.queue.submit([cb]);
+      await stagingChosen.mapAsync(1, 0, 16);
+      stagingChosen.unmap();
+      const wallMs = performance.now() - t0;
+      return { tokens: n, dispatches: ops.reduce((a, op) => a + op.dispatches(n, start), 0), submits: 1, encodeMs, wallMs, gpuMs, byFamily, perOp };
+    } finally {
+      querySet.destroy();
+      resolved.destroy();
+      read.destroy();
+    }
+  }
+
   return {
     /**
      * Run `tokenIds` at positions start.. and return logits: the last position's row [vocab], or
@@ -336,10 +468,12 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
      */
     forwardTopK: async (tokenIds, start, topK, opt = {}) =>
       /** @type {{ ids: Int32Array, logits: Float32Array }} */ (await run(tokenIds, start, { kind: "topk", k: topK, allowed: opt.allowed })),
+    profile,
+    submitGreedy,
     /** Bytes of the KV cache. */
     kvCacheBytes: 2 * c.num_layers * kvBytes,
     /** Kernel ops recorded per decode step (dispatches, one per weight part). */
-    opsPerStep: body.length + headLast.length,
+    opsPerStep: [...body, ...headLast].reduce((a, op) => a + op.dispatches(1, 0), 0),
     destroy() {
       for (const b of owned) b.destroy();
       owned.length = 0;

@@ -45,12 +45,20 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 PROMPT = ("The history of the printing press begins in the fifteenth century, when movable type changed how "
           "books were made, sold and read across Europe. ") * 6
 
+# The engine runs in a module worker, as in a generated app (runtime/worker.js): there the thread
+# pool's caller may block in Atomics.wait; a page's main thread may not.
 OURS = """<!doctype html><meta charset="utf-8"><pre id="out">running</pre>
 <script type="module">
+const w = new Worker("/ours-worker.js" + location.search, { type: "module" });
+w.onmessage = (e) => { document.getElementById("out").textContent = e.data; };
+</script>
+"""
+
+OURS_WORKER = """
 import { createEngine } from "/runtime/index.js";
 const q = new URLSearchParams(location.search);
 const threads = Number(q.get("threads") || 1);
-const out = document.getElementById("out");
+const out = { set textContent(t) { postMessage(t); } };
 try {
   let t = performance.now();
   const e = await createEngine({ manifestUrl: "/model/manifest.json", backend: "wasm", threads, contextLength: 1024 });
@@ -69,7 +77,6 @@ try {
     prefill_tps: r.prefillTokensPerSecond, decode_tps: r.decodeTokensPerSecond });
   await e.unload();
 } catch (err) { out.textContent = "ERROR " + (err && err.stack || err); }
-</script>
 """
 
 
@@ -165,7 +172,8 @@ def main() -> int:
         shutil.copy(PEER / "bench.html", tmp / "bench.html")
         os.symlink(peer / "node_modules", tmp / "node_modules")
         os.symlink(gguf, tmp / "model.gguf")
-        (tmp / "ours.html").write_text(OURS.replace("PROMPT_TEXT", json.dumps(PROMPT)))
+        (tmp / "ours.html").write_text(OURS)
+        (tmp / "ours-worker.js").write_text(OURS_WORKER.replace("PROMPT_TEXT", json.dumps(PROMPT)))
         mounts = {"/": tmp, "/runtime/": ROOT / "runtime", "/shaders/": ROOT / "shaders", "/model/": model}
         # One thread: a plain page (both engines then load their single-thread builds); more: COOP/COEP,
         # as the peer harness's serve.py does (its `coi` argument).

@@ -5,8 +5,10 @@
 
 import { SPLIT_KERNELS } from "./threads.js";
 
-/** Spin this long for the next job before sleeping (a decode step's jobs come microseconds apart). */
-const SPIN_MS = 2;
+/** Spin this long for the next job before sleeping: a decode step's jobs come microseconds apart, but
+ * a spinning worker takes a core from the caller on a busy machine (a longer spin measured 25x slower
+ * decode with 2 threads on a loaded 2-core machine); waking from Atomics.wait costs tens of µs. */
+const SPIN_MS = 0.2;
 
 /**
  * @param {{ module: WebAssembly.Module, memory: WebAssembly.Memory, ctlPtr: number, stack: number, index: number }} init

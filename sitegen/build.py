@@ -347,7 +347,6 @@ def app_config(spec: Spec, app: App, model: _Model, *, runtime_url: str) -> dict
                "language": ui.language, "strings": strings,
                "settings_bounds": settings_bounds(app)},
         "output": app.output.to_dict() if app.output is not None else None,
-        "output": app.output.to_dict() if app.output is not None else None,
         "model": {"name": model.name, "manifest": manifest, "base_url": base,
                   "backend": spec.models[model.name].backend},
         "runtime": {"base": runtime_url + "runtime/", "shaders": runtime_url + "shaders/"},

@@ -356,6 +356,8 @@ export class Kernels {
     this.paramChunks = [];
     /** @type {GPUBuffer[]} */
     this.scratch = [];
+    /** @type {Map<string, GPUBuffer>} */
+    this.scratchByKey = new Map();
     this.paramUsed = Infinity;
     this.gridLimit = gridLimit ?? device.limits.maxComputeWorkgroupsPerDimension;
     this.setStep({ tokens: 1, pos0: 0 });
@@ -628,7 +630,7 @@ export class Kernels {
     /** @type {(tokens: number, pos0: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number] }} */
     let first = (tokens) => ({ ...serial, grid: [o.heads, tokens, 1] });
     if (canSplit) {
-      const part = this.#scratch(MATVEC_MAX_TOKENS * o.heads * maxSplits * (o.headDim + 2) * 4);
+      const part = this.#scratch("attention", MATVEC_MAX_TOKENS * o.heads * maxSplits * (o.headDim + 2) * 4);
       const sk = this.#pipeline("attn_split", `attn_split:ch=${chunk}`, {});
       const sbg = this.#bindGroup("attn_split", sk, { ...params, chunk, max_splits: maxSplits },
         { q: o.q, k_cache: o.kCache, v_cache: o.vCache, part });
@@ -684,7 +686,7 @@ export class Kernels {
       const bg = this.#bindGroup("topk", k, params, { logits: o.logits, out: o.out, allowed: o.allowed ?? null, cand: null });
       return new KernelOp(this, key, () => ({ pipeline: k.pipeline, bindGroup: bg, grid: [1, 1, 1] }));
     }
-    const cand = this.#scratch(slices * 2 * o.k * 4);
+    const cand = this.#scratch("topk", slices * 2 * o.k * 4);
     const k1 = this.#pipeline("topk", `topk:slices:rows=${rows}${masked ? ":masked" : ""}`, { ROWS: ROWS_CODE[rows], MASKED: masked, STAGE: 1 });
     const bg1 = this.#bindGroup("topk", k1, params, { logits: o.logits, out: cand, allowed: o.allowed ?? null, cand: null });
     const k2 = this.#pipeline("topk", "topk:merge", { ROWS: 0, MASKED: false, STAGE: 2 });
@@ -751,17 +753,24 @@ export class Kernels {
     for (const b of [this.stepBuffer, this.dummy, this.dummyRw, ...this.paramChunks, ...this.scratch]) b.destroy();
     this.paramChunks = [];
     this.scratch = [];
+    this.scratchByKey.clear();
   }
 
   /**
-   * A buffer of the kernels' own for an op's intermediate results (e.g. attention's partial sums).
-   * Ops run one after another, but each gets its own so that no two ops' bind groups alias.
-   * @param {number} bytes
+   * A buffer of the kernels' own for an op's intermediate results (attention's partial sums, top-k's
+   * candidates). Ops of one kind and size share one (every layer's attention): dispatches run one
+   * after another, and each writes its scratch before it reads it.
+   * @param {string} kind @param {number} bytes
    */
-  #scratch(bytes) {
-    const b = this.device.createBuffer({ label: "kernels.scratch", size: Math.max(16, Math.ceil(bytes / 16) * 16),
-      usage: GPUBufferUsage.STORAGE });
-    this.scratch.push(b);
+  #scratch(kind, bytes) {
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    const key = `${kind}:${size}`;
+    let b = this.scratchByKey.get(key);
+    if (!b) {
+      b = this.device.createBuffer({ label: `kernels.scratch ${key}`, size, usage: GPUBufferUsage.STORAGE });
+      this.scratch.push(b);
+      this.scratchByKey.set(key, b);
+    }
     return b;
   }
 

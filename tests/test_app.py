@@ -397,14 +397,28 @@ def test_model_output_cannot_run_code_or_fetch(site, browser):
     context.close()
 
 
-def test_no_webgpu_shows_the_specific_message(site, playwright):
+@pytest.fixture(scope="module")
+def site_webgpu_only(model, tmp_path_factory):
+    # The model forced onto WebGPU (`backend: webgpu`): without it the page falls back to the CPU
+    # backend (tests/test_wasm_browser.py), so the no-WebGPU message needs the forced choice.
+    root = tmp_path_factory.mktemp("app_site_webgpu")
+    spec = root / "app.yaml"
+    text = SPEC.format(model=model)
+    spec.write_text(text.replace(f"    source: {model}\n", f"    source: {model}\n    backend: webgpu\n", 1))
+    assert "backend: webgpu" in spec.read_text()
+    server = Server(spec, root / "cache")
+    yield server.url
+    server.stop()
+
+
+def test_no_webgpu_shows_the_specific_message(site_webgpu_only, playwright):
     # Launched without --enable-unsafe-webgpu: headless Chromium on Linux then offers no WebGPU.
     b = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BASE_ARGS)
     try:
         requests: list[str] = []
         page = b.new_page()
         page.on("request", lambda r: requests.append(r.url))
-        page.goto(site)
+        page.goto(site_webgpu_only)
         page.wait_for_function("() => document.getElementById('status').dataset.state === 'error'", timeout=60_000)
         assert page.get_attribute("#status", "data-error") == "WebGPUUnavailableError"
         assert page.inner_text("#status-text") == STRINGS["err_WebGPUUnavailableError"]

@@ -123,7 +123,7 @@ CASES = [
     (("    title: Card\n", ""), "path: /card/", "apps[0].title", "missing required key", False),
     (("  title: Test site", "  title: Test site\n  zzz: 1"), "zzz", "site.zzz",
      "unknown key 'zzz' (expected one of: title, description, language, base_url, favicon, "
-     "theme_dir)", True),
+     "theme_dir, host, offline)", True),
     (("    title: Card", "    title: Card\n    title: Again"), "title: Again", "apps[0].title",
      "duplicate key 'title' (first defined at line 8)", False),
     (("  title: Test site", "  title: Test site\n  1: x"), "1: x", "site",

@@ -59,10 +59,19 @@ def run(tmp_path_factory):
     engine = {k: v for k, v in folders.items() if not k.endswith("/f32")}
     script = f"""
     import {{ createEngine }} from "./runtime/engine.js";
+    import {{ getNodeGPU }} from "./runtime/backends/webgpu/dawn.js";
+    // One device for all the models: the kernels' pipelines are compiled once per device (the
+    // software adapter's shader compiles, not the tiny models, are what costs time here).
+    const adapter = await (await getNodeGPU()).requestAdapter();
+    const L = adapter.limits;
+    const device = await adapter.requestDevice({{
+      requiredFeatures: ["subgroups"].filter((f) => adapter.features.has(f)),
+      requiredLimits: {{ maxStorageBufferBindingSize: L.maxStorageBufferBindingSize, maxBufferSize: L.maxBufferSize,
+        maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize }} }});
     const out = {{}};
     for (const [key, dir] of Object.entries({json.dumps(engine)})) {{
       try {{
-        const e = await createEngine({{ modelDir: dir, warmup: false, compute: "f32" }});
+        const e = await createEngine({{ modelDir: dir, warmup: false, compute: "f32", device }});
         out[key] = Array.from(await e.logits({json.dumps(PROMPT)}));
         await e.unload();
       }} catch (err) {{ out[key] = `${{err.name}}: ${{err.message}}`; }}

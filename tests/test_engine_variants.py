@@ -278,7 +278,7 @@ def test_fused_qkv_and_the_op_by_op_fallback_match_transformers(grouped_and_not)
     for case, (src, _, _) in grouped_and_not.items():
         want = hf_logits(src, PROMPT)
         g, p = out[f"{case}:grouped"], out[f"{case}:plain"]
-        assert g["fused"] == ["qkv"] and p["fused"] == []
+        assert "qkv" in g["fused"] and "qkv" not in p["fused"], (g["fused"], p["fused"])  # ("norm" in both)
         for kind, got in (("grouped", g), ("plain", p)):
             err = float(np.abs(np.array(got["logits"]).reshape(len(PROMPT), -1) - want).max())
             assert err < 2e-2 * float(np.abs(want).max()), (case, kind, err)

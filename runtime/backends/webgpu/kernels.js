@@ -247,6 +247,24 @@ export function preprocess(src, defines, file = "shader") {
   return out.join("\n");
 }
 
+/**
+ * Pipelines per device and shader sources, shared by every Kernels on that device: engines for
+ * several models in one page or process (tests, a model switch) compile each variant once. A
+ * variant's key names everything its code depends on besides the sources.
+ * @type {WeakMap<GPUDevice, Map<string, Map<string, { pipeline: GPUComputePipeline, layout: GPUBindGroupLayout }>>>}
+ */
+const PIPELINES = new WeakMap();
+
+/** @param {GPUDevice} device @param {Record<string, string>} sources */
+function sharedPipelines(device, sources) {
+  let bySources = PIPELINES.get(device);
+  if (!bySources) { bySources = new Map(); PIPELINES.set(device, bySources); }
+  const id = Object.keys(sources).sort().map((k) => `${k}\u0000${sources[k]}`).join("\u0001");
+  let cache = bySources.get(id);
+  if (!cache) { cache = new Map(); bySources.set(id, cache); }
+  return cache;
+}
+
 /** Bytes of a buffer or of a range of one. @param {BufferRef} r */
 function bufferRefSize(r) {
   if ("buffer" in r) return r.size ?? r.buffer.size - (r.offset ?? 0);
@@ -346,7 +364,7 @@ export class Kernels {
     /** The current step (`setStep`). */
     this.step = { tokens: 1, pos0: 0 };
     /** @type {Map<string, { pipeline: GPUComputePipeline, layout: GPUBindGroupLayout }>} */
-    this.cache = new Map();
+    this.cache = sharedPipelines(device, sources);
     this.stepBuffer = device.createBuffer({ label: "kernels.step", size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     // Bound where an optional input is absent (the variant never reads it); an absent writable binding
     // gets its own, since one buffer may not be both read-only and writable in a dispatch.

@@ -55,6 +55,20 @@ def run_cli(*args: str, check: bool = True, timeout: int = 300) -> subprocess.Co
     return proc
 
 
+# A module snippet that defines `device`: one WebGPU device for every engine of a script, so that the
+# kernels' pipelines (compiled once per device) are shared by its models: the software adapter's shader
+# compiles, not the tiny models, are what a multi-model script spends its time on.
+SHARED_DEVICE_JS = """
+    import { getNodeGPU } from "./runtime/backends/webgpu/dawn.js";
+    const adapter = await (await getNodeGPU()).requestAdapter();
+    const device = await adapter.requestDevice({
+      requiredFeatures: ["subgroups"].filter((f) => adapter.features.has(f)),
+      requiredLimits: { maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+        maxBufferSize: adapter.limits.maxBufferSize,
+        maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize } });
+"""
+
+
 def run_node(script: str, *, stdin: str = "") -> dict:
     """Run an ES module snippet from the repo root; it prints one JSON line."""
     proc = subprocess.run(["node", "--input-type=module", "-e", script], input=stdin, capture_output=True,
@@ -178,10 +192,11 @@ def test_other_architectures_match_transformers(models):
     folders = {arch: str(models(arch)) for arch in OTHER_ARCHES}
     script = f"""
     import {{ createEngine }} from "./runtime/engine.js";
+    {SHARED_DEVICE_JS}
     const out = {{}};
     for (const [arch, dir] of Object.entries({json.dumps(folders)})) {{
       try {{
-        const e = await createEngine({{ modelDir: dir, warmup: false }});
+        const e = await createEngine({{ modelDir: dir, warmup: false, device }});
         out[arch] = Array.from(await e.logits({json.dumps(PROMPT)}));
         await e.unload();
       }} catch (err) {{ out[arch] = `${{err.name}}: ${{err.message}}`; }}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_engine import PROMPT, hf_greedy, hf_logits, run_cli, run_node
+from test_engine import PROMPT, SHARED_DEVICE_JS, hf_greedy, hf_logits, run_cli, run_node
 from test_reference import CASES
 from tiny_models import make_tiny
 
@@ -47,10 +47,11 @@ def test_variants_match_transformers(variant_models):
     folders = {case: str(folder) for case, (_, folder) in variant_models.items()}
     script = f"""
     import {{ createEngine }} from "./runtime/engine.js";
+    {SHARED_DEVICE_JS}
     const out = {{}};
     for (const [name, dir] of Object.entries({json.dumps(folders)})) {{
       try {{
-        const e = await createEngine({{ modelDir: dir, warmup: false }});
+        const e = await createEngine({{ modelDir: dir, warmup: false, device }});
         const logits = Array.from(await e.logits({json.dumps(PROMPT)}));
         const g = e.generate({{ promptIds: {json.dumps(prompt)}, maxNewTokens: {GREEDY}, ignoreEos: true,
           sampling: {{ temperature: 0 }} }});
@@ -263,9 +264,10 @@ def test_fused_qkv_and_the_op_by_op_fallback_match_transformers(grouped_and_not)
                for kind, folder in (("grouped", g), ("plain", p))}
     script = f"""
     import {{ createEngine }} from "./runtime/engine.js";
+    {SHARED_DEVICE_JS}
     const out = {{}};
     for (const [name, dir] of Object.entries({json.dumps(folders)})) {{
-      const e = await createEngine({{ modelDir: dir, warmup: false }});
+      const e = await createEngine({{ modelDir: dir, warmup: false, device }});
       const logits = Array.from(await e.logits({json.dumps(PROMPT)}));
       const g = e.generate({{ promptIds: {json.dumps(PROMPT[:6])}, maxNewTokens: 8, ignoreEos: true, sampling: {{ temperature: 0 }} }});
       let r; while (!(r = await g.next()).done) {{}}

@@ -91,7 +91,7 @@
  * @property {boolean} [profile]  WebGPU: also request "timestamp-query" so that `CompiledModel.profile` works
  */
 
-import { InvalidRequestError } from "./errors.js";
+import { InvalidRequestError, SitegenRuntimeError } from "./errors.js";
 
 /** The backends, in order of preference: a new backend is one line here and one folder. */
 const BACKENDS = {
@@ -128,4 +128,23 @@ export async function createBackend(manifest, options = {}) {
       { param: "backend" });
   }
   return (await load()).createBackend(manifest, options);
+}
+
+/**
+ * The checks every backend makes on a forward step before any work: tokens given, positions
+ * start..start+n-1 inside the KV cache, every id inside the vocabulary.
+ * @param {ArrayLike<number>} tokenIds @param {number} start @param {number} contextLength @param {number} vocab
+ */
+export function checkStep(tokenIds, start, contextLength, vocab) {
+  const n = tokenIds.length;
+  if (n === 0) throw new SitegenRuntimeError("forward: no tokens.");
+  if (start + n > contextLength) {
+    throw new SitegenRuntimeError(`forward: positions ${start}..${start + n - 1} exceed the KV cache (${contextLength}).`);
+  }
+  for (let i = 0; i < n; i++) {
+    const id = tokenIds[i];
+    if (!(id >= 0 && id < vocab && Number.isInteger(id))) {
+      throw new InvalidRequestError(`Token id ${id} is outside the vocabulary (0..${vocab - 1}).`, { param: "tokens", id });
+    }
+  }
 }

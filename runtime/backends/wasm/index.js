@@ -16,6 +16,7 @@
 // most `prefillChunk` tokens. Sampling (argmax, top-k) is a kernel too.
 
 import { InsufficientMemoryError, InvalidRequestError, SitegenRuntimeError } from "../../errors.js";
+import { checkStep } from "../../backend.js";
 import { physicalTensors } from "../../manifest.js";
 import { ropeTableData } from "../webgpu/kernels.js";
 import { DTYPE as DT, WasmKernels, WASM32_LIMIT, formatBytes } from "./kernels.js";
@@ -437,15 +438,7 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
    */
   const run = (tokenIds, start, all) => {
     const n = tokenIds.length;
-    if (n === 0) throw new SitegenRuntimeError("forward: no tokens.");
-    if (start + n > contextLength) {
-      throw new SitegenRuntimeError(`forward: positions ${start}..${start + n - 1} exceed the KV cache (${contextLength}).`);
-    }
-    for (const id of tokenIds) {
-      if (!(id >= 0 && id < vocab)) {
-        throw new InvalidRequestError(`Token id ${id} is outside the vocabulary (0..${vocab - 1}).`, { param: "tokens", id });
-      }
-    }
+    checkStep(tokenIds, start, contextLength, vocab);
     const out = all ? new Float32Array(n * vocab) : null;
     for (let off = 0; off < n; off += C) {
       const T = Math.min(C, n - off), pos0 = start + off;

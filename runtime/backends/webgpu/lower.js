@@ -7,6 +7,7 @@
 // GPU too, so a decode step reads back 8 bytes (greedy) or 8·k bytes.
 
 import { InvalidRequestError, SitegenRuntimeError } from "../../errors.js";
+import { checkStep } from "../../backend.js";
 import { lowerMoe } from "./moe.js";
 
 /**
@@ -263,15 +264,7 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
   async function run(tokenIds, start, mode) {
     const all = mode.kind === "all";
     const n = tokenIds.length;
-    if (n === 0) throw new SitegenRuntimeError("forward: no tokens.");
-    if (start + n > contextLength) {
-      throw new SitegenRuntimeError(`forward: positions ${start}..${start + n - 1} exceed the KV cache (${contextLength}).`);
-    }
-    for (const id of tokenIds) {
-      if (!(id >= 0 && id < vocab)) {
-        throw new InvalidRequestError(`Token id ${id} is outside the vocabulary (0..${vocab - 1}).`, { param: "tokens", id });
-      }
-    }
+    checkStep(tokenIds, start, contextLength, vocab);
     const topK = mode.kind === "topk" ? /** @type {number} */ (mode.k) : 0;
     if (mode.kind === "topk" && !(Number.isInteger(topK) && topK >= 1 && topK <= Math.min(MAX_TOP_K, pickable))) {
       throw new InvalidRequestError(`top-k on the device: k must be in [1, ${Math.min(MAX_TOP_K, pickable)}], got ${topK}.`, { param: "top_k" });
@@ -342,12 +335,7 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
    * @returns {Promise<number>}
    */
   function submitGreedy(tokenId, start) {
-    if (start + 1 > contextLength) {
-      throw new SitegenRuntimeError(`forward: position ${start} exceeds the KV cache (${contextLength}).`);
-    }
-    if (tokenId !== null && !(Number.isInteger(tokenId) && tokenId >= 0 && tokenId < vocab)) {
-      throw new InvalidRequestError(`Token id ${tokenId} is outside the vocabulary (0..${vocab - 1}).`, { param: "tokens", id: tokenId });
-    }
+    checkStep(tokenId === null ? [0] : [tokenId], start, contextLength, vocab);  // (null: an id already checked)
     const slot = ring[ringNext];
     ringNext = (ringNext + 1) % ring.length;
     if (slot.busy) throw new SitegenRuntimeError("chained decode: more steps in flight than the readback ring holds.");

@@ -6,7 +6,7 @@
 //   node bench/kernel_bench.mjs [--shapes llama-3.2-1b] [--dtypes q4,q8] [--tune 32x1,32x2,32x4,...]
 //                               [--contexts 128,512,4096] [--json]
 //
-// Weights are random bytes (their values do not change the time); the scales are a valid f16.
+// Weights are random bytes, scales included (their values do not change the time).
 
 import { parseArgs } from "node:util";
 import { Kernels } from "../runtime/backends/webgpu/kernels.js";
@@ -14,7 +14,8 @@ import { getNodeGPU } from "../runtime/backends/webgpu/dawn.js";
 
 /**
  * Bytes and planes of an N x K weight (docs/weights-format.md): q4/q8 codes, then the f16 scales
- * at a 256-byte boundary. `fill` writes random codes and a valid scale (0.01) into one chunk.
+ * at a 256-byte boundary. `fill` writes one chunk: random words for q4/q8 (codes and scales alike),
+ * a constant for f16/f32.
  * @param {string} dtype @param {number} N @param {number} K
  */
 function quantizedLayout(dtype, N, K) {

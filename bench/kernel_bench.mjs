@@ -4,7 +4,7 @@
 // chosen: run it on the GPU machine (see ../shared/gpu/README.md) and read the GB/s.
 //
 //   node bench/kernel_bench.mjs [--shapes llama-3.2-1b] [--dtypes q4,q8] [--tune 32x1,32x2,32x4,...]
-//                               [--contexts 128,512,4096] [--json]
+//                               [--contexts 128,512,4096] [--json] [--no-subgroups]
 //
 // Weights are random bytes, scales included (their values do not change the time).
 
@@ -41,7 +41,7 @@ const SHAPES = {
 const { values: v } = parseArgs({ options: {
   shapes: { type: "string", default: "llama-3.2-1b" }, dtypes: { type: "string", default: "q4" },
   tune: { type: "string", default: "default,8x1,16x1,32x1,64x1,16x2,32x2,64x2,16x4,32x4,32x8" },
-  contexts: { type: "string", default: "128,512,4096" }, json: { type: "boolean" }, reps: { type: "string", default: "30" },
+  contexts: { type: "string", default: "128,512,4096" }, json: { type: "boolean" }, "no-subgroups": { type: "boolean" }, reps: { type: "string", default: "30" },
 } });
 const REPS = Number(v.reps);
 
@@ -53,7 +53,7 @@ const feats = /** @type {GPUFeatureName[]} */ (["subgroups", "timestamp-query"].
 if (!feats.includes("timestamp-query")) throw new Error("the adapter has no timestamp-query");
 const device = await adapter.requestDevice({ requiredFeatures: feats, requiredLimits: {
   maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize, maxBufferSize: adapter.limits.maxBufferSize } });
-const k = await Kernels.create(device, { f16: false, subgroups: feats.includes("subgroups") });
+const k = await Kernels.create(device, { f16: false, subgroups: feats.includes("subgroups") && !v["no-subgroups"] });
 const qs = device.createQuerySet({ type: "timestamp", count: 2 * REPS });
 const resolve = device.createBuffer({ size: 16 * REPS, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
 const read = device.createBuffer({ size: 16 * REPS, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });

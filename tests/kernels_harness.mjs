@@ -34,12 +34,14 @@ const device = await adapter.requestDevice({
 const uncaptured = [];
 device.addEventListener("uncapturederror", (e) => uncaptured.push(String(e.error.message)));
 
+// tuning "gpu": the cases check the matvec shapes a real GPU gets by default (the software adapter
+// the tests run on would get the "cpu" shape, which the forced tpr=4/nr=4 cases cover).
 const kernels = {
-  plain: await Kernels.create(device, { f16: false, subgroups: false }),
-  sg: device.features.has("subgroups") ? await Kernels.create(device, { f16: false, subgroups: true }) : null,
+  plain: await Kernels.create(device, { f16: false, subgroups: false, tuning: "gpu" }),
+  sg: device.features.has("subgroups") ? await Kernels.create(device, { f16: false, subgroups: true, tuning: "gpu" }) : null,
   // The grid wrap from x into y (past maxComputeWorkgroupsPerDimension), made cheap to reach.
-  smallgrid: await Kernels.create(device, { f16: false, subgroups: false, maxWorkgroupsPerDim: 3 }),
-  f16: device.features.has("shader-f16") ? await Kernels.create(device, { f16: true, subgroups: device.features.has("subgroups") }) : null,
+  smallgrid: await Kernels.create(device, { f16: false, subgroups: false, maxWorkgroupsPerDim: 3, tuning: "gpu" }),
+  f16: device.features.has("shader-f16") ? await Kernels.create(device, { f16: true, subgroups: device.features.has("subgroups"), tuning: "gpu" }) : null,
 };
 
 const results = {};

@@ -231,6 +231,9 @@ _add_linear("linear-q4-2100x64-default-tuning", "q4", 2100, 64, 1)  # enough row
 _add_linear("linear-q4-rmsnorm-t1", "q4", 77, 160, 1, prenorm=True, variants=_ALL)
 _add_linear("linear-q8-rmsnorm-gated-t3", "q8", 40, 64, 3, prenorm=True, gate=True, act="silu")
 _add_linear("linear-f32-rmsnorm-last-nr2", "f32", 70, 96, 5, prenorm=True, rows="last", tune={"nr": 2})
+# The "cpu" tuning's shape (a software adapter's default: 4 lanes, 4 rows per invocation), fused norm and gate.
+_add_linear("linear-q4-rmsnorm-gated-cpu-shape", "q4", 77, 160, 1, prenorm=True, gate=True, act="silu",
+            tune={"nr": 4, "tpr": 4}, variants=_ALL)
 
 
 # ---- tensor groups (format v2): a member as a row range of its group's buffer (rowOffset, bias offsets),

@@ -349,14 +349,26 @@ export class KernelOp {
   }
 }
 
+/**
+ * Whether the device is a CPU implementation of WebGPU (Chrome's SwiftShader fallback, Mesa's
+ * llvmpipe/lavapipe), from the adapter's info where the browser gives it.
+ * @param {GPUDevice} device
+ */
+export function isSoftwareAdapter(device) {
+  const info = /** @type {any} */ (device).adapterInfo;
+  if (!info) return false;
+  return Boolean(info.isFallbackAdapter) || /swiftshader|llvmpipe|lavapipe/i.test(`${info.architecture} ${info.device} ${info.description}`);
+}
+
 export class Kernels {
   /**
    * @param {GPUDevice} device
    * @param {Record<string, string>} sources
    * @param {{ f16: boolean, subgroups: boolean }} features
    * @param {number} [gridLimit] workgroups per grid dimension (default: the device limit)
+   * @param {"gpu" | "cpu"} [tuning] default matvec shape (see `create`)
    */
-  constructor(device, sources, features, gridLimit) {
+  constructor(device, sources, features, gridLimit, tuning = "gpu") {
     this.device = device;
     this.sources = sources;
     /** What the kernels use: f16 compute, subgroup reductions. */
@@ -378,18 +390,25 @@ export class Kernels {
     this.scratchByKey = new Map();
     this.paramUsed = Infinity;
     this.gridLimit = gridLimit ?? device.limits.maxComputeWorkgroupsPerDimension;
+    /** Default matvec shape: "gpu" (lanes and rows per invocation measured on the H200) or "cpu". */
+    this.tuning = tuning;
     this.setStep({ tokens: 1, pos0: 0 });
   }
 
   /**
    * Load the shader sources and check the requested features.
    * @param {GPUDevice} device
-   * @param {{ shaderSource?: ShaderSource, f16?: boolean, subgroups?: boolean, maxWorkgroupsPerDim?: number }} [options]
+   * @param {{ shaderSource?: ShaderSource, f16?: boolean, subgroups?: boolean, maxWorkgroupsPerDim?: number,
+   *   tuning?: "gpu" | "cpu" }} [options]
    *   f16/subgroups: use the feature (default: when the device has it).
    *   maxWorkgroupsPerDim: where big grids wrap from x into y (default: the device
    *   limit; tests lower it to exercise the wrap cheaply).
+   *   tuning: the matvec's default shape. "cpu" (the default on a software adapter: SwiftShader,
+   *   llvmpipe) gives each row one subgroup's worth of lanes and 4 rows per invocation: a CPU runs a
+   *   workgroup's invocations as a few SIMD lanes and pays for every barrier of a wide reduction,
+   *   so the GPU shape (32-64 lanes per row) is 3-5x slower there (bench/kernel_bench.mjs, SwiftShader).
    */
-  static async create(device, { shaderSource = shaderSourceFrom(), f16, subgroups, maxWorkgroupsPerDim } = {}) {
+  static async create(device, { shaderSource = shaderSourceFrom(), f16, subgroups, maxWorkgroupsPerDim, tuning } = {}) {
     const has = (/** @type {string} */ f) => device.features.has(/** @type {GPUFeatureName} */ (f));
     if (f16 && !has("shader-f16")) {
       throw new MissingFeatureError("f16 compute needs the WebGPU feature 'shader-f16', which this device lacks.", { feature: "shader-f16" });
@@ -403,7 +422,7 @@ export class Kernels {
     const sources = {};
     names.forEach((n, i) => { sources[n] = texts[i]; });
     return new Kernels(device, sources, { f16: f16 ?? has("shader-f16"), subgroups: subgroups ?? has("subgroups") },
-      maxWorkgroupsPerDim);
+      maxWorkgroupsPerDim, tuning ?? (isSoftwareAdapter(device) ? "cpu" : "gpu"));
   }
 
   /**
@@ -536,8 +555,9 @@ export class Kernels {
     // Measured on the H200 (bench/kernel_bench.mjs, docs/benchmarks.md): 64 lanes and 4 rows each for
     // K >= 2048, 8 rows for an output head's 100k+ rows; fewer rows while that would leave fewer than
     // MATVEC_MIN_WORKGROUPS workgroups (small models: every compute unit needs work).
-    const tpr = o.tune?.tpr ?? Math.min(WG, Math.max(4, pow2ceil(Math.min(units, N >= 65536 ? 32 : 64))));
-    const nr = o.tune?.nr ?? (!vec ? 1 : [N >= 65536 ? 8 : 4, 2].find((r) => N / ((WG / tpr) * r) >= MATVEC_MIN_WORKGROUPS) ?? 1);
+    const cpu = this.tuning === "cpu";
+    const tpr = o.tune?.tpr ?? (cpu ? 4 : Math.min(WG, Math.max(4, pow2ceil(Math.min(units, N >= 65536 ? 32 : 64)))));
+    const nr = o.tune?.nr ?? (!vec ? 1 : cpu ? 4 : [N >= 65536 ? 8 : 4, 2].find((r) => N / ((WG / tpr) * r) >= MATVEC_MIN_WORKGROUPS) ?? 1);
     if (!(tpr >= 1 && tpr <= WG && WG % tpr === 0 && nr >= 1 && nr <= 8)) throw new SitegenRuntimeError(`linear: bad tuning tpr=${tpr} nr=${nr}.`);
     const rpw = (WG / tpr) * nr;
     const mvKey = `matvec:${w.dtype}:tpr=${tpr}:nr=${nr}${vec ? ":vec" : ""}${prenorm ? ":rmsnorm" : ""}${sg ? ":sg" : ""}${tail}`;

@@ -71,17 +71,26 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 #if IS_ATTN_SPLIT
 // Decode attention split over the keys (flash-decoding): a step of few tokens
 // has too few (head, token) pairs to fill a GPU, and walking a long context
-// serially makes the cost grow with it. Workgroup (kv head, split s, token t)
-// scores the keys [s*CH, (s+1)*CH) for the G = heads/kv_heads query heads that
-// share the kv head (each key row read once for all of them), and writes, per
-// query head, the split's max score m, its sum l = Σ exp(s - m) and
-// acc = Σ exp(s - m) v to `part`; attn_combine merges the splits.
-// CH * G <= WG (kernels.js picks CH), G * head_dim <= 2048.
-// part layout: [tokens, heads, max_splits, head_dim + 2] (m, l, acc...).
+// serially makes the cost grow with it. The visible keys of token t are cut
+// into equal spans (P.splits of them, fewer while the context is shorter
+// than P.splits blocks), one workgroup per (kv head, span, token), so the grid
+// fills the GPU at any context length past a few hundred keys; a workgroup walks its span in blocks of CH keys with an online
+// softmax, for the G = heads / kv_heads query heads that share the kv head
+// (each key row read once for all of them). A key's score is the sum of LPK
+// lanes (consecutive lanes read consecutive dims: coalesced); G' * CH * LPK =
+// WG, G' = G rounded up to a power of two. Per query head it writes the
+// span's max score m, its sum l = Σ exp(s - m) and acc = Σ exp(s - m) v to
+// `part`; attn_combine merges the spans.
+// G <= 64, G * head_dim <= 2048 (kernels.js checks).
+// part layout: [tokens, heads, splits, head_dim + 2] (m, l, acc...).
 
+const NV: u32 = 2048u / WG;             // (head, dim) pairs of the values per invocation, at most
 var<workgroup> sq: array<f32, 2048>;  // q of the G heads
-var<workgroup> sp: array<f32, WG>;    // scores, then probabilities, [G, CH]
+var<workgroup> sp: array<f32, WG>;    // the block's scores, then probabilities, [G', CH]
 var<workgroup> sr: array<f32, WG>;    // tree reductions
+var<workgroup> sm: array<f32, 64>;    // per head: running max,
+var<workgroup> sl: array<f32, 64>;    // running sum,
+var<workgroup> sf: array<f32, 64>;    // and this block's rescale of the old sums
 
 @compute @workgroup_size(WG)
 fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -91,81 +100,140 @@ fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
   let G = P.heads / P.kv_heads;
   let hd = P.head_dim;
   let CH = P.chunk;
+  let LPK = P.lpk;
+  let slots = WG / LPK;  // G' * CH
   let kvd = P.kv_heads * hd;
   let pos = S.pos0 + t;
   let kend = pos + 1u;
   var kstart = 0u;
   if (P.window > 0u && kend > P.window) { kstart = kend - P.window; }
-  let lo = max(s * CH, kstart);
-  let hi = min((s + 1u) * CH, kend);
-  let pb = (t * P.heads + kvh * G) * P.max_splits + s;  // part row of head g: pb + g * max_splits
+  // Spans in use this step: no more than blocks of keys the step's last token sees (the host's grid).
+  let nsplit = min(P.splits, (S.pos0 + S.tokens + CH - 1u) / CH);
+  let span = (kend - kstart + nsplit - 1u) / nsplit;
+  let lo = kstart + s * span;
+  let hi = min(lo + span, kend);
+  let pb = (t * P.heads + kvh * G) * P.splits + s;  // part row of head g: pb + g * splits
   let stride = hd + 2u;
   if (t >= S.tokens) { return; }
   if (lo >= hi) {
-    // No key of this split is visible to token t: an empty partial (m = -inf, l = 0, acc = 0).
+    // No key of this span is visible to token t: an empty partial (m = NEG, l = 0, acc = 0).
     for (var i = lid; i < G * stride; i += WG) {
       let g = i / stride;
       let c = i % stride;
-      part[(pb + g * P.max_splits) * stride + c] = select(0.0, NEG, c == 0u);
+      part[(pb + g * P.splits) * stride + c] = select(0.0, NEG, c == 0u);
     }
     return;
   }
   for (var i = lid; i < G * hd; i += WG) {
     sq[i] = q[(t * P.heads + kvh * G) * hd + i];
   }
+  if (lid < G) {
+    sm[lid] = NEG;
+    sl[lid] = 0.0;
+  }
   workgroupBarrier();
-  // One score per invocation: head g = lid / CH, key lo + lid % CH.
-  let g = lid / CH;
-  let kk = lid % CH;
-  let key = lo + kk;
-  var sc = NEG;
-  if (g < G && key < hi) {
-    let kb = key * kvd + kvh * hd;
+  let slot = lid / LPK;
+  let lane = lid % LPK;
+  // Invocation lid < slots stands for (head lid / CH, key lid % CH of the block) in the softmax.
+  let gs = lid / CH;
+  let ks = lid % CH;
+  var acc: array<f32, NV>;
+  for (var b = lo; b < hi; b += CH) {
+    // Scores: LPK lanes per (head, key).
+    let g = slot / CH;
+    let key = b + slot % CH;
     var d = 0.0;
-    for (var i = 0u; i < hd; i++) { d += sq[g * hd + i] * k_cache[kb + i]; }
-    sc = d * P.scale;
-    if (P.softcap > 0.0) { sc = P.softcap * tanh_c(sc / P.softcap); }
-  }
-  // Max over each head's CH scores (tree in shared memory; CH is a power of two).
-  sr[lid] = sc;
-  workgroupBarrier();
-  for (var w = CH / 2u; w > 0u; w >>= 1u) {
-    if (kk < w) { sr[lid] = max(sr[lid], sr[lid + w]); }
+    if (g < G && key < hi) {
+      // Four loads issued before their products (this loop is latency-bound, not bandwidth-bound).
+      let kb = key * kvd + kvh * hd;
+      let qb = g * hd;
+      var d4 = vec4<f32>(0.0);
+      var i = lane;
+      for (; i + 3u * LPK < hd; i += 4u * LPK) {
+        let kv4 = vec4<f32>(k_cache[kb + i], k_cache[kb + i + LPK], k_cache[kb + i + 2u * LPK], k_cache[kb + i + 3u * LPK]);
+        d4 += kv4 * vec4<f32>(sq[qb + i], sq[qb + i + LPK], sq[qb + i + 2u * LPK], sq[qb + i + 3u * LPK]);
+      }
+      for (; i < hd; i += LPK) { d4.x += sq[qb + i] * k_cache[kb + i]; }
+      d = d4.x + d4.y + d4.z + d4.w;
+    }
+    sr[lid] = d;
     workgroupBarrier();
-  }
-  var m = NEG;
-  if (g < G) { m = sr[g * CH]; }
-  workgroupBarrier();
-  var p = 0.0;
-  if (g < G && key < hi) { p = exp(sc - m); }
-  sp[lid] = p;
-  sr[lid] = p;
-  workgroupBarrier();
-  for (var w = CH / 2u; w > 0u; w >>= 1u) {
-    if (kk < w) { sr[lid] += sr[lid + w]; }
+    for (var w = LPK / 2u; w > 0u; w >>= 1u) {
+      if (lane < w) { sr[lid] += sr[lid + w]; }
+      workgroupBarrier();
+    }
+    var sc = NEG;
+    if (lid < slots && gs < G && b + ks < hi) {
+      sc = sr[lid * LPK] * P.scale;
+      if (P.softcap > 0.0) { sc = P.softcap * tanh_c(sc / P.softcap); }
+    }
     workgroupBarrier();
+    sp[lid] = sc;
+    sr[lid] = sc;
+    workgroupBarrier();
+    // The block's max per head (a tree over CH, a power of two), folded into the running max.
+    for (var w = CH / 2u; w > 0u; w >>= 1u) {
+      if (lid < slots && ks < w) { sr[lid] = max(sr[lid], sr[lid + w]); }
+      workgroupBarrier();
+    }
+    if (lid < G) {
+      let mo = sm[lid];
+      let mn = max(mo, sr[lid * CH]);
+      sf[lid] = exp(mo - mn);
+      sm[lid] = mn;
+    }
+    workgroupBarrier();
+    var p = 0.0;
+    if (lid < slots && gs < G && b + ks < hi) { p = exp(sp[lid] - sm[gs]); }
+    sp[lid] = p;
+    sr[lid] = p;
+    workgroupBarrier();
+    for (var w = CH / 2u; w > 0u; w >>= 1u) {
+      if (lid < slots && ks < w) { sr[lid] += sr[lid + w]; }
+      workgroupBarrier();
+    }
+    if (lid < G) { sl[lid] = sl[lid] * sf[lid] + sr[lid * CH]; }
+    // Values: invocation (head g2, dim d) rescales its sum and adds the block's p · v.
+    let n = min(CH, hi - b);
+    for (var j = 0u; j < NV; j++) {
+      let i = lid + j * WG;
+      if (i < G * hd) {
+        let g2 = i / hd;
+        let vb = b * kvd + kvh * hd + i % hd;
+        let pb2 = g2 * CH;
+        var a4 = vec4<f32>(acc[j] * sf[g2], 0.0, 0.0, 0.0);
+        var jj = 0u;
+        for (; jj + 3u < n; jj += 4u) {
+          let v4 = vec4<f32>(v_cache[vb + jj * kvd], v_cache[vb + (jj + 1u) * kvd], v_cache[vb + (jj + 2u) * kvd],
+                             v_cache[vb + (jj + 3u) * kvd]);
+          a4 += v4 * vec4<f32>(sp[pb2 + jj], sp[pb2 + jj + 1u], sp[pb2 + jj + 2u], sp[pb2 + jj + 3u]);
+        }
+        for (; jj < n; jj++) { a4.x += sp[pb2 + jj] * v_cache[vb + jj * kvd]; }
+        acc[j] = a4.x + a4.y + a4.z + a4.w;
+      }
+    }
+    workgroupBarrier();  // sp, sf and sl are rewritten by the next block
   }
-  if (g < G && kk == 0u) {
-    let o = (pb + g * P.max_splits) * stride;
-    part[o] = m;
-    part[o + 1u] = sr[lid];
+  if (lid < G) {
+    let o = (pb + lid * P.splits) * stride;
+    part[o] = sm[lid];
+    part[o + 1u] = sl[lid];
   }
-  // Values: invocation (head g2, dim d) sums its head's probabilities times v over the split's keys.
-  let n = hi - lo;
-  for (var i = lid; i < G * hd; i += WG) {
-    let g2 = i / hd;
-    let d = i % hd;
-    var a = 0.0;
-    let vb = lo * kvd + kvh * hd + d;
-    for (var j = 0u; j < n; j++) { a += sp[g2 * CH + j] * v_cache[vb + j * kvd]; }
-    part[(pb + g2 * P.max_splits) * stride + 2u + d] = a;
+  for (var j = 0u; j < NV; j++) {
+    let i = lid + j * WG;
+    if (i < G * hd) { part[(pb + (i / hd) * P.splits) * stride + 2u + i % hd] = acc[j]; }
   }
 }
 #endif
 
 #if IS_ATTN_COMBINE
-// Merge the splits of attn_split for (head h, token t): with M = max m_s,
-// out = Σ exp(m_s - M) acc_s / Σ exp(m_s - M) l_s. Grid: (heads, tokens).
+// Merge the spans of attn_split for (head h, token t): with M = max m_s,
+// out = Σ exp(m_s - M) acc_s / Σ exp(m_s - M) l_s (an empty span adds 0).
+// The spans are read in parallel (splits <= WG): a walk over them in one
+// invocation would wait on each load in turn. Grid: (heads, tokens).
+var<workgroup> cr: array<f32, WG>;  // tree reductions, then partial sums of acc
+var<workgroup> cf: array<f32, WG>;  // exp(m_s - M)
+
 @compute @workgroup_size(WG)
 fn combine_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let h = wid.x;
@@ -173,20 +241,46 @@ fn combine_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
   if (t >= S.tokens) { return; }
   let hd = P.head_dim;
   let stride = hd + 2u;
-  let n = (S.pos0 + t) / P.chunk + 1u;  // splits holding keys 0..pos
-  let base = (t * P.heads + h) * P.max_splits;
-  var M = NEG;
-  for (var s = 0u; s < n; s++) { M = max(M, part[(base + s) * stride]); }
-  for (var d = lid; d < hd; d += WG) {
-    var l = 0.0;
-    var a = 0.0;
-    for (var s = 0u; s < n; s++) {
-      let o = (base + s) * stride;
-      let f = exp(part[o] - M);
-      l += f * part[o + 1u];
-      a += f * part[o + 2u + d];
-    }
-    out[(t * P.heads + h) * hd + d] = a / l;
+  let n = min(P.splits, (S.pos0 + S.tokens + P.chunk - 1u) / P.chunk);  // spans in use (as attn_split)
+  let base = (t * P.heads + h) * P.splits;
+  var m = NEG;
+  if (lid < n) { m = part[(base + lid) * stride]; }
+  cr[lid] = m;
+  workgroupBarrier();
+  for (var w = WG / 2u; w > 0u; w >>= 1u) {
+    if (lid < w) { cr[lid] = max(cr[lid], cr[lid + w]); }
+    workgroupBarrier();
+  }
+  let M = cr[0];
+  workgroupBarrier();
+  var lf = 0.0;
+  if (lid < n) {
+    let f = exp(m - M);
+    cf[lid] = f;
+    lf = f * part[(base + lid) * stride + 1u];
+  }
+  cr[lid] = lf;
+  workgroupBarrier();
+  for (var w = WG / 2u; w > 0u; w >>= 1u) {
+    if (lid < w) { cr[lid] += cr[lid + w]; }
+    workgroupBarrier();
+  }
+  let L = cr[0];
+  workgroupBarrier();
+  // acc: `groups` invocations per dim, each over every groups-th span, then summed.
+  let groups = max(1u, WG / hd);
+  let d = lid % hd;
+  let gi = lid / hd;
+  var a = 0.0;
+  if (gi < groups) {
+    for (var s = gi; s < n; s += groups) { a += cf[s] * part[(base + s) * stride + 2u + d]; }
+  }
+  cr[lid] = a;
+  workgroupBarrier();
+  if (gi == 0u) {
+    var tot = 0.0;
+    for (var j = 0u; j < groups; j++) { tot += cr[j * hd + d]; }
+    out[(t * P.heads + h) * hd + d] = tot / L;
   }
 }
 #endif

@@ -27,10 +27,7 @@ fn wv(gate_sel: bool, i: u32) -> vec4<u32> {
 }
 
 // One 32-wide group g of row r against the group's x (xv), unscaled (the
-// caller multiplies by the group's scale), computed in ct. q4 codes are used
-// raw (0..15) in f32 compute: the caller subtracts 8 * Σx once per group for
-// all its rows, which saves a subtraction per weight; in f16 compute they are
-// centred first (the correction would cancel catastrophically in f16).
+// caller multiplies by the group's scale), computed in ct.
 fn group_dot(gate_sel: bool, r: u32, g: u32, xv: array<vec4<f32>, 8>) -> f32 {
   let K = P.w_k;
   var s = ct(0.0);
@@ -38,11 +35,7 @@ fn group_dot(gate_sel: bool, r: u32, g: u32, xv: array<vec4<f32>, 8>) -> f32 {
   // 32 codes = 4 words = one vec4<u32>
   let q = wv(gate_sel, r * (K / 32u) + g);
   for (var i = 0u; i < 4u; i++) {
-#if F16
     s += dot(ct4(q4_lo(q[i])), ct4(xv[2u * i])) + dot(ct4(q4_hi(q[i])), ct4(xv[2u * i + 1u]));
-#else
-    s += dot(q4_lo_raw(q[i]), xv[2u * i]) + dot(q4_hi_raw(q[i]), xv[2u * i + 1u]);
-#endif
   }
 #elif W_Q8
   for (var h = 0u; h < 2u; h++) {
@@ -92,20 +85,11 @@ fn rows_dot(gate_sel: bool, r0: u32, m_in: u32, lane: u32) -> array<f32, NR1> {
       xv[i] *= norm_w[8u * g + i];  // RMSNorm's weight; its 1/rms is applied to the sums
 #endif
     }
-#if W_Q4
-#if !F16
-    let xs = dot(xv[0] + xv[1] + xv[2] + xv[3] + xv[4] + xv[5] + xv[6] + xv[7], vec4<f32>(1.0));
-#endif
-#endif
     for (var i = 0u; i < NR; i++) {
       let r = min(r0 + i, P.n - 1u) + rb;
       let d = group_dot(gate_sel, r, g, xv);
 #if W_Q4
-#if F16
       acc[i] += d * group_scale(gate_sel, r, g);
-#else
-      acc[i] += (d - 8.0 * xs) * group_scale(gate_sel, r, g);
-#endif
 #elif W_Q8
       acc[i] += d * group_scale(gate_sel, r, g);
 #else

@@ -19,7 +19,9 @@ from test_app import (ARGS, CHROMIUM, Server, messages, playwright, route_mock, 
                       wait_idle, wait_ready)
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("SITEGEN_TEST_CACHE", ROOT / "tests" / "artifacts" / "sitegen-cache"))
+# One cache per pytest-xdist worker: two workers must not convert into one entry at once.
+CACHE = Path(os.environ.get("SITEGEN_TEST_CACHE", ROOT / "tests" / "artifacts" /
+                            ("sitegen-cache" + (f"-{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else ""))))
 SCREENS = ROOT / "tests" / "artifacts" / "screens"
 
 pytestmark = [pytest.mark.browser, pytest.mark.gpu, pytest.mark.slow]

@@ -17,7 +17,9 @@ from sitegen.build import build
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted(p.parent.name for p in (ROOT / "sample_sites").glob("*/app.yaml"))
-CACHE = Path(os.environ.get("SITEGEN_TEST_CACHE", ROOT / "tests" / "artifacts" / "sitegen-cache"))
+# One cache per pytest-xdist worker: two workers must not convert into one entry at once.
+CACHE = Path(os.environ.get("SITEGEN_TEST_CACHE", ROOT / "tests" / "artifacts" /
+                            ("sitegen-cache" + (f"-{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else ""))))
 
 
 def _tree(folder: Path) -> dict[str, str]:

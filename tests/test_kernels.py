@@ -506,6 +506,9 @@ _add_attention("attn-split-t4-window100", heads=8, kv_heads=2, head_dim=64, toke
 _add_attention("attn-split-g1-d256-700keys", heads=2, kv_heads=2, head_dim=256, tokens=1, pos0=700)
 _add_attention("attn-split-g6-d32", heads=12, kv_heads=2, head_dim=32, tokens=3, pos0=77, softcap=20.0)
 _add_attention("attn-split-g3-d64-odd", heads=9, kv_heads=3, head_dim=64, tokens=2, pos0=63)
+# Spans longer than a block (16 keys; 8 when G = 32): the online softmax across blocks within a workgroup.
+_add_attention("attn-split-g4-1500keys-blocks", heads=32, kv_heads=8, head_dim=64, tokens=2, pos0=1500)
+_add_attention("attn-split-g32-blocks", heads=32, kv_heads=1, head_dim=64, tokens=1, pos0=1300, softcap=30.0)
 _add_attention("attn-serial-decode-300keys", heads=4, kv_heads=2, head_dim=64, tokens=1, pos0=300, impl="serial")
 _add_attention("attn-serial-t3-window", heads=3, kv_heads=1, head_dim=16, tokens=3, pos0=9, window=4, impl="serial")
 

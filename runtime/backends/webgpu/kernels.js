@@ -146,13 +146,13 @@ export const FAMILIES = {
   attn_split: {
     file: "attention", entry: "split_main",
     params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["window", "u32"],
-      ["scale", "f32"], ["softcap", "f32"], ["chunk", "u32"], ["max_splits", "u32"]],
+      ["scale", "f32"], ["softcap", "f32"], ["chunk", "u32"], ["lpk", "u32"], ["splits", "u32"]],
     bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "read", type: "array<f32>" },
       { name: "v_cache", kind: "read", type: "array<f32>" }, { name: "part", kind: "rw", type: "array<f32>" }],
   },
   attn_combine: {
     file: "attention", entry: "combine_main",
-    params: [["heads", "u32"], ["head_dim", "u32"], ["chunk", "u32"], ["max_splits", "u32"]],
+    params: [["heads", "u32"], ["head_dim", "u32"], ["chunk", "u32"], ["splits", "u32"]],
     bindings: [{ name: "part", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
   },
   // mixture-of-experts (issue 12, shaders/moe.wgsl): route, expert gate/up, weighted expert down
@@ -655,31 +655,35 @@ export class Kernels {
     const serial = { pipeline: k.pipeline, bindGroup: bg };
 
     // Few tokens (decode): the keys split across workgroups (attn_split), then merged (attn_combine),
-    // so that the cost stays flat as the context grows. CH keys per split: CH * G <= WG.
+    // so that the cost stays flat as the context grows. The visible keys are cut into `splits`
+    // spans (enough workgroups to fill a large GPU: ~512 with the kv heads; fewer while the context
+    // is under `splits` blocks, so a short context launches no empty workgroups), walked in blocks of
+    // CH keys; LPK lanes per key score it: G' * CH * LPK = WG (G' = G rounded up to a power of 2).
     const G = o.heads / o.kvHeads;
     const kvd = o.kvHeads * o.headDim;
     const cacheRows = Math.floor(bufferRefSize(o.kCache) / (4 * kvd));
-    const chunk = Math.min(64, WG / pow2ceil(G));
-    const maxSplits = Math.ceil(cacheRows / chunk);
-    const canSplit = o.impl !== "serial" && G * o.headDim <= 2048 && chunk >= 4 && cacheRows > 0;
+    const chunk = Math.min(16, WG / pow2ceil(G));
+    const lpk = WG / (pow2ceil(G) * chunk);
+    // (at most WG spans: attn_combine reads one per invocation)
+    const splits = Math.max(1, Math.min(Math.ceil(cacheRows / chunk), Math.max(8, Math.min(128, Math.ceil(512 / o.kvHeads)))));
+    const canSplit = o.impl !== "serial" && G <= 64 && G * o.headDim <= 2048 && cacheRows > 0;
     if (o.impl === "split" && !canSplit) throw new SitegenRuntimeError("attention: the split kernel cannot run this shape.");
     /** @type {(tokens: number, pos0: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number] } | null} */
     let second = () => null;
     /** @type {(tokens: number, pos0: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number] }} */
     let first = (tokens) => ({ ...serial, grid: [o.heads, tokens, 1] });
     if (canSplit) {
-      const part = this.#scratch("attention", MATVEC_MAX_TOKENS * o.heads * maxSplits * (o.headDim + 2) * 4);
-      const sk = this.#pipeline("attn_split", `attn_split:ch=${chunk}`, {});
-      const sbg = this.#bindGroup("attn_split", sk, { ...params, chunk, max_splits: maxSplits },
+      const part = this.#scratch("attention", MATVEC_MAX_TOKENS * o.heads * splits * (o.headDim + 2) * 4);
+      const sk = this.#pipeline("attn_split", "attn_split", {});
+      const sbg = this.#bindGroup("attn_split", sk, { ...params, chunk, lpk, splits },
         { q: o.q, k_cache: o.kCache, v_cache: o.vCache, part });
       const ck = this.#pipeline("attn_combine", "attn_combine", {});
-      const cbg = this.#bindGroup("attn_combine", ck, { heads: o.heads, head_dim: o.headDim, chunk, max_splits: maxSplits },
-        { part, out: o.out });
+      const cbg = this.#bindGroup("attn_combine", ck, { heads: o.heads, head_dim: o.headDim, chunk, splits }, { part, out: o.out });
       // (the partial sums are sized for MATVEC_MAX_TOKENS tokens: a longer step runs the serial kernel)
       const useSplit = (/** @type {number} */ tokens) => tokens <= MATVEC_MAX_TOKENS;
       const serialFirst = first;
       first = (tokens, pos0) => (useSplit(tokens)
-        ? { pipeline: sk.pipeline, bindGroup: sbg, grid: [o.kvHeads, Math.ceil((pos0 + tokens) / chunk), tokens] }
+        ? { pipeline: sk.pipeline, bindGroup: sbg, grid: [o.kvHeads, Math.min(splits, Math.ceil((pos0 + tokens) / chunk)), tokens] }
         : serialFirst(tokens, pos0));
       second = (tokens) => (useSplit(tokens) ? { pipeline: ck.pipeline, bindGroup: cbg, grid: [o.heads, tokens, 1] } : null);
     }

@@ -88,9 +88,7 @@ fn rows_dot(gate_sel: bool, r0: u32, m_in: u32, lane: u32) -> array<f32, NR1> {
     for (var i = 0u; i < NR; i++) {
       let r = min(r0 + i, P.n - 1u) + rb;
       let d = group_dot(gate_sel, r, g, xv);
-#if W_Q4
-      acc[i] += d * group_scale(gate_sel, r, g);
-#elif W_Q8
+#if W_QUANT
       acc[i] += d * group_scale(gate_sel, r, g);
 #else
       acc[i] += d;

@@ -17,11 +17,9 @@ import pytest
 
 from test_app import (ARGS, CHROMIUM, Server, messages, playwright, route_mock, run_cli,  # noqa: F401 (fixture)
                       wait_idle, wait_ready)
+from test_build_samples import CACHE  # the sample sites' model cache (one per pytest-xdist worker)
 
 ROOT = Path(__file__).resolve().parents[1]
-# One cache per pytest-xdist worker: two workers must not convert into one entry at once.
-CACHE = Path(os.environ.get("SITEGEN_TEST_CACHE", ROOT / "tests" / "artifacts" /
-                            ("sitegen-cache" + (f"-{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else ""))))
 SCREENS = ROOT / "tests" / "artifacts" / "screens"
 
 pytestmark = [pytest.mark.browser, pytest.mark.gpu, pytest.mark.slow]

@@ -965,7 +965,8 @@ function paramFields(fam) {
 function dtypeDefines(name, dtype) {
   if (!(dtype in DTYPE_CODE)) throw new SitegenRuntimeError(`Unknown weight dtype '${dtype}' (expected f32, f16, q8 or q4).`);
   const N = name.toUpperCase();
-  return { [`${N}_F32`]: dtype === "f32", [`${N}_F16`]: dtype === "f16", [`${N}_Q8`]: dtype === "q8", [`${N}_Q4`]: dtype === "q4" };
+  return { [`${N}_F32`]: dtype === "f32", [`${N}_F16`]: dtype === "f16", [`${N}_Q8`]: dtype === "q8", [`${N}_Q4`]: dtype === "q4",
+    [`${N}_QUANT`]: dtype === "q8" || dtype === "q4" };  // codes times a per-group scale
 }
 
 /**

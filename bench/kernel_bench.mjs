@@ -4,7 +4,10 @@
 // chosen: run it on the GPU machine (see ../shared/gpu/README.md) and read the GB/s.
 //
 //   node bench/kernel_bench.mjs [--shapes llama-3.2-1b] [--dtypes q4,q8] [--tune 32x1,32x2,32x4,...]
-//                               [--contexts 128,512,4096] [--json] [--no-subgroups]
+//                               [--contexts 128,512,4096] [--json] [--no-subgroups] [--prefill 512]
+//
+// --prefill M also times each matrix (but the output head, which a prefill computes for one row) as a
+// prefill of M tokens (the tiled matmul), in TFLOP/s.
 //
 // Weights are random bytes, scales included (their values do not change the time).
 
@@ -42,6 +45,7 @@ const { values: v } = parseArgs({ options: {
   shapes: { type: "string", default: "llama-3.2-1b" }, dtypes: { type: "string", default: "q4" },
   tune: { type: "string", default: "default,8x1,16x1,32x1,64x1,16x2,32x2,64x2,16x4,32x4,32x8" },
   contexts: { type: "string", default: "128,512,4096" }, json: { type: "boolean" }, "no-subgroups": { type: "boolean" }, reps: { type: "string", default: "30" },
+  prefill: { type: "string", default: "0" },
 } });
 const REPS = Number(v.reps);
 
@@ -52,7 +56,11 @@ if (!adapter) throw new Error("no WebGPU adapter");
 const feats = /** @type {GPUFeatureName[]} */ (["subgroups", "timestamp-query"].filter((f) => adapter.features.has(f)));
 if (!feats.includes("timestamp-query")) throw new Error("the adapter has no timestamp-query");
 const device = await adapter.requestDevice({ requiredFeatures: feats, requiredLimits: {
-  maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize, maxBufferSize: adapter.limits.maxBufferSize } });
+  maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize, maxBufferSize: adapter.limits.maxBufferSize,
+  // as the engine asks (runtime/backends/webgpu/index.js): the matmul's K step follows this limit
+  maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize } });
+// A variant that fails validation would leave the timestamps of the one before it in the readback.
+device.addEventListener("uncapturederror", (/** @type {any} */ e) => { console.error(`WebGPU error: ${e.error.message}`); process.exit(1); });
 const k = await Kernels.create(device, { f16: false, subgroups: feats.includes("subgroups") && !v["no-subgroups"] });
 const qs = device.createQuerySet({ type: "timestamp", count: 2 * REPS });
 const resolve = device.createBuffer({ size: 16 * REPS, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
@@ -122,6 +130,17 @@ for (const shapeName of v.shapes.split(",")) {
           out({ shape: shapeName, dtype, mat: name, N, K, variant: op.variant(1), ms: +ms.toFixed(5),
             GBs: +(bytes / ms / 1e6).toFixed(1) });
         }
+      }
+      const M = Number(v.prefill);
+      if (M > 0 && name !== "lm_head") {
+        const xm = buffer(M * K * 4, (u32) => { const f = new Float32Array(u32.buffer); for (let i = 0; i < f.length; i++) f[i] = Math.random() - 0.5; });
+        const om = buffer(M * N * 4, (u32) => u32.fill(0));
+        k.setStep({ tokens: M, pos0: 0 });
+        const op = k.linear({ out: om, x: xm, w: part(w), gate: g ? part(g) : null, act: gated ? "silu" : null });
+        const ms = await time(op);
+        out({ shape: shapeName, dtype, mat: name, N, K, tokens: M, variant: op.variant(M), ms: +ms.toFixed(5),
+          TFLOPs: +(2 * M * N * K * (gated ? 2 : 1) / ms / 1e9).toFixed(2) });
+        xm.destroy(); om.destroy();
       }
       for (const b of [w, g, x, nw, o]) b?.destroy();
     }

@@ -2,7 +2,8 @@
 // bound, so each row of W is read once per token by TPR invocations that
 // stride over it (a 32-wide quantization group per step, as vec4<u32> loads,
 // when K % 32 == 0); each invocation computes NR rows, so a group's x is loaded
-// once for NR rows and NR weight loads are in flight; WG / TPR * NR rows share a
+// once for the NR rows (and, GATED, their gate rows: one pass over x for both)
+// and NR (2 NR) weight loads are in flight; WG / TPR * NR rows share a
 // workgroup. The TPR partial sums of a row meet through subgroupAdd (if
 // available) and shared memory. With PRENORM (VEC only) the input is
 // RMSNorm(x) computed here: x ⊙ norm_w in the sums, 1/rms applied to them.
@@ -67,31 +68,39 @@ fn group_scale(gate_sel: bool, r: u32, g: u32) -> f32 {
 }
 
 // Rows r0 .. r0 + NR - 1 (clamped to the last row) against input row m_in: each
-// lane strides over the 32-wide groups; a group's x is loaded once for the NR rows.
-// Slot NR holds the lane's Σx² (PRENORM): a row's lanes together see all of x once,
+// lane strides over the 32-wide groups; a group's x is loaded once for the NR rows
+// of W and (GATED) of its gate.
+// Slot NR of w holds the lane's Σx² (PRENORM): a row's lanes together see all of x once,
 // so the norm's sum of squares is reduced with the products, at no extra load.
-fn rows_dot(gate_sel: bool, r0: u32, m_in: u32, lane: u32) -> array<f32, NR1> {
-  // The weight's rows: a member of a tensor group starts at row w_r0 / gate_r0 of its buffer.
-  let rb = select(P.w_r0, P.gate_r0, gate_sel);
+struct Dots { w: array<f32, NR1>, g: array<f32, NR> }
+
+fn rows_dot(r0: u32, m_in: u32, lane: u32) -> Dots {
   let groups = P.w_k / 32u;
   let xrow = m_in * (P.w_k / 4u);
-  var acc: array<f32, NR1>;
+  var acc: Dots;
   for (var g = lane; g < groups; g += TPR) {
     var xv: array<vec4<f32>, 8>;
     for (var i = 0u; i < 8u; i++) {
       xv[i] = x[xrow + 8u * g + i];
 #if PRENORM
-      acc[NR] += dot(xv[i], xv[i]);
+      acc.w[NR] += dot(xv[i], xv[i]);
       xv[i] *= norm_w[8u * g + i];  // RMSNorm's weight; its 1/rms is applied to the sums
 #endif
     }
     for (var i = 0u; i < NR; i++) {
-      let r = min(r0 + i, P.n - 1u) + rb;
-      let d = group_dot(gate_sel, r, g, xv);
+      // The weight's rows: a member of a tensor group starts at row w_r0 / gate_r0 of its buffer.
+      let r = min(r0 + i, P.n - 1u);
 #if W_QUANT
-      acc[i] += d * group_scale(gate_sel, r, g);
+      acc.w[i] += group_dot(false, r + P.w_r0, g, xv) * group_scale(false, r + P.w_r0, g);
 #else
-      acc[i] += d;
+      acc.w[i] += group_dot(false, r + P.w_r0, g, xv);
+#endif
+#if GATED
+#if W_QUANT
+      acc.g[i] += group_dot(true, r + P.gate_r0, g, xv) * group_scale(true, r + P.gate_r0, g);
+#else
+      acc.g[i] += group_dot(true, r + P.gate_r0, g, xv);
+#endif
 #endif
     }
   }
@@ -111,13 +120,19 @@ fn welem(gate_sel: bool, r: u32, c: u32) -> f32 {
 #endif
 }
 
-fn rows_dot(gate_sel: bool, r0: u32, m_in: u32, lane: u32) -> array<f32, NR1> {
+struct Dots { w: array<f32, NR1>, g: array<f32, NR> }
+
+fn rows_dot(r0: u32, m_in: u32, lane: u32) -> Dots {
   let K = P.w_k;
-  var acc: array<f32, NR1>;
+  var acc: Dots;
   for (var i = 0u; i < NR; i++) {
-    let r = min(r0 + i, P.n - 1u) + select(P.w_r0, P.gate_r0, gate_sel);
+    let r = min(r0 + i, P.n - 1u);
     for (var c = lane; c < K; c += TPR) {
-      acc[i] += welem(gate_sel, r, c) * x[m_in * K + c];
+      let xc = x[m_in * K + c];
+      acc.w[i] += welem(false, r + P.w_r0, c) * xc;
+#if GATED
+      acc.g[i] += welem(true, r + P.gate_r0, c) * xc;
+#endif
     }
   }
   return acc;
@@ -141,9 +156,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   let r0 = (wg_index(wid, nwg) * RPW + slot) * NR;
   let m_in = in_row(m);
   // Rows past N still take part in the barriers, on a valid row (rows_dot clamps).
-  let aw = rows_dot(false, r0, m_in, lane);
+  let dots = rows_dot(r0, m_in, lane);
+  let aw = dots.w;
 #if GATED
-  let ag = rows_dot(true, r0, m_in, lane);
+  let ag = dots.g;
 #endif
 
 #if SUBGROUPS

@@ -42,7 +42,11 @@
  *   can be queued while step t runs (a backend with a queue; the engine's greedy decode uses it)
  * @property {(ids: Int32Array, start: number) => Promise<StepProfile>} [profile]
  *   run one greedy step with per-kernel timings (a backend that can time its kernels; bench --profile)
- * @property {number} kvCacheBytes
+ * @property {number} kvCacheBytes  bytes of the KV cache (K and V, every layer)
+ * @property {number[]} [kvCacheRows]  the KV cache's rows per layer: the context, or on a sliding-window
+ *   layer a ring of fewer (graph.js kvCacheLayout)
+ * @property {number} [kvRewind]  how many positions behind the furthest one written a pass may start and
+ *   still find every key it sees (Infinity or absent: any; a ring holds only its last rows)
  * @property {() => void} destroy
  * @typedef {object} StepProfile  one step's costs (bench --profile)
  * @property {number} tokens      tokens of the step

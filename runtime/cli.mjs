@@ -201,7 +201,7 @@ async function main(argv) {
       prompt_tokens: promptTokens, decode_tokens: res.completionTokens,
       prefill_tokens_per_s: res.prefillTokensPerSecond, decode_tokens_per_s: res.decodeTokensPerSecond,
       prefill_ms: res.prefillMs, decode_ms: res.decodeMs,
-      load_ms: loadMs, ttft_ms: res.prefillMs,
+      load_ms: loadMs, load_phases_ms: engine.stats.loadMs, ttft_ms: res.prefillMs,
       backend: engine.stats.backend, compute: engine.stats.compute, fused: engine.stats.fused,
     };
     /** @type {Record<string, import("./backend.js").StepProfile>} */

@@ -89,7 +89,7 @@ export async function createEngine(options) {
   // Before any byte is downloaded: the memory estimate (weights + KV cache) against what the device
   // reports; features and buffer limits are checked by the backend, and the loader checks the
   // storage quota before its first fetch.
-  checkMemory(manifest, { contextLength });
+  checkMemory(manifest, { contextLength, prefillChunk: options.prefillChunk });
   const backend = await createBackend(manifest, { device: options.device, compute: options.compute,
     shaderBase: options.shaderBase, maxBindingBytes: options.maxBindingBytes, profile: options.profile,
     backend: options.backend, threads: options.threads, contextLength, prefillChunk: options.prefillChunk });
@@ -113,6 +113,8 @@ async function loadOnto(backend, manifest, loader, contextLength, options) {
   throwIfAborted(signal);
 
   // Upload: plan once, allocate, then let each shard land where the plan says.
+  // (Each phase is timed: stats.loadMs says where a load's time goes.)
+  const t0 = performance.now();
   const plan = await backend.planWeights(manifest);
   let shardsDone = 0, bytesDone = 0;
   const bytesTotal = plan.shardBytes.reduce((a, b) => a + b, 0);
@@ -128,12 +130,14 @@ async function loadOnto(backend, manifest, loader, contextLength, options) {
   });
   await backend.weightsDone();
   throwIfAborted(signal);
+  const tUploaded = performance.now();
 
   progress({ phase: "compile" });
   const tokenizer = await loadTokenizer(manifest);
   const graph = buildGraph(manifest.config, { ...tensorIndex(manifest), fuse: backend.fusions });
   const model = await backend.compile({ graph, contextLength, prefillChunk: options.prefillChunk ?? 256,
     sampleVocab: pickableVocab(manifest, tokenizer) });
+  const tCompiled = performance.now();
   try {
     // Warm-up: drivers compile shaders on first use; run a short prefill (tiled
     // matmuls) and one decode step (matvecs) now, so the first request's
@@ -145,9 +149,14 @@ async function loadOnto(backend, manifest, loader, contextLength, options) {
     }
     const chat = manifest.chat_template ? await import("./chat.js").catch((e) => ({ error: e })) : null;
     progress({ phase: "ready" });
+    const tReady = performance.now();
     const stats = { backend: backend.name, weightsBytes: plan.totalBytes, kvCacheBytes: model.kvCacheBytes,
+      kvCacheRows: model.kvCacheRows ?? null,
       splitTensors: plan.splitTensors, compute: backend.compute, fused: graph.fused,
-      threads: backend.threads ?? null, fallback: backend.fallback ?? null };
+      threads: backend.threads ?? null, fallback: backend.fallback ?? null,
+      // read + verify + upload; tokenizer + graph + kernels (pipelines); the warm-up steps (drivers
+      // finish compiling on first use)
+      loadMs: { upload: tUploaded - t0, compile: tCompiled - tUploaded, warmup: tReady - tCompiled } };
     return new Engine({ manifest, backend, model, tokenizer, chat, contextLength, stats });
   } catch (e) {
     model.destroy();
@@ -223,6 +232,8 @@ export class Engine {
     this._chat = chat;
     /** Token ids whose keys/values are in the KV cache, position 0 first. @type {number[]} */
     this._cached = [];
+    /** One past the furthest position written since the cache last started at 0 (`_resumable`). */
+    this._written = 0;
     /** @type {Promise<unknown>} */
     this._queue = Promise.resolve();
     this._unloaded = false;
@@ -334,17 +345,24 @@ export class Engine {
   /** @param {number[]} ids @param {"all" | "last" | "greedy" | "topk"} mode @param {number} [k]
    * @param {Uint32Array | null} [allowed] the ids sampling may pick (greedy / topk), a bitmask */
   async _run(ids, mode, k = 0, allowed = null) {
-    const start = this._cached.length;
+    let start = this._cached.length;
     // Marked stale first: if the pass fails, the cache no longer matches `_cached`.
     const saved = this._cached;
     this._cached = saved.slice(0, start);
+    // A ring cache that no longer holds the keys before `start` (a step recomputed after a long one):
+    // the cached prefix is fed again with `ids`, from position 0.
+    const prefix = this._resumable(start) ? 0 : start;
+    start -= prefix;
+    const fed = prefix ? saved.slice(0, prefix).concat(ids) : ids;
+    this._wrote(start, fed.length);
     let logits;
     try {
-      const tokens = Int32Array.from(ids);
+      const tokens = Int32Array.from(fed);
       const opt = allowed ? { allowed } : undefined;
       logits = mode === "greedy" ? await this.model.sampleGreedy(tokens, start, opt)
         : mode === "topk" ? await this.model.sampleTopK(tokens, start, k, opt)
           : await this.model.forward(tokens, start, { allPositions: mode === "all" });
+      if (prefix && mode === "all") logits = /** @type {Float32Array} */ (logits).subarray(prefix * this.config.vocab_size);
     } catch (e) {
       throw await this._lossOr(e);
     }
@@ -360,9 +378,25 @@ export class Engine {
    * @param {number[]} ids
    */
   _reuse(ids) {
-    const keep = Math.min(commonPrefixLength(this._cached, ids), ids.length - 1);
+    let keep = Math.min(commonPrefixLength(this._cached, ids), ids.length - 1);
+    if (!this._resumable(keep)) keep = 0;
     this._cached = this._cached.slice(0, keep);
     return keep;
+  }
+
+  /**
+   * Whether a pass may start at `start` on the cache as it is. A sliding-window layer's cache is a
+   * ring of its last rows (graph.js kvCacheLayout): once positions past `start + kvRewind` were written,
+   * the keys just before `start` are overwritten, and the prefix must be fed again.
+   * @param {number} start
+   */
+  _resumable(start) {
+    return start === 0 || this._written - start <= (this.model.kvRewind ?? Infinity);
+  }
+
+  /** Note a pass writing positions start..start+n-1. @param {number} start @param {number} n */
+  _wrote(start, n) {
+    this._written = start === 0 ? n : Math.max(this._written, start + n);
   }
 
   /** Forget the KV cache (the next request prefills from position 0). */
@@ -493,6 +527,7 @@ export class Engine {
       return chosen;
     };
     const submit = (/** @type {number | null} */ tokenId, /** @type {number} */ pos) => {
+      this._wrote(pos, 1);
       try {
         return /** @type {NonNullable<typeof model.submitGreedy>} */ (model.submitGreedy)(tokenId, pos);
       } catch (e) {

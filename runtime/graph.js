@@ -180,9 +180,8 @@ export function buildGraph(c, { has, members, fuse = {} }) {
     if (rotary) activations.qr = { width: qDim };
     ops.push({ op: "rope", q, k, v: "v", qOut: rotary ? "qr" : q, layer: i,
       local: c.layer_types?.[i] === "sliding" && Boolean(c.rope_local_theta), rotate: rotary });
-    const sliding = c.layer_types?.[i] === "sliding";
     ops.push({ op: "attention", out: "att", q: rotary ? "qr" : q, layer: i,          // softmax(q·Kᵀ·scale [+mask]) · V
-      scale: c.attn_scale ?? 1 / Math.sqrt(hd), softcap: c.attn_softcap ?? null, window: sliding ? c.sliding_window : null });
+      scale: c.attn_scale ?? 1 / Math.sqrt(hd), softcap: c.attn_softcap ?? null, window: layerWindow(c, i) });
     return ops;
   };
 
@@ -263,6 +262,40 @@ export function buildGraph(c, { has, members, fuse = {} }) {
   const headLast = headOps("last"), headAll = headOps("all");
   if (fuse.norm !== false && (fuseNorms(body) + fuseNorms(headLast) + fuseNorms(headAll)) > 0) fused.push("norm");
   return { config: c, activations, body, headLast, headAll, fused };
+}
+
+/**
+ * The sliding window of layer i's attention (keys p-W+1..p for the query at p), or null for full attention.
+ * @param {NormalizedConfig} c @param {number} i
+ */
+export function layerWindow(c, i) {
+  return c.layer_types?.[i] === "sliding" && c.sliding_window ? c.sliding_window : null;
+}
+
+/**
+ * The KV cache's rows per layer (issue 12, item 3). A layer with full attention keeps every position
+ * of the context; a sliding-window layer (attention `window` W: the query at p sees keys p-W+1..p,
+ * model.py's `key_pos > positions - window`) keeps only the keys a pass can still read: a pass of at
+ * most `prefillChunk` tokens writes its m keys before its first query reads back to W-1 keys behind
+ * it, so W + chunk - 1 rows hold every visible key, used as a ring (position p at row p mod rows).
+ * `rewind`: how far behind the furthest position written a pass may start and still find the keys it
+ * sees (rows - W + 1 for the smallest ring; Infinity without one); an engine that goes back further
+ * (a reused prefix, a recomputed step) feeds the prefix again.
+ * @param {NormalizedConfig} c @param {number} contextLength @param {number} prefillChunk
+ * @returns {{ rows: number[], rewind: number }}
+ */
+export function kvCacheLayout(c, contextLength, prefillChunk) {
+  const chunk = Math.max(1, Math.min(prefillChunk, contextLength));
+  /** @type {number[]} */
+  const rows = [];
+  let rewind = Infinity;
+  for (let i = 0; i < c.num_layers; i++) {
+    const w = layerWindow(c, i);
+    const r = w ? Math.min(contextLength, w + chunk - 1) : contextLength;
+    rows.push(r);
+    if (w && r < contextLength) rewind = Math.min(rewind, r - w + 1);
+  }
+  return { rows, rewind };
 }
 
 /**

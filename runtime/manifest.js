@@ -24,7 +24,8 @@ export const READABLE_VERSIONS = [1, 2];
  * @typedef {{ file: string, bytes: number, sha256: string }} ShardEntry
  * @typedef {{ features: string[], optional_features: string[], max_buffer_bytes: number,
  *   max_binding_bytes: number, weights_bytes: number, weights_bytes_per_token?: number,
- *   kv_cache_bytes_per_1k_tokens: number }} Requirements
+ *   kv_cache_bytes_per_1k_tokens: number,
+ *   kv_cache_sliding?: { layers: number, window: number, bytes_per_position: number } }} Requirements
  * @typedef {object} NormalizedConfig  docs/internals.md#normalised-config-manifest-config
  * @property {string} architecture
  * @property {string} hf_architecture

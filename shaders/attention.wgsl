@@ -3,8 +3,18 @@
 // invocation for the scores, one head dim per invocation for the values).
 // Optional sliding window (keys j > pos - window) and score soft-capping.
 // Grid: (heads, tokens).
+//
+// Key positions are absolute (the mask and window work on them); key j lies in
+// cache row j mod P.rows (shaders/rope.wgsl): a ring on a sliding-window layer,
+// whose cache holds window + chunk - 1 rows (graph.js kvCacheLayout), the whole
+// context elsewhere. The keys one query sees span at most the window (or the
+// context), never more than P.rows, so a run of them wraps past the last row once
+// at most: `wrap` below is one subtraction, not a modulo per key.
 
 const NEG: f32 = -3.0e38;
+
+// Row r0 + i of a ring of `rows` rows, for r0 < rows and i < rows.
+fn wrap(r: u32, rows: u32) -> u32 { return select(r, r - rows, r >= rows); }
 
 #if IS_ATTENTION
 var<workgroup> qs: array<f32, 256>;
@@ -39,9 +49,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   var acc = 0.0;
   for (var c0 = kstart; c0 < kend; c0 += WG) {
     let key = c0 + lid;
+    let r0 = c0 % P.rows;  // the row of key c0
     var s = NEG;
     if (key < kend) {
-      let kb = key * kvd + kvh * hd;
+      let kb = wrap(r0 + lid, P.rows) * kvd + kvh * hd;
       var d = 0.0;
       for (var i = 0u; i < hd; i++) { d += qs[i] * k_cache[kb + i]; }
       s = d * P.scale;
@@ -57,8 +68,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (lid < hd) {
       let cnt = min(WG, kend - c0);
       var a = 0.0;
-      let vb = c0 * kvd + kvh * hd + lid;
-      for (var j = 0u; j < cnt; j++) { a += ps[j] * v_cache[vb + j * kvd]; }
+      let vb = kvh * hd + lid;
+      for (var j = 0u; j < cnt; j++) { a += ps[j] * v_cache[wrap(r0 + j, P.rows) * kvd + vb]; }
       acc = acc * corr + a;
     }
     m = mnew;
@@ -139,13 +150,14 @@ fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
   let ks = lid % CH;
   var acc: array<f32, NV>;
   for (var b = lo; b < hi; b += CH) {
+    let rb = b % P.rows;  // the row of key b (the block wraps past the last row at most once)
     // Scores: LPK lanes per (head, key).
     let g = slot / CH;
     let key = b + slot % CH;
     var d = 0.0;
     if (g < G && key < hi) {
       // Four loads issued before their products (this loop is latency-bound, not bandwidth-bound).
-      let kb = key * kvd + kvh * hd;
+      let kb = wrap(rb + slot % CH, P.rows) * kvd + kvh * hd;
       let qb = g * hd;
       var d4 = vec4<f32>(0.0);
       var i = lane;
@@ -195,11 +207,19 @@ fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     if (lid < G) { sl[lid] = sl[lid] * sf[lid] + sr[lid * CH]; }
     // Values: invocation (head g2, dim d) rescales its sum and adds the block's p · v.
     let n = min(CH, hi - b);
+    // Rows rb..rb+n-1 in order unless the block wraps (rare: once per pass over the ring), which
+    // takes the row of each key.
+    let contiguous = rb + n <= P.rows;
     for (var j = 0u; j < NV; j++) {
       let i = lid + j * WG;
-      if (i < G * hd) {
+      if (i < G * hd && !contiguous) {
         let g2 = i / hd;
-        let vb = b * kvd + kvh * hd + i % hd;
+        var a = acc[j] * sf[g2];
+        for (var jj = 0u; jj < n; jj++) { a += sp[g2 * CH + jj] * v_cache[wrap(rb + jj, P.rows) * kvd + kvh * hd + i % hd]; }
+        acc[j] = a;
+      } else if (i < G * hd) {
+        let g2 = i / hd;
+        let vb = rb * kvd + kvh * hd + i % hd;
         let pb2 = g2 * CH;
         var a4 = vec4<f32>(acc[j] * sf[g2], 0.0, 0.0, 0.0);
         var jj = 0u;

@@ -1,6 +1,8 @@
 // RoPE (rotate-half, on the first 2*half dims of each head) and the KV-cache
 // append, one workgroup per token at position pos = pos0 + t:
-//   q_out[t] = rotate(q[t]); k_cache[pos] = rotate(k[t]); v_cache[pos] = v[t].
+//   q_out[t] = rotate(q[t]); k_cache[pos mod rows] = rotate(k[t]); v_cache[pos mod rows] = v[t].
+// P.rows: the cache's rows, a ring on a sliding-window layer (graph.js kvCacheLayout);
+// the whole context elsewhere, where pos mod rows = pos.
 // q, k, v are read-only, so they can be ranges of one buffer (fused q/k/v).
 // table: [max_pos, half, 2] (cos, sin), built in float64 by kernels.js.
 // Grid: tokens (split over x/y).
@@ -34,6 +36,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
   }
   let kvd = P.kv_heads * hd;
+  let row = pos % P.rows;
   for (var e = lid; e < kvd; e += WG) {
     let src = t * kvd + e;
     let d = e % hd;
@@ -47,7 +50,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         val = k[src] * cs.x + k[src - half] * cs.y;
       }
     }
-    k_cache[pos * kvd + e] = val;
-    v_cache[pos * kvd + e] = v[src];
+    k_cache[row * kvd + e] = val;
+    v_cache[row * kvd + e] = v[src];
   }
 }

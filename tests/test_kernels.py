@@ -400,12 +400,13 @@ def _rotate(x: np.ndarray, pos: np.ndarray, inv: np.ndarray) -> np.ndarray:
 
 
 def _add_rope(cid, *, heads, kv_heads, head_dim, rotary_dim, tokens=3, pos0=5, theta=10000.0, scaling=None,
-              max_pos=16, variant="plain", fused=False):
+              max_pos=16, variant="plain", fused=False, ring=None):
+    """ring: the cache is a ring of that many rows (a sliding-window layer's): position p goes to row p mod ring."""
     q = _f32(RNG.standard_normal((tokens, heads * head_dim)))
     k = _f32(RNG.standard_normal((tokens, kv_heads * head_dim)))
     v = _f32(RNG.standard_normal((tokens, kv_heads * head_dim)))
-    kc = _f32(RNG.standard_normal((max_pos, kv_heads * head_dim)))
-    vc = _f32(RNG.standard_normal((max_pos, kv_heads * head_dim)))
+    kc = _f32(RNG.standard_normal((ring or max_pos, kv_heads * head_dim)))
+    vc = _f32(RNG.standard_normal((ring or max_pos, kv_heads * head_dim)))
     pos = np.arange(pos0, pos0 + tokens, dtype=np.float64)
     if rotary_dim:
         inv = _inv_freq(head_dim, rotary_dim, theta, scaling)
@@ -415,10 +416,11 @@ def _add_rope(cid, *, heads, kv_heads, head_dim, rotary_dim, tokens=3, pos0=5, t
         qr, kr = q.astype(np.float64), k.astype(np.float64)
     kc_want = kc.astype(np.float64).copy()
     vc_want = vc.astype(np.float64).copy()
-    kc_want[pos0:pos0 + tokens] = kr
-    vc_want[pos0:pos0 + tokens] = v
+    rows = np.arange(pos0, pos0 + tokens) % (ring or max_pos)
+    kc_want[rows] = kr
+    vc_want[rows] = v
     opts = {"q": "$q", "k": "$k", "v": "$v", "kCache": "$kc", "vCache": "$vc", "heads": heads, "kvHeads": kv_heads,
-            "headDim": head_dim}
+            "headDim": head_dim, **({"cacheRows": ring} if ring else {})}
     buffers = {"q": q, "k": k, "v": v, "kc": kc, "vc": vc}
     if fused:
         # q, k and v as three 256-byte-aligned ranges of one read-only buffer (a fused q/k/v matvec's output).
@@ -453,11 +455,16 @@ _add_rope("rope-llama3", heads=2, kv_heads=1, head_dim=64, rotary_dim=64, theta=
 _add_rope("rope-none-learned-positions", heads=3, kv_heads=1, head_dim=16, rotary_dim=0)
 _add_rope("rope-fused-qkv-one-buffer", heads=3, kv_heads=1, head_dim=16, rotary_dim=16, fused=True)
 _add_rope("rope-fused-qkv-one-buffer-partial", heads=4, kv_heads=2, head_dim=64, rotary_dim=32, tokens=2, fused=True)
+# A sliding-window layer's ring (issue 12): positions 10..15 wrap past the last of 7 rows.
+_add_rope("rope-ring7-wraps", heads=3, kv_heads=1, head_dim=16, rotary_dim=16, tokens=6, pos0=10, max_pos=32, ring=7)
 
 
 # ---- attention
 
-def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None, softcap=None, scale=None, impl=None):
+def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None, softcap=None, scale=None, impl=None,
+                   ring=None):
+    """ring: the cache is a ring of that many rows (a sliding-window layer's, issue 12): key p in row p mod ring,
+    the rows holding the last `ring` positions written; the buffer has 2 more rows of garbage past them."""
     scale = scale or head_dim ** -0.5
     P = pos0 + tokens + 2  # cache rows past the step hold garbage the kernel must not read
     q = _f32(RNG.standard_normal((tokens, heads * head_dim)))
@@ -465,6 +472,13 @@ def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None,
     vc = _f32(RNG.standard_normal((P, kv_heads * head_dim)))
     kc[pos0 + tokens:] = 1e30
     vc[pos0 + tokens:] = 1e30
+    kbuf, vbuf = kc, vc
+    if ring:
+        assert window and window + tokens - 1 <= ring < pos0, "a ring holds every key the step sees, and wraps"
+        kbuf = np.full((ring + 2, kc.shape[1]), 1e30, np.float32)
+        vbuf = kbuf.copy()
+        for p in range(pos0 + tokens - ring, pos0 + tokens):
+            kbuf[p % ring], vbuf[p % ring] = kc[p], vc[p]
     qh = q.reshape(tokens, heads, head_dim).astype(np.float64)
     kh = kc.reshape(P, kv_heads, head_dim).astype(np.float64)
     vh = vc.reshape(P, kv_heads, head_dim).astype(np.float64)
@@ -487,9 +501,11 @@ def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None,
             "headDim": head_dim, "scale": scale, "softcap": softcap, "window": window}
     if impl:
         opts["impl"] = impl
+    if ring:
+        opts["cacheRows"] = ring
     for variant in VARIANTS:
         B.add(f"{cid}-{variant}", variant=variant, step=(tokens, pos0),
-              buffers={"q": q, "kc": kc, "vc": vc, "out": np.zeros_like(q)},
+              buffers={"q": q, "kc": kbuf, "vc": vbuf, "out": np.zeros_like(q)},
               ops=[{"op": "attention", "opts": opts}],
               expect={"out": (out.reshape(tokens, -1), err.reshape(tokens, -1))})
 
@@ -511,6 +527,13 @@ _add_attention("attn-split-g4-1500keys-blocks", heads=32, kv_heads=8, head_dim=6
 _add_attention("attn-split-g32-blocks", heads=32, kv_heads=1, head_dim=64, tokens=1, pos0=1300, softcap=30.0)
 _add_attention("attn-serial-decode-300keys", heads=4, kv_heads=2, head_dim=64, tokens=1, pos0=300, impl="serial")
 _add_attention("attn-serial-t3-window", heads=3, kv_heads=1, head_dim=16, tokens=3, pos0=9, window=4, impl="serial")
+# Rings of window + tokens - 1 rows (or more), the visible keys wrapping past the last row: the prefill
+# kernel, the split kernel's blocks of 16 that wrap (one token, several, and spans of several blocks).
+_add_attention("attn-ring-prefill-w8", heads=3, kv_heads=1, head_dim=16, tokens=6, pos0=40, window=8, ring=13)
+_add_attention("attn-ring-serial-w70", heads=4, kv_heads=2, head_dim=64, tokens=9, pos0=300, window=70, ring=78)
+_add_attention("attn-ring-split-w100", heads=8, kv_heads=2, head_dim=64, tokens=1, pos0=517, window=100, ring=115)
+_add_attention("attn-ring-split-t4-w37", heads=4, kv_heads=1, head_dim=32, tokens=4, pos0=203, window=37, ring=40)
+_add_attention("attn-ring-split-g32-w300", heads=32, kv_heads=1, head_dim=64, tokens=2, pos0=1000, window=300, ring=301)
 
 
 # ---- argmax (greedy sampling on the GPU)

@@ -21,13 +21,21 @@ export function formatBytes(n) {
  * (sitegen/convert/manifest.py `requirements`, docs/weights-format.md#requirements).
  * The one reader of them: the engine (checkMemory) and the backends (features, limits) use it.
  * @param {any} manifest
- * @param {{ contextLength?: number }} [opts]  KV-cache positions the memory estimate includes (default 1024)
+ * @param {{ contextLength?: number, prefillChunk?: number }} [opts]  KV-cache positions the memory
+ *   estimate includes (default 1024), and the most tokens per pass (default 256, the engine's), which
+ *   sizes a sliding-window layer's ring
  */
-export function requirementsOf(manifest, { contextLength = 1024 } = {}) {
+export function requirementsOf(manifest, { contextLength = 1024, prefillChunk = 256 } = {}) {
   const r = manifest?.requirements ?? {};
   const num = (/** @type {unknown} */ v) => (typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : 0);
   const weightsBytes = num(r.weights_bytes);
-  const kvBytes = num(r.kv_cache_bytes_per_1k_tokens) * Math.ceil(contextLength / 1024);
+  // Full-attention layers per started 1k positions; sliding-window layers (kv_cache_sliding, issue 12)
+  // a ring of min(context, window + chunk - 1) positions, as runtime/graph.js kvCacheLayout allocates.
+  const sliding = r.kv_cache_sliding;
+  const slidingPerPosition = Math.min(num(sliding?.bytes_per_position), num(r.kv_cache_bytes_per_1k_tokens) / 1024);
+  const ring = Math.min(contextLength, num(sliding?.window) + Math.max(1, Math.min(prefillChunk, contextLength)) - 1);
+  const kvBytes = (num(r.kv_cache_bytes_per_1k_tokens) - 1024 * slidingPerPosition) * Math.ceil(contextLength / 1024)
+    + slidingPerPosition * ring;
   return {
     /** WebGPU features the model cannot run without. @type {string[]} */
     features: Array.isArray(r.features) ? r.features : [],
@@ -47,11 +55,11 @@ export function requirementsOf(manifest, { contextLength = 1024 } = {}) {
  * GPU memory, but `navigator.deviceMemory` (RAM, capped at 8 GiB by Chrome) is
  * a floor worth checking on small devices. Throws InsufficientMemoryError.
  * @param {any} manifest
- * @param {{ contextLength?: number, deviceMemory?: number }} [opts]
+ * @param {{ contextLength?: number, prefillChunk?: number, deviceMemory?: number }} [opts]
  * @returns {number} the estimate (bytes)
  */
-export function checkMemory(manifest, { contextLength, deviceMemory } = {}) {
-  const need = requirementsOf(manifest, { contextLength }).memoryBytes;
+export function checkMemory(manifest, { contextLength, prefillChunk, deviceMemory } = {}) {
+  const need = requirementsOf(manifest, { contextLength, prefillChunk }).memoryBytes;
   const ram = deviceMemory ?? /** @type {any} */ (globalThis.navigator)?.deviceMemory;
   if (typeof ram === "number" && ram > 0 && ram < 8 && need > ram * GiB) {
     throw new InsufficientMemoryError(`The model needs about ${formatBytes(need)} of GPU memory, more than this `

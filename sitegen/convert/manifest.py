@@ -93,17 +93,25 @@ def requirements(config: dict, tensors: list[dict], groups: list[dict] | None = 
     tensors = physical_tensors(tensors, groups)
     largest = max((t["nbytes"] for t in tensors), default=0)
     largest_plane = max((p["nbytes"] for t in tensors for p in t["planes"]), default=0)
-    kv = 2 * config["num_layers"] * config["num_kv_heads"] * config["head_dim"] * 1024 * 4
+    per_layer = 2 * config["num_kv_heads"] * config["head_dim"] * 4  # f32 K and V of one position
     total = sum(t["nbytes"] for t in tensors)
-    return {
+    out = {
         "features": [],
         "optional_features": ["shader-f16", "subgroups"],
         "max_buffer_bytes": largest,
         "max_binding_bytes": largest_plane,
         "weights_bytes": total,
         "weights_bytes_per_token": _bytes_per_token(config, tensors, total),
-        "kv_cache_bytes_per_1k_tokens": kv,
+        "kv_cache_bytes_per_1k_tokens": config["num_layers"] * per_layer * 1024,
     }
+    # Issue 12: a sliding-window layer's cache is a ring of window + prefill chunk - 1 positions
+    # (runtime/graph.js kvCacheLayout), whatever the context; kv_cache_bytes_per_1k_tokens still
+    # counts every layer (the bound for a reader that does not know this key).
+    sliding = sum(1 for t in (config.get("layer_types") or []) if t == "sliding")
+    if sliding and config.get("sliding_window"):
+        out["kv_cache_sliding"] = {"layers": sliding, "window": int(config["sliding_window"]),
+                                   "bytes_per_position": sliding * per_layer}
+    return out
 
 
 def _bytes_per_token(config: dict, tensors: list[dict], total: int) -> int:

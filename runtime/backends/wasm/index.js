@@ -17,6 +17,7 @@
 
 import { InsufficientMemoryError, InvalidRequestError, SitegenRuntimeError } from "../../errors.js";
 import { checkStep } from "../../backend.js";
+import { kvCacheLayout } from "../../graph.js";
 import { physicalTensors } from "../../manifest.js";
 import { ropeTableData } from "../webgpu/kernels.js";
 import { DTYPE as DT, WasmKernels, WASM32_LIMIT, formatBytes } from "./kernels.js";
@@ -68,8 +69,8 @@ export function memoryNeeded(m, { contextLength, prefillChunk, threads }) {
   const c = m.config;
   const weights = m.shards.reduce((a, s) => a + s.bytes, 0);
   const kvDim = c.num_kv_heads * c.head_dim;
-  const kv = 2 * c.num_layers * contextLength * kvDim * 4;
   const C = Math.max(1, Math.min(prefillChunk, contextLength));
+  const kv = 2 * kvCacheLayout(c, contextLength, C).rows.reduce((a, r) => a + r, 0) * kvDim * 4;
   const widths = 4 * c.hidden_size + 4 * c.num_heads * c.head_dim + 3 * kvDim + c.intermediate_size
     + Math.max(c.hidden_size, c.intermediate_size, c.num_heads * c.head_dim);
   const acts = C * widths * 4 + c.vocab_size * 4 + threads * contextLength * 4;
@@ -253,12 +254,13 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
   const scores = k.alloc(threads * contextLength * 4, "attention scores");
   const picked = k.alloc(MAX_TOP_K * 8 + 64, "sampled ids");
 
-  // KV caches: [contextLength, kv_heads*head_dim] f32 per layer, K and V.
-  const kvBytes = contextLength * kvDim * 4;
+  // KV caches: [rows, kv_heads*head_dim] f32 per layer, K and V; rows = contextLength, or on a
+  // sliding-window layer a ring of window + chunk - 1 rows (graph.js kvCacheLayout, issue 12).
+  const kvLayout = kvCacheLayout(c, contextLength, C);
   const kCache = [], vCache = [];
   for (let i = 0; i < c.num_layers; i++) {
-    kCache.push(k.alloc(kvBytes, `the KV cache (layer ${i})`));
-    vCache.push(k.alloc(kvBytes, `the KV cache (layer ${i})`));
+    kCache.push(k.alloc(kvLayout.rows[i] * kvDim * 4, `the KV cache (layer ${i})`));
+    vCache.push(k.alloc(kvLayout.rows[i] * kvDim * 4, `the KV cache (layer ${i})`));
   }
 
   // RoPE tables (cos, sin per position): the WebGPU backend's table builder, one per theta.
@@ -401,13 +403,13 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
         const table = op.rotate === false ? { ptr: 0, half: 0 } : ropeTable(op.local);
         const q = act(op.q), kk = act(op.k), v = act(op.v), qOut = act(op.qOut);
         return (T, pos0) => ex.rope(q.ptr, kk.ptr, v.ptr, table.half ? qOut.ptr : 0, kCache[op.layer], vCache[op.layer],
-          table.ptr, T, pos0, heads, kvHeads, hd, table.half);
+          table.ptr, T, pos0, heads, kvHeads, hd, table.half, kvLayout.rows[op.layer]);
       }
       case "attention": {
         if (heads % kvHeads !== 0) throw new SitegenRuntimeError(`attention: heads (${heads}) must be a multiple of kv heads (${kvHeads}).`);
         const out = act(op.out), q = act(op.q);
         return (T, pos0) => k.split("attention", [out.ptr, q.ptr, kCache[op.layer], vCache[op.layer], T, pos0, heads,
-          kvHeads, hd, op.scale, op.softcap ?? 0, op.window ?? 0, scores, contextLength]);
+          kvHeads, hd, op.scale, op.softcap ?? 0, op.window ?? 0, scores, kvLayout.rows[op.layer]]);
       }
       case "moe":
         return moe(op);
@@ -492,7 +494,9 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
       return topk(kk, opt.allowed);
     },
     maxTopK: Math.min(MAX_TOP_K, pickable),
-    kvCacheBytes: 2 * c.num_layers * kvBytes,
+    kvCacheBytes: 2 * kvLayout.rows.reduce((a, r) => a + r, 0) * kvDim * 4,
+    kvCacheRows: kvLayout.rows,
+    kvRewind: kvLayout.rewind,
     destroy() {
       // The memory belongs to the backend (freed with it); nothing to release per model.
     },

@@ -136,6 +136,8 @@ export async function createBackend(manifest, options = {}) {
         // (the step is submitted synchronously by the call; its checks run when its choice is in)
         submitGreedy: (id, start) => checked(() => lowered.submitGreedy(id, start))(),
         kvCacheBytes: lowered.kvCacheBytes,
+        kvCacheRows: lowered.kvCacheRows,
+        kvRewind: lowered.kvRewind,
         destroy: lowered.destroy,
       };
     },

@@ -130,7 +130,7 @@ export const FAMILIES = {
   },
   rope: {
     file: "rope", entry: "main",
-    params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["half", "u32"], ["max_pos", "u32"]],
+    params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["half", "u32"], ["max_pos", "u32"], ["rows", "u32"]],
     bindings: [{ name: "table", kind: "read", type: "array<f32>" }, { name: "q", kind: "read", type: "array<f32>" },
       { name: "k", kind: "read", type: "array<f32>" }, { name: "v", kind: "read", type: "array<f32>" },
       { name: "q_out", kind: "rw", type: "array<f32>" },
@@ -139,14 +139,14 @@ export const FAMILIES = {
   attention: {
     file: "attention", entry: "main",
     params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["window", "u32"],
-      ["scale", "f32"], ["softcap", "f32"]],
+      ["scale", "f32"], ["softcap", "f32"], ["rows", "u32"]],
     bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "read", type: "array<f32>" },
       { name: "v_cache", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
   },
   attn_split: {
     file: "attention", entry: "split_main",
     params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["window", "u32"],
-      ["scale", "f32"], ["softcap", "f32"], ["chunk", "u32"], ["lpk", "u32"], ["splits", "u32"]],
+      ["scale", "f32"], ["softcap", "f32"], ["rows", "u32"], ["chunk", "u32"], ["lpk", "u32"], ["splits", "u32"]],
     bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "read", type: "array<f32>" },
       { name: "v_cache", kind: "read", type: "array<f32>" }, { name: "part", kind: "rw", type: "array<f32>" }],
   },
@@ -597,13 +597,16 @@ export class Kernels {
    * Rotary position embedding (rotate-half / NeoX on the first `2*half` dims
    * of each head) and the KV-cache append, in one dispatch per step:
    * q [tokens, heads*headDim] is rotated into qOut; k [tokens, kvHeads*headDim]
-   * is rotated into kCache[pos0 + t] and v copied into vCache[pos0 + t]
-   * (caches: [maxPositions, kvHeads*headDim] f32). q, k and v are only read,
+   * is rotated into kCache[(pos0 + t) mod cacheRows] and v copied into vCache[...]
+   * (caches: [cacheRows, kvHeads*headDim] f32; `cacheRows` defaults to what the buffer holds; a
+   * sliding-window layer's cache is a ring of fewer rows than the context, graph.js kvCacheLayout).
+   * q, k and v are only read,
    * so they may be ranges of one buffer (a fused q/k/v matvec's output).
    * `table` comes from `ropeTable` (cos/sin per position); without it (learned
    * positions) only the cache append happens and qOut is not written.
    * @param {{ q: BufferRef, k: BufferRef, v: BufferRef, qOut?: BufferRef | null, kCache: BufferRef, vCache: BufferRef,
-   *   heads: number, kvHeads: number, headDim: number, table?: { buffer: GPUBuffer, half: number, maxPositions: number } | null }} o
+   *   heads: number, kvHeads: number, headDim: number, table?: { buffer: GPUBuffer, half: number, maxPositions: number } | null,
+   *   cacheRows?: number }} o
    */
   rope(o) {
     const rotate = Boolean(o.table && o.table.half > 0);
@@ -611,7 +614,8 @@ export class Kernels {
     const key = `rope${rotate ? "" : ":norotate"}`;
     const k = this.#pipeline("rope", key, { ROTATE: rotate });
     const bg = this.#bindGroup("rope", k, { heads: o.heads, kv_heads: o.kvHeads, head_dim: o.headDim,
-      half: rotate ? /** @type {{half: number}} */ (o.table).half : 0, max_pos: o.table?.maxPositions ?? 0 },
+      half: rotate ? /** @type {{half: number}} */ (o.table).half : 0, max_pos: o.table?.maxPositions ?? 0,
+      rows: cacheRowsOf(o) },
     { table: o.table?.buffer ?? null, q: o.q, k: o.k, v: o.v, q_out: rotate ? /** @type {BufferRef} */ (o.qOut) : null,
       k_cache: o.kCache, v_cache: o.vCache });
     return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...this.#grid(tokens), 1] }));
@@ -638,9 +642,11 @@ export class Kernels {
    * and head h (kv head h / (heads / kvHeads)), over cached keys
    * j ≤ pos0 + t (and j > pos0 + t - window when `window` is set):
    * s = (q · k_j) * scale, then softcap * tanh(s / softcap) when `softcap`,
-   * softmax, out = Σ p_j v_j. q/out [tokens, heads*headDim]; caches as in `rope`.
+   * softmax, out = Σ p_j v_j. q/out [tokens, heads*headDim]; caches as in `rope` (key j in row
+   * j mod cacheRows).
    * @param {{ out: BufferRef, q: BufferRef, kCache: BufferRef, vCache: BufferRef, heads: number, kvHeads: number,
-   *   headDim: number, scale: number, softcap?: number | null, window?: number | null, impl?: "split" | "serial" }} o
+   *   headDim: number, scale: number, softcap?: number | null, window?: number | null, impl?: "split" | "serial",
+   *   cacheRows?: number }} o
    *   impl: force the split (decode) or the serial (prefill) kernel (tests); default: split for few tokens
    */
   attention(o) {
@@ -649,8 +655,9 @@ export class Kernels {
     const sg = this.features.subgroups;
     const key = `attention${sg ? ":sg" : ""}`;
     const k = this.#pipeline("attention", key, { SUBGROUPS: sg });
+    const cacheRows = cacheRowsOf(o);
     const params = { heads: o.heads, kv_heads: o.kvHeads, head_dim: o.headDim, window: o.window ?? 0, scale: o.scale,
-      softcap: o.softcap ?? 0 };
+      softcap: o.softcap ?? 0, rows: cacheRows };
     const bg = this.#bindGroup("attention", k, params, { q: o.q, k_cache: o.kCache, v_cache: o.vCache, out: o.out });
     const serial = { pipeline: k.pipeline, bindGroup: bg };
 
@@ -660,8 +667,6 @@ export class Kernels {
     // is under `splits` blocks, so a short context launches no empty workgroups), walked in blocks of
     // CH keys; LPK lanes per key score it: G' * CH * LPK = WG (G' = G rounded up to a power of 2).
     const G = o.heads / o.kvHeads;
-    const kvd = o.kvHeads * o.headDim;
-    const cacheRows = Math.floor(bufferRefSize(o.kCache) / (4 * kvd));
     const chunk = Math.min(16, WG / pow2ceil(G));
     const lpk = WG / (pow2ceil(G) * chunk);
     // (at most WG spans: attn_combine reads one per invocation)
@@ -985,6 +990,20 @@ function weightParams(name, w) {
   }
   return { [`${name}_k`]: w.cols, [`${name}_so`]: quant ? /** @type {number} */ (w.scalesOffset) / 4 : 0,
     [`${name}_r0`]: w.rowOffset ?? 0 };
+}
+
+/**
+ * The rows of a KV cache (`rope`, `attention`): `cacheRows` when given (a sliding-window layer's
+ * ring), else as many as the K buffer holds.
+ * @param {{ kCache: BufferRef, kvHeads: number, headDim: number, cacheRows?: number }} o
+ */
+function cacheRowsOf(o) {
+  const held = Math.floor(bufferRefSize(o.kCache) / (4 * o.kvHeads * o.headDim));
+  const rows = o.cacheRows ?? held;
+  if (!(Number.isInteger(rows) && rows >= 1 && rows <= held)) {
+    throw new SitegenRuntimeError(`KV cache: ${rows} rows asked of a buffer holding ${held}.`);
+  }
+  return rows;
 }
 
 /**

@@ -9,6 +9,7 @@
 import { InvalidRequestError, SitegenRuntimeError } from "../../errors.js";
 import { checkStep } from "../../backend.js";
 import { lowerMoe } from "./moe.js";
+import { kvCacheLayout } from "../../graph.js";
 
 /**
  * @typedef {import("./kernels.js").Kernels} Kernels
@@ -111,13 +112,14 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
     return r;
   };
 
-  // KV cache: [contextLength, kv_heads*head_dim] f32 per layer, K and V.
-  const kvBytes = contextLength * kvDim * 4;
+  // KV cache: [rows, kv_heads*head_dim] f32 per layer, K and V; rows = contextLength, or on a
+  // sliding-window layer a ring of window + chunk - 1 rows (graph.js kvCacheLayout, issue 12).
+  const kvLayout = kvCacheLayout(c, contextLength, C);
   /** @type {GPUBuffer[]} */
   const kCache = [], vCache = [];
   for (let i = 0; i < c.num_layers; i++) {
-    kCache.push(buffer(`k cache ${i}`, kvBytes));
-    vCache.push(buffer(`v cache ${i}`, kvBytes));
+    kCache.push(buffer(`k cache ${i}`, kvLayout.rows[i] * kvDim * 4));
+    vCache.push(buffer(`v cache ${i}`, kvLayout.rows[i] * kvDim * 4));
   }
 
   // RoPE tables: one per theta (Gemma 3's sliding layers use rope_local_theta). `rope_scaling`
@@ -206,11 +208,11 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       case "rope": {
         const table = op.rotate === false ? null : ropeTable(op.local);  // NoPE layer: cache append only
         return [k.rope({ q: act(op.q), k: act(op.k), v: act(op.v), qOut: table ? act(op.qOut) : null,
-          kCache: kCache[op.layer], vCache: vCache[op.layer], heads, kvHeads, headDim: hd, table })];
+          kCache: kCache[op.layer], vCache: vCache[op.layer], cacheRows: kvLayout.rows[op.layer], heads, kvHeads, headDim: hd, table })];
       }
       case "attention":
         return [k.attention({ out: act(op.out), q: act(op.q), kCache: kCache[op.layer], vCache: vCache[op.layer],
-          heads, kvHeads, headDim: hd, scale: op.scale, softcap: op.softcap, window: op.window })];
+          cacheRows: kvLayout.rows[op.layer], heads, kvHeads, headDim: hd, scale: op.scale, softcap: op.softcap, window: op.window })];
       case "moe":  // issue 12: router, top-k and experts on the GPU (moe.js)
         return lowerMoe(op, { kernels: k, hidden: c.hidden_size, chunk: C, out: act(op.out), x: act(op.x), parts, buffer,
           linear: (o) => linear(o), scratch: moeScratch });
@@ -458,8 +460,11 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       /** @type {{ ids: Int32Array, logits: Float32Array }} */ (await run(tokenIds, start, { kind: "topk", k: topK, allowed: opt.allowed })),
     profile,
     submitGreedy,
-    /** Bytes of the KV cache. */
-    kvCacheBytes: 2 * c.num_layers * kvBytes,
+    /** Bytes of the KV cache (K and V of every layer). */
+    kvCacheBytes: 2 * kvLayout.rows.reduce((a, r) => a + r, 0) * kvDim * 4,
+    /** KV-cache rows of each layer, and how far behind its furthest write a pass may start (graph.js kvCacheLayout). */
+    kvCacheRows: kvLayout.rows,
+    kvRewind: kvLayout.rewind,
     /** Kernel ops recorded per decode step (dispatches, one per weight part). */
     opsPerStep: [...body, ...headLast].reduce((a, op) => a + op.dispatches(1, 0), 0),
     destroy() {

@@ -425,13 +425,16 @@ EXPORT(norm) void norm(float* out, const float* x, int T, int n, int heads, cons
 }
 
 // RoPE (rotate-half on the first 2*half dims of each head) and the KV-cache append for
-// tokens at positions pos0..: q_out[t] = rotate(q[t]) (when half > 0), k_cache[pos] =
-// rotate(k[t]), v_cache[pos] = v[t]. table [positions, half, 2] (cos, sin).
+// tokens at positions pos0..: q_out[t] = rotate(q[t]) (when half > 0), k_cache[pos mod rows] =
+// rotate(k[t]), v_cache[pos mod rows] = v[t]. table [positions, half, 2] (cos, sin).
+// rows: the cache's rows, a ring on a sliding-window layer (runtime/graph.js kvCacheLayout);
+// rows <= 0 (a caller that passes none) is a cache as long as the positions.
 EXPORT(rope) void rope(const float* q, const float* k, const float* v, float* q_out, float* kc, float* vc,
-                       const float* table, int T, int pos0, int heads, int kv_heads, int hd, int half) {
+                       const float* table, int T, int pos0, int heads, int kv_heads, int hd, int half, int rows) {
   int kvd = kv_heads * hd;
   for (int t = 0; t < T; t++) {
     int pos = pos0 + t;
+    int row = rows > 0 ? pos % rows : pos;
     const float* cs = table + (long)pos * half * 2;
     if (half > 0) {
       for (int h = 0; h < heads; h++) {
@@ -447,7 +450,7 @@ EXPORT(rope) void rope(const float* q, const float* k, const float* v, float* q_
     }
     for (int h = 0; h < kv_heads; h++) {
       const float* ki = k + (long)t * kvd + h * hd;
-      float* ko = kc + (long)pos * kvd + h * hd;
+      float* ko = kc + (long)row * kvd + h * hd;
       for (int d = 0; d < half; d++) {
         float c = cs[2 * d], s = cs[2 * d + 1];
         ko[d] = ki[d] * c - ki[d + half] * s;
@@ -456,7 +459,7 @@ EXPORT(rope) void rope(const float* q, const float* k, const float* v, float* q_
       for (int d = 2 * half; d < hd; d++) ko[d] = ki[d];
     }
     const float* vi = v + (long)t * kvd;
-    float* vo = vc + (long)pos * kvd;
+    float* vo = vc + (long)row * kvd;
     for (int e = 0; e < kvd; e++) vo[e] = vi[e];
   }
 }
@@ -474,7 +477,10 @@ INLINE float dot_hd(const float* a, const float* b, int n) {
 // head h (kv head h / (heads / kv_heads)) sees keys j <= pos (and j > pos - window when
 // window > 0): s_j = q·k_j * scale (softcap * tanh(s / softcap) when softcap > 0), softmax,
 // out = Σ p_j v_j. The part's share is a range of (token, head) pairs; `scratch` holds
-// one score per position for each part (parts * positions floats).
+// `positions` scores for each part (parts * positions floats).
+// `positions`: the cache's rows; key j lies in row j mod positions, a ring on a sliding-window
+// layer (runtime/graph.js kvCacheLayout), the whole context elsewhere. The keys a query sees
+// (at most the window, or the context) never outnumber the rows.
 EXPORT(attention) void attention(float* out, const float* q, const float* kc, const float* vc, int T, int pos0,
                                  int heads, int kv_heads, int hd, float scale, float softcap, int window,
                                  float* scratch, int positions, int part, int parts) {
@@ -487,27 +493,28 @@ EXPORT(attention) void attention(float* out, const float* q, const float* kc, co
     int j0 = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
     const float* qh = q + (long)t * heads * hd + h * hd;
     int kvo = (h / group) * hd;
+    int n = pos - j0 + 1, r0 = j0 % positions;  // keys j0..pos; key j0 + i is in row r0 + i, wrapped
     float m = -3.4e38f;
-    for (int j = j0; j <= pos; j++) {
-      float s = dot_hd(qh, kc + (long)j * kvd + kvo, hd) * scale;
+    for (int i = 0, r = r0; i < n; i++, r = r + 1 == positions ? 0 : r + 1) {
+      float s = dot_hd(qh, kc + (long)r * kvd + kvo, hd) * scale;
       if (softcap > 0) s = softcap * tanh_f(s / softcap);
-      sc[j] = s;
+      sc[i] = s;
       if (s > m) m = s;
     }
     float sum = 0;
-    for (int j = j0; j <= pos; j++) { float e = exp_f(sc[j] - m); sc[j] = e; sum += e; }
+    for (int i = 0; i < n; i++) { float e = exp_f(sc[i] - m); sc[i] = e; sum += e; }
     float inv = 1.0f / sum;
     float* o = out + (long)t * heads * hd + h * hd;
     int d = 0;
     for (; d + 4 <= hd; d += 4) {
       v128_t acc = wasm_f32x4_splat(0);
-      for (int j = j0; j <= pos; j++)
-        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_splat(sc[j]), wasm_v128_load(vc + (long)j * kvd + kvo + d)));
+      for (int i = 0, r = r0; i < n; i++, r = r + 1 == positions ? 0 : r + 1)
+        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_splat(sc[i]), wasm_v128_load(vc + (long)r * kvd + kvo + d)));
       wasm_v128_store(o + d, wasm_f32x4_mul(acc, wasm_f32x4_splat(inv)));
     }
     for (; d < hd; d++) {
       float acc = 0;
-      for (int j = j0; j <= pos; j++) acc += sc[j] * vc[(long)j * kvd + kvo + d];
+      for (int i = 0, r = r0; i < n; i++, r = r + 1 == positions ? 0 : r + 1) acc += sc[i] * vc[(long)r * kvd + kvo + d];
       o[d] = acc * inv;
     }
   }

@@ -1,11 +1,11 @@
 // RoPE (rotate-half, on the first 2*half dims of each head) and the KV-cache
-// append, one workgroup per token at position pos = pos0 + t:
+// append, for each token at position pos = pos0 + t:
 //   q_out[t] = rotate(q[t]); k_cache[pos mod rows] = rotate(k[t]); v_cache[pos mod rows] = v[t].
 // P.rows: the cache's rows, a ring on a sliding-window layer (graph.js kvCacheLayout);
 // the whole context elsewhere, where pos mod rows = pos.
 // q, k, v are read-only, so they can be ranges of one buffer (fused q/k/v).
 // table: [max_pos, half, 2] (cos, sin), built in float64 by kernels.js.
-// Grid: tokens (split over x/y).
+// Grid: (tokens split over x/y, slices of WG elements of [q | k and v] over z).
 
 fn cos_sin(pos: u32, i: u32) -> vec2<f32> {
   let b = (pos * P.half + i) * 2u;
@@ -20,37 +20,41 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   let pos = S.pos0 + t;
   let hd = P.head_dim;
   let half = P.half;
-  if (ROTATE) {
+  // One element per invocation: q's heads * hd (when rotating), then k's and v's kvd. A decode
+  // step is one token: walking its ~3k elements in one workgroup was a chain of ~10 dependent
+  // load rounds (11 us a layer on an H200), so the elements are spread over grid.z workgroups.
+  let nq = select(0u, P.heads * hd, ROTATE);
+  let e = wid.z * WG + lid;
+  if (e < nq) {
     let qb = t * P.heads * hd;
-    for (var e = lid; e < P.heads * hd; e += WG) {
-      let d = e % hd;
-      var val = q[qb + e];
-      if (d < half) {
-        let cs = cos_sin(pos, d);
-        val = q[qb + e] * cs.x - q[qb + e + half] * cs.y;
-      } else if (d < 2u * half) {
-        let cs = cos_sin(pos, d - half);
-        val = q[qb + e] * cs.x + q[qb + e - half] * cs.y;
-      }
-      q_out[qb + e] = val;
+    let d = e % hd;
+    var val = q[qb + e];
+    if (d < half) {
+      let cs = cos_sin(pos, d);
+      val = q[qb + e] * cs.x - q[qb + e + half] * cs.y;
+    } else if (d < 2u * half) {
+      let cs = cos_sin(pos, d - half);
+      val = q[qb + e] * cs.x + q[qb + e - half] * cs.y;
     }
+    q_out[qb + e] = val;
+    return;
   }
   let kvd = P.kv_heads * hd;
+  let ek = e - nq;
+  if (ek >= kvd) { return; }
   let row = pos % P.rows;
-  for (var e = lid; e < kvd; e += WG) {
-    let src = t * kvd + e;
-    let d = e % hd;
-    var val = k[src];
-    if (ROTATE && d < 2u * half) {
-      if (d < half) {
-        let cs = cos_sin(pos, d);
-        val = k[src] * cs.x - k[src + half] * cs.y;
-      } else {
-        let cs = cos_sin(pos, d - half);
-        val = k[src] * cs.x + k[src - half] * cs.y;
-      }
+  let src = t * kvd + ek;
+  let d = ek % hd;
+  var val = k[src];
+  if (ROTATE && d < 2u * half) {
+    if (d < half) {
+      let cs = cos_sin(pos, d);
+      val = k[src] * cs.x - k[src + half] * cs.y;
+    } else {
+      let cs = cos_sin(pos, d - half);
+      val = k[src] * cs.x + k[src - half] * cs.y;
     }
-    k_cache[row * kvd + e] = val;
-    v_cache[row * kvd + e] = v[src];
   }
+  k_cache[row * kvd + ek] = val;
+  v_cache[row * kvd + ek] = v[src];
 }

@@ -462,7 +462,7 @@ _add_rope("rope-ring7-wraps", heads=3, kv_heads=1, head_dim=16, rotary_dim=16, t
 # ---- attention
 
 def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None, softcap=None, scale=None, impl=None,
-                   ring=None):
+                   ring=None, max_tokens=None):
     """ring: the cache is a ring of that many rows (a sliding-window layer's, issue 12): key p in row p mod ring,
     the rows holding the last `ring` positions written; the buffer has 2 more rows of garbage past them."""
     scale = scale or head_dim ** -0.5
@@ -503,6 +503,8 @@ def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None,
         opts["impl"] = impl
     if ring:
         opts["cacheRows"] = ring
+    if max_tokens:
+        opts["maxTokens"] = max_tokens
     for variant in VARIANTS:
         B.add(f"{cid}-{variant}", variant=variant, step=(tokens, pos0),
               buffers={"q": q, "kc": kbuf, "vc": vbuf, "out": np.zeros_like(q)},
@@ -525,6 +527,15 @@ _add_attention("attn-split-g3-d64-odd", heads=9, kv_heads=3, head_dim=64, tokens
 # Spans longer than a block (16 keys; 8 when G = 32): the online softmax across blocks within a workgroup.
 _add_attention("attn-split-g4-1500keys-blocks", heads=32, kv_heads=8, head_dim=64, tokens=2, pos0=1500)
 _add_attention("attn-split-g32-blocks", heads=32, kv_heads=1, head_dim=64, tokens=1, pos0=1300, softcap=30.0)
+# A prefill chunk on the split kernel (the default on a GPU; forced here, where the adapters are CPUs):
+# 4 spans per token, the first chunk (most spans empty for the first tokens), a window, a ring, G = 1.
+_add_attention("attn-split-prefill-t70", heads=8, kv_heads=2, head_dim=64, tokens=70, pos0=0, impl="split", max_tokens=70)
+_add_attention("attn-split-prefill-t40-window-softcap", heads=4, kv_heads=1, head_dim=32, tokens=40, pos0=300, window=100,
+               softcap=20.0, impl="split", max_tokens=64)
+_add_attention("attn-split-prefill-ring", heads=4, kv_heads=2, head_dim=64, tokens=20, pos0=200, window=50, ring=69,
+               impl="split", max_tokens=20)
+_add_attention("attn-split-prefill-g1-d256", heads=2, kv_heads=2, head_dim=256, tokens=12, pos0=100, impl="split",
+               max_tokens=16)
 _add_attention("attn-serial-decode-300keys", heads=4, kv_heads=2, head_dim=64, tokens=1, pos0=300, impl="serial")
 _add_attention("attn-serial-t3-window", heads=3, kv_heads=1, head_dim=16, tokens=3, pos0=9, window=4, impl="serial")
 # Rings of window + tokens - 1 rows (or more), the visible keys wrapping past the last row: the prefill

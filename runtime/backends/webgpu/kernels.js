@@ -618,7 +618,9 @@ export class Kernels {
       rows: cacheRowsOf(o) },
     { table: o.table?.buffer ?? null, q: o.q, k: o.k, v: o.v, q_out: rotate ? /** @type {BufferRef} */ (o.qOut) : null,
       k_cache: o.kCache, v_cache: o.vCache });
-    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...this.#grid(tokens), 1] }));
+    // one invocation per element of q (when rotating) and of k/v (rope.wgsl)
+    const slices = Math.ceil(((rotate ? o.heads : 0) + o.kvHeads) * o.headDim / WG);
+    return new KernelOp(this, key, (tokens) => ({ pipeline: k.pipeline, bindGroup: bg, grid: [...this.#grid(tokens), slices] }));
   }
 
   /**
@@ -646,8 +648,10 @@ export class Kernels {
    * j mod cacheRows).
    * @param {{ out: BufferRef, q: BufferRef, kCache: BufferRef, vCache: BufferRef, heads: number, kvHeads: number,
    *   headDim: number, scale: number, softcap?: number | null, window?: number | null, impl?: "split" | "serial",
-   *   cacheRows?: number }} o
-   *   impl: force the split (decode) or the serial (prefill) kernel (tests); default: split for few tokens
+   *   cacheRows?: number, maxTokens?: number }} o
+   *   impl: force the split or the serial kernel (tests); default: split for a step of few tokens, and
+   *   on a GPU ("gpu" tuning) for a prefill chunk of up to `maxTokens` tokens too
+   *   maxTokens: the most tokens a step of this op has (the prefill chunk; default MATVEC_MAX_TOKENS)
    */
   attention(o) {
     if (o.heads % o.kvHeads !== 0) throw new SitegenRuntimeError(`attention: heads (${o.heads}) must be a multiple of kvHeads (${o.kvHeads}).`);
@@ -678,19 +682,36 @@ export class Kernels {
     /** @type {(tokens: number, pos0: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number] }} */
     let first = (tokens) => ({ ...serial, grid: [o.heads, tokens, 1] });
     if (canSplit) {
-      const part = this.#scratch("attention", MATVEC_MAX_TOKENS * o.heads * splits * (o.headDim + 2) * 4);
+      // A prefill chunk runs the split kernel too, with fewer spans per token (its tokens already give
+      // kv heads x tokens workgroups): the serial kernel walks a (head, token)'s keys one per invocation
+      // with uncoalesced loads, and reads each key once per query head of the group. Not on a CPU
+      // adapter, where the split kernel's barriers cost more than its parallelism gains (SwiftShader).
+      const maxTokens = Math.max(MATVEC_MAX_TOKENS, o.maxTokens ?? MATVEC_MAX_TOKENS);
+      const prefillSplit = maxTokens > MATVEC_MAX_TOKENS && (o.impl === "split" || (!o.impl && this.tuning === "gpu"));
+      const splitsP = Math.min(splits, 4);
+      const part = this.#scratch("attention", Math.max(MATVEC_MAX_TOKENS * splits, prefillSplit ? maxTokens * splitsP : 0) *
+        o.heads * (o.headDim + 2) * 4);
       const sk = this.#pipeline("attn_split", "attn_split", {});
-      const sbg = this.#bindGroup("attn_split", sk, { ...params, chunk, lpk, splits },
-        { q: o.q, k_cache: o.kCache, v_cache: o.vCache, part });
       const ck = this.#pipeline("attn_combine", "attn_combine", {});
-      const cbg = this.#bindGroup("attn_combine", ck, { heads: o.heads, head_dim: o.headDim, chunk, splits }, { part, out: o.out });
-      // (the partial sums are sized for MATVEC_MAX_TOKENS tokens: a longer step runs the serial kernel)
-      const useSplit = (/** @type {number} */ tokens) => tokens <= MATVEC_MAX_TOKENS;
+      // One pair of bind groups per span count (the part layout's stride).
+      const groups = (/** @type {number} */ n) => ({
+        split: this.#bindGroup("attn_split", sk, { ...params, chunk, lpk, splits: n }, { q: o.q, k_cache: o.kCache, v_cache: o.vCache, part }),
+        combine: this.#bindGroup("attn_combine", ck, { heads: o.heads, head_dim: o.headDim, chunk, splits: n }, { part, out: o.out }),
+        n });
+      const decode = groups(splits);
+      const prefill = prefillSplit ? groups(splitsP) : null;
+      // (the partial sums are sized for maxTokens tokens: a longer step runs the serial kernel)
+      const pick = (/** @type {number} */ tokens) => (tokens <= MATVEC_MAX_TOKENS ? decode : tokens <= maxTokens ? prefill : null);
       const serialFirst = first;
-      first = (tokens, pos0) => (useSplit(tokens)
-        ? { pipeline: sk.pipeline, bindGroup: sbg, grid: [o.kvHeads, Math.min(splits, Math.ceil((pos0 + tokens) / chunk)), tokens] }
-        : serialFirst(tokens, pos0));
-      second = (tokens) => (useSplit(tokens) ? { pipeline: ck.pipeline, bindGroup: cbg, grid: [o.heads, tokens, 1] } : null);
+      first = (tokens, pos0) => {
+        const g = pick(tokens);
+        return g ? { pipeline: sk.pipeline, bindGroup: g.split, grid: [o.kvHeads, Math.min(g.n, Math.ceil((pos0 + tokens) / chunk)), tokens] }
+          : serialFirst(tokens, pos0);
+      };
+      second = (tokens) => {
+        const g = pick(tokens);
+        return g ? { pipeline: ck.pipeline, bindGroup: g.combine, grid: [o.heads, tokens, 1] } : null;
+      };
     }
     return new KernelOp(this, key, first, second);
   }

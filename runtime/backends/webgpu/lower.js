@@ -212,7 +212,8 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       }
       case "attention":
         return [k.attention({ out: act(op.out), q: act(op.q), kCache: kCache[op.layer], vCache: vCache[op.layer],
-          cacheRows: kvLayout.rows[op.layer], heads, kvHeads, headDim: hd, scale: op.scale, softcap: op.softcap, window: op.window })];
+          cacheRows: kvLayout.rows[op.layer], heads, kvHeads, headDim: hd, scale: op.scale, softcap: op.softcap, window: op.window,
+          maxTokens: C })];
       case "moe":  // issue 12: router, top-k and experts on the GPU (moe.js)
         return lowerMoe(op, { kernels: k, hidden: c.hidden_size, chunk: C, out: act(op.out), x: act(op.x), parts, buffer,
           linear: (o) => linear(o), scratch: moeScratch });

@@ -1,7 +1,8 @@
 """The sample sites double as integration fixtures: each builds, and builds byte-identically.
 
-Converting the samples' model (SmolLM2-135M, installed as a Python package) takes ~20 s the
-first time; the cache under tests/artifacts/ makes later runs fast.
+Converting the samples' models (SmolLM2-135M, and Gemma 3 270M for ``gemma3-story``, each installed
+as a Python package) takes ~20 s each the first time; the cache under tests/artifacts/ makes later
+runs fast.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def _tree(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_there_are_the_three_samples():
-    assert {"birthday-card", "chat", "zh-hant-writer"} <= set(SAMPLES)
+def test_there_are_the_samples():
+    assert {"birthday-card", "chat", "zh-hant-writer", "gemma3-story"} <= set(SAMPLES)
 
 
 @pytest.mark.slow
@@ -56,3 +57,13 @@ def test_sample_builds_byte_identically(sample, tmp_path):
         assert form["responses"] == 1 and form["followups"][0]["label"] == "Merge the drafts"
         # the three drafts come back as one reply's data (issue 17)
         assert cfg["output"]["schema"]["properties"]["drafts"]["maxItems"] == 3 and cfg["output"]["show"] == "cards"
+    if sample == "gemma3-story":
+        # The GGUF has no chat template: the spec's hand-written one, completion-style (the turns run
+        # together with nothing around them), is what the manifest carries.
+        assert manifest["config"]["architecture"] == "gemma3", manifest["config"]
+        template = manifest["chat_template"]
+        assert template["start"] == template["bos"] == "<bos>" and template["add_bos"] is True
+        assert template["generation_prompt"] == "" and template["roles"]["system"] is None
+        for role in ("user", "assistant"):
+            assert template["roles"][role]["prefix"] == template["roles"][role]["suffix"] == ""
+        assert cfg["app"]["layout"] == "form" and cfg["prompts"]["form"]["followups"][0]["label"] == "Add a twist"

@@ -1,6 +1,7 @@
 """Long contexts (issue 12, item 3): a 4096-token prompt on a tiny model of every family against
-transformers at its last positions, in the numpy reference for every family and in the WebGPU
-engine (Node + Dawn) for the families whose long-context machinery differs.
+transformers at its last positions, in the numpy reference and in the runtime's WebAssembly CPU
+backend (Node) for every family, and in the WebGPU engine (Node + Dawn) for the families whose
+long-context machinery differs.
 
 Each model is tiny (hidden 64, 2-3 layers) with max_position_embeddings 4096. Both runtimes
 prefill the first 4090 tokens (the engine in chunks of its default prefill size, so the KV cache is
@@ -9,13 +10,14 @@ at positions ~4090); the 7 logits rows (positions 4089..4095) are compared with 
 for the whole prompt. The sliding-window families (Mistral 8, Gemma 2/3 6, Mixtral 12, Qwen2 and
 SmolLM3 variants with sliding layers) see prompts hundreds of windows long.
 
-Engine cases: Gemma 3 (sliding and full layers with two RoPE bases, linear RoPE scaling, q/k norms)
-and Mixtral (every layer sliding, experts). The engine is not run on every family at 4k because a 4k
-prefill on the CPU Vulkan drivers of CI costs minutes per model (measured on this 2-core machine
-under load: lavapipe ~5 min, SwiftShader ~10 min for one 4k prompt of a tiny model); every family runs
-in the engine at short contexts (test_engine.py, test_engine_models.py), and what changes with
-length (RoPE positions, KV-cache offsets, the attention span, window masks) is shared by them all.
-The engine runs on lavapipe when it is installed (several times faster here), else SwiftShader.
+The Wasm backend runs every case (all 18 in one Node process, ~2 s each on this 2-core machine). The
+WebGPU engine runs Gemma 3 (sliding and full layers with two RoPE bases, linear RoPE scaling, q/k
+norms) and Mixtral (every layer sliding, experts) only, because a 4k prefill on the CPU Vulkan
+drivers of CI costs minutes per model (measured on this 2-core machine under load: lavapipe ~5 min,
+SwiftShader ~10 min for one 4k prompt of a tiny model); every family runs in the WebGPU engine at
+short contexts (test_engine.py, test_engine_models.py), and the graph (RoPE positions, KV-cache
+offsets, the attention span, window masks) is the one the Wasm backend runs at 4k. The WebGPU engine
+runs on lavapipe when it is installed (several times faster here), else SwiftShader.
 
 Bound: 1e-4 × the range of transformers' logits at those positions, as at short contexts. Nothing
 is loosened for length: our RoPE angles are exact (float64 tables) while transformers rounds
@@ -115,26 +117,26 @@ def _engine_env() -> dict:
     return {**os.environ, "VK_ICD_FILENAMES": lvp[0], "GALLIVM_PERF": "nopt"}
 
 
-@pytest.fixture(scope="module")
-def engine_run(built):
+def _run_engine(built, cases: list[str], options: str, env: dict) -> dict:
+    """One Node process: for each case, the 7 logits rows of an engine created with `options` (a JS object
+    literal's body); and, on the first case, the context-limit checks (they cost no second 4k prefill)."""
     import subprocess
 
     get, tokens = built
-    folders = {c: str(get(c)[0]) for c in ENGINE_CASES}
+    folders = {c: str(get(c)[0]) for c in cases}
     script = f"""
     import {{ createEngine }} from "./runtime/engine.js";
     const ids = Int32Array.from({json.dumps(tokens)});
     const out = {{}};
     for (const [name, dir] of Object.entries({json.dumps(folders)})) {{
       try {{
-        // f32 compute: "auto" would take f16 arithmetic on lavapipe (it has shader-f16)
-        const e = await createEngine({{ modelDir: dir, contextLength: {N}, warmup: false, compute: "f32" }});
+        const e = await createEngine({{ modelDir: dir, contextLength: {N}, warmup: false, {options} }});
         const rows = [Array.from(await e.model.forward(ids.subarray(0, {PREFILL}), 0))];
         for (let p = {PREFILL}; p < {N}; p++) rows.push(Array.from(await e.model.forward(ids.subarray(p, p + 1), p)));
         out[name] = rows;
-        if (name === {json.dumps(ENGINE_CASES[0])}) {{
-          // the context limit, where it costs no second 4k prefill: a prompt that fills the window is
-          // refused before any work, and the backend refuses a position past the cache
+        if (name === {json.dumps(cases[0])}) {{
+          // a prompt that fills the window is refused before any work, and the backend refuses a
+          // position past the cache
           try {{ const g = e.generate({{ promptIds: Array.from(ids) }}); await g.next(); out.full = "no error"; }}
           catch (err) {{ out.full = err.name; }}
           try {{ await e.model.forward(ids.subarray(0, 1), {N}); out.beyond = "no error"; }}
@@ -146,19 +148,28 @@ def engine_run(built):
     console.log(JSON.stringify(out));
     """
     proc = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True,
-                          env=_engine_env(), cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          timeout=3600)
+                          env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _check_engine(built, out: dict, cases: list[str], what: str) -> None:
+    get, _ = built
+    errors = {c: out[c] for c in cases if isinstance(out[c], str)}
+    assert not errors, errors
+    _check({c: np.array(out[c]) for c in cases}, {c: get(c)[1] for c in cases}, what)
+
+
+@pytest.fixture(scope="module")
+def engine_run(built):
+    # f32 compute: "auto" would take f16 arithmetic on lavapipe (it has shader-f16)
+    return _run_engine(built, ENGINE_CASES, 'compute: "f32"', _engine_env())
 
 
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_engine_4k_prompt_matches_transformers_at_the_last_positions(built, engine_run):
-    get, _ = built
-    errors = {c: engine_run[c] for c in ENGINE_CASES if isinstance(engine_run[c], str)}
-    assert not errors, errors
-    _check({c: np.array(engine_run[c]) for c in ENGINE_CASES}, {c: get(c)[1] for c in ENGINE_CASES}, "engine")
+    _check_engine(built, engine_run, ENGINE_CASES, "engine (WebGPU)")
 
 
 @pytest.mark.gpu
@@ -168,3 +179,11 @@ def test_context_limit_policy_at_4k(engine_run):
     test_engine.py's 12 + 4 in a window of 16, without a second 4k prefill here.)"""
     assert engine_run["full"] == "ContextWindowExceededError"
     assert engine_run["beyond"] == f"forward: positions {N}..{N} exceed the KV cache ({N})."
+
+
+def test_wasm_engine_4k_prompt_matches_transformers_at_the_last_positions(built):
+    """Every case on the CPU backend (one thread), with the same context-limit checks (~2 s a case)."""
+    out = _run_engine(built, list(CASES), 'backend: "wasm", threads: 1', dict(os.environ))
+    _check_engine(built, out, list(CASES), "engine (Wasm)")
+    assert out["full"] == "ContextWindowExceededError"
+    assert out["beyond"] == f"forward: positions {N}..{N} exceed the KV cache ({N})."

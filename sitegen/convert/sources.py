@@ -71,13 +71,13 @@ def _local(ref: str, path: Path, origin: str, revision: str | None = None) -> Re
     raise ConvertError(f"model source not found: {path}", file=ref if origin == "local" else None)
 
 
-def resolve(source: str | os.PathLike, *, spec_dir: Path | None = None, cache_dir: Path | None = None) -> Resolved:
+def resolve(source: str | os.PathLike, *, spec_dir: Path | None = None, cache_dir: str | os.PathLike | None = None) -> Resolved:
     """Find the files of ``source`` (see the module docstring for the accepted forms)."""
     ref = str(source)
     if ref.startswith("hf:"):
         return _resolve_hub(ref)
     if ref.startswith("package:"):
-        return _resolve_package(ref, cache_dir or default_cache_dir())
+        return _resolve_package(ref, Path(cache_dir) if cache_dir else default_cache_dir())
     path = Path(ref).expanduser()
     if not path.is_absolute() and spec_dir is not None:
         path = Path(spec_dir) / path

@@ -4,9 +4,12 @@
 //       mask time per token along real documents tokenized by the real tokenizer (no model):
 //       warm (the engine's case: masks cached by grammar state) and cold (cache cleared every
 //       step: every mask computed by a trie walk), plus the one-off vocabulary index.
-//   node bench/grammar_bench.mjs --model DIR [--tokens 64]
+//   node bench/grammar_bench.mjs --model DIR [--tokens 64] [--backend webgpu|wasm]
 //       a whole model (Node + WebGPU: the GPU machine): decode ms/token of the same greedy request
-//       with and without response_format, and the mask's share of a step.
+//       with and without response_format, and the mask's share of a step. DIR needs its real
+//       tokenizer for the mask to cost what it costs: a random-weight model from
+//       `bench/random_model.py CONFIG OUT --tokenizer VOCAB.json` has one. Each constrained reply
+//       that stops must parse as JSON (else this exits 1: the mask did not hold).
 //
 // VOCAB.json: a converted model's manifest.json, or a manifest `tokenizer` object; write the
 // SmolLM2 (49k) and Llama 3 (128k) ones with `python bench/grammar_vocab.py OUT_DIR`.
@@ -94,28 +97,45 @@ function vocabBench(/** @type {string} */ path) {
   return { vocab: path, vocabSize: tok.vocabSize, indexMs, rows };
 }
 
+// The model mode's second schema: a random-weight model's greedy reply to the birthday drafts
+// repeats one token inside the first string, where the mask is cached and costs microseconds;
+// here every token is structure, an enum or a bounded number (a mask at every state), up to the
+// token limit (minItems keeps a random model from closing the array at once).
+const RECORDS = {
+  name: "records (enums, bounded integers)",
+  schema: { type: "array", minItems: 50, maxItems: 100, items: { type: "object", required: ["kind", "n"], properties: {
+    kind: { enum: ["tea", "scone", "jam", "cake"] }, n: { type: "integer", minimum: -50, maximum: 5000 } } } },
+};
+
 async function modelBench(/** @type {string} */ dir) {
   const { createEngine } = await import("../runtime/engine.js");
   const n = Number(opt("--tokens") ?? 64);
-  const e = await createEngine({ modelDir: dir });
+  const backend = /** @type {"webgpu" | "wasm" | undefined} */ (opt("--backend"));
+  const e = await createEngine({ modelDir: dir, ...(backend ? { backend } : {}) });
   const messages = [{ role: "user", content: "Write three short birthday card messages for Rose, as JSON." }];
-  const schema = CASES[0].schema;
-  const out = {};
-  for (const [label, extra] of /** @type {[string, any][]} */ ([["plain", {}],
-    ["json_schema", { response_format: { type: "json_schema", json_schema: { name: "drafts", schema } } }]])) {
+  /** @param {any} extra @param {boolean} constrained */
+  const time = async (extra, constrained) => {
     const runs = [];
     for (let r = 0; r < repeat; r++) {
       e.resetCache();
       const reply = await e.chat.completions.create({ messages, max_tokens: n, temperature: 0, ...extra });
+      const text = reply.choices[0].message.content ?? "";
+      const finish = reply.choices[0].finish_reason;
+      if (constrained && finish === "stop") JSON.parse(text);  // throws: the mask let invalid JSON through
       runs.push({ decodeMsPerToken: 1000 / reply.usage.timings.decode_tokens_per_s, tokens: reply.usage.completion_tokens,
-        finish: reply.choices[0].finish_reason });
+        finish, text: text.slice(0, 160) });
     }
-    out[label] = { decodeMsPerToken: mean(runs.map((x) => x.decodeMsPerToken)), runs };
+    return { decodeMsPerToken: mean(runs.map((x) => x.decodeMsPerToken)), runs };
+  };
+  const plain = await time({}, false);
+  const schemas = [];
+  for (const c of [CASES[0], RECORDS]) {
+    const r = await time({ response_format: { type: "json_schema", json_schema: { name: "out", schema: c.schema } } }, true);
+    schemas.push({ case: c.name, ...r, overheadMsPerToken: r.decodeMsPerToken - plain.decodeMsPerToken,
+      overheadFraction: (r.decodeMsPerToken - plain.decodeMsPerToken) / plain.decodeMsPerToken });
   }
   await e.unload();
-  const plain = out.plain.decodeMsPerToken, constrained = out.json_schema.decodeMsPerToken;
-  return { model: dir, stats: e.stats, ...out, overheadMsPerToken: constrained - plain,
-    overheadFraction: (constrained - plain) / plain };
+  return { model: dir, vocabSize: e.tokenizer?.vocabSize, stats: e.stats, tokens: n, plain, json_schema: schemas };
 }
 
 const machine = { cpu: os.cpus()[0]?.model, cores: os.cpus().length, node: process.version, platform: process.platform };
@@ -134,8 +154,16 @@ if (json) {
   }
   if (results.model) {
     const m = results.model;
-    console.log(`\n${m.model} (${m.stats.backend}, ${m.stats.compute}): decode ${m.plain.decodeMsPerToken.toFixed(2)} ms/token plain, ` +
-      `${m.json_schema.decodeMsPerToken.toFixed(2)} ms/token with json_schema: +${m.overheadMsPerToken.toFixed(2)} ms ` +
-      `(${(100 * m.overheadFraction).toFixed(1)} %)`);
+    const show = (/** @type {string} */ label, /** @type {any[]} */ runs) => {
+      for (const r of runs) console.log(`  ${label}: ${r.tokens} tokens, ${r.finish}, ${r.decodeMsPerToken.toFixed(2)} ms/token: ${JSON.stringify(r.text)}`);
+    };
+    console.log(`\n${m.model} (${m.stats.backend}, ${m.stats.compute}, ${m.vocabSize} ids), greedy, ${m.tokens} tokens at most: ` +
+      `decode ${m.plain.decodeMsPerToken.toFixed(2)} ms/token plain`);
+    show("plain", m.plain.runs);
+    for (const c of m.json_schema) {
+      console.log(`json_schema ${c.case}: ${c.decodeMsPerToken.toFixed(2)} ms/token, ${c.overheadMsPerToken >= 0 ? "+" : ""}` +
+        `${c.overheadMsPerToken.toFixed(2)} ms (${(100 * c.overheadFraction).toFixed(1)} %)`);
+      show("json_schema", c.runs);
+    }
   }
 }

@@ -8,10 +8,14 @@ config alone: the checkpoint's tensor names and shapes come from transformers on
 device (no memory), and the quantized tensors' codes are random bytes with a valid f16 scale
 instead of the quantizer's output. Small f32 tensors (norms, biases) are encoded as usual.
 
-    python bench/random_model.py CONFIG.json OUT [--quant q4] [--no-groups]
+    python bench/random_model.py CONFIG.json OUT [--quant q4] [--no-groups] [--tokenizer VOCAB.json]
 
 CONFIG.json: a Hugging Face config (``architectures`` names the family). A small byte-level
-tokenizer is written beside it (the benchmark feeds token ids).
+tokenizer is written beside it (the speed benchmarks feed token ids), or, with ``--tokenizer``, a
+real one: VOCAB.json is a manifest ``tokenizer`` object (or a converted model's manifest.json), such
+as ``bench/grammar_vocab.py`` writes for SmolLM2 (49,152 ids) and Llama 3 (128,256). Constrained
+output needs it: a token mask over a byte-level toy vocabulary is not the real vocabulary's cost
+(bench/grammar_bench.mjs --model). Its chat template is ChatML or Llama 3's, after its special tokens.
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ class RandomModel(HFFolderModel):
         self.config_file = self.folder / "config.json"
         self.hf_config = json.loads(self.config_file.read_text())
         self.tokenizer_file = self.folder / "tokenizer.json"
-        self.tokenizer_config = {}
+        tc = self.folder / "tokenizer_config.json"  # the chat template (a chat request needs one)
+        self.tokenizer_config = json.loads(tc.read_text()) if tc.exists() else {}
         self.name = self.folder.name
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(self.folder))
@@ -102,14 +107,55 @@ class RandomResolved(Resolved):
         return RandomModel(self.path)
 
 
-def build(config: dict, out: Path, *, quant: str = "q4", group_tensors: bool = True) -> Path:
+# Chat templates for the real vocabularies (--tokenizer), chosen by the special tokens they hold.
+_TEMPLATES = {
+    "<|im_start|>": ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}", ["<|im_end|>"]),
+    "<|start_header_id|>": ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>"
+                            "\n\n{{ m['content'] }}<|eot_id|>{% endfor %}"
+                            "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
+                            ["<|eot_id|>"]),
+}
+
+
+def write_tokenizer(folder: Path, tok: dict, vocab_size: int) -> None:
+    """tokenizer.json, tokenizer_config.json and generation_config.json of a real vocabulary (a
+    manifest `tokenizer` object), rebuilt as the converter reads them from a Hugging Face folder."""
+    from sitegen.convert import tokenizer as T
+
+    if len(tok["vocab"]) > vocab_size:
+        raise SystemExit(f"--tokenizer: {len(tok['vocab'])} ids, more than the config's vocab_size {vocab_size}")
+    ids = {a["content"]: a["id"] for a in tok["added_tokens"]}
+    marker = next((m for m in _TEMPLATES if m in ids), None)
+    if marker is None:
+        raise SystemExit(f"--tokenizer: no chat template for this vocabulary (it has none of {list(_TEMPLATES)})")
+    template, ends = _TEMPLATES[marker]
+
+    def name(i: int | None) -> str | None:
+        return tok["vocab"][i] if i is not None else None
+
+    (folder / "tokenizer.json").write_text(json.dumps(T.to_tokenizer_json(tok)), "utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": name(tok.get("bos_id")),
+        "eos_token": name(tok.get("eos_id")), "add_bos_token": False, "chat_template": template}), "utf-8")
+    eos = sorted({tok.get("eos_id"), *(ids[e] for e in ends if e in ids)} - {None})
+    (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": tok.get("bos_id"),
+                                                               "eos_token_id": eos}))
+
+
+def build(config: dict, out: Path, *, quant: str = "q4", group_tensors: bool = True,
+          tokenizer: dict | None = None) -> Path:
+    """`tokenizer`: a manifest `tokenizer` object to use (default: a small byte-level one)."""
     from tiny_models import make_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / out.name
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(config))
-        make_tokenizer(folder)
+        if tokenizer is None:
+            make_tokenizer(folder)
+        else:
+            write_tokenizer(folder, tokenizer, config["vocab_size"])
         saved = conv.TensorEncoder
         conv.TensorEncoder = RandomEncoder  # the converter's writers construct it by this name
         try:
@@ -126,8 +172,13 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--quant", default="q4")
     ap.add_argument("--no-groups", action="store_true")
+    ap.add_argument("--tokenizer", type=Path, help="a real vocabulary: a manifest `tokenizer` object (or manifest.json)")
     a = ap.parse_args()
-    build(json.loads(a.config.read_text()), a.out, quant=a.quant, group_tensors=not a.no_groups)
+    tok = None
+    if a.tokenizer:
+        data = json.loads(a.tokenizer.read_text("utf-8"))
+        tok = data.get("tokenizer", data)
+    build(json.loads(a.config.read_text()), a.out, quant=a.quant, group_tensors=not a.no_groups, tokenizer=tok)
     print(a.out)
     return 0
 

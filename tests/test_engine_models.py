@@ -22,7 +22,7 @@ import json
 import numpy as np
 import pytest
 
-from test_engine import PROMPT, hf_logits, models, run_node  # noqa: F401 (fixture)
+from test_engine import PROMPT, hf_logits, js_logits_and_greedy_many, models  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gpu
 
@@ -36,8 +36,16 @@ def _within_range(got: np.ndarray, want: np.ndarray, frac: float, what: str) -> 
     assert err <= bound, f"{what}: max |diff| {err:.3g} > {frac} x range {bound / frac:.3g}"
 
 
+@pytest.fixture(scope="module")
+def engine_runs(models) -> dict:
+    """arch → the engine's logits of PROMPT and 32 greedy tokens after its first 5 (eos is a token
+    like any), for the three families, from one Node process on one WebGPU device."""
+    folders = {arch: str(models(arch, "f32")) for arch in ISSUE12_ARCHES}
+    return js_logits_and_greedy_many(folders, PROMPT, PROMPT[:5], 32, ignore_eos=True)
+
+
 @pytest.mark.parametrize("arch", ISSUE12_ARCHES)
-def test_issue12_families_match_transformers_at_f32(models, arch):
+def test_issue12_families_match_transformers_at_f32(models, engine_runs, arch):
     from sitegen.reference.model import load
 
     folder = models(arch, "f32")
@@ -50,26 +58,13 @@ def test_issue12_families_match_transformers_at_f32(models, arch):
         assert moe["num_experts"] == 4 and moe["top_k"] == 2
         assert moe["layers"] == ([0, 2] if arch == "qwen3_moe" else [0, 1])
     prompt = PROMPT[:5]
-    logits, greedy = js_logits_and_greedy_past_eos(folder, PROMPT, prompt, 32)
+    run = engine_runs[arch]
+    if isinstance(run, str):
+        raise AssertionError(run)
+    logits, greedy = run[0], run[1]["tokenIds"]
     _within_range(logits, hf_logits(src, PROMPT), 1e-4, "engine vs transformers")
     _within_range(logits, load(folder).logits(PROMPT), 1e-4, "engine vs numpy reference")
     assert greedy == hf_greedy_past_eos(src, prompt, 32)
-
-
-def js_logits_and_greedy_past_eos(model, tokens: list[int], prompt: list[int], n: int) -> tuple[np.ndarray, list[int]]:
-    """All-position logits of `tokens`, and `n` greedy tokens after `prompt` (eos is a token like any)."""
-    script = f"""
-    import {{ createEngine }} from "./runtime/engine.js";
-    const e = await createEngine({{ modelDir: {json.dumps(str(model))}, warmup: false }});
-    const logits = Array.from(await e.logits({json.dumps(tokens)}));
-    const g = e.generate({{ promptIds: {json.dumps(prompt)}, maxNewTokens: {n}, sampling: {{ temperature: 0 }},
-                            ignoreEos: true }});
-    let r; while (!(r = await g.next()).done) {{}}
-    console.log(JSON.stringify({{ logits, ids: r.value.tokenIds }}));
-    await e.unload();
-    """
-    out = run_node(script)
-    return np.array(out["logits"], dtype=np.float64).reshape(len(tokens), -1), out["ids"]
 
 
 def hf_greedy_past_eos(src, prompt: list[int], n: int) -> list[int]:

@@ -73,6 +73,12 @@ import { MissingFeatureError, SitegenRuntimeError } from "../../errors.js";
 const WG = 256;
 /** Above this many tokens `linear` switches from the matvec kernel to the tiled matmul. */
 const MATVEC_MAX_TOKENS = 4;
+/**
+ * The same on a CPU adapter ("cpu" tuning): there the tiled matmul computes whole 64-token tiles
+ * whatever the step's tokens (SwiftShader: a 5-token SmolLM2 prompt took 120-155 s, the matvec 6 s a
+ * token), so the matvec takes steps of up to this many tokens.
+ */
+const CPU_MATVEC_MAX_TOKENS = 16;
 /** matvec takes several rows per invocation only while the grid keeps at least this many workgroups. */
 const MATVEC_MIN_WORKGROUPS = 128;
 const ROWS_CODE = { all: 0, last: 1, first: 2 };
@@ -578,7 +584,7 @@ export class Kernels {
     if (o.impl === "matmul") matmul();
     const useMatmul = (/** @type {number} */ tokens) => {
       const M = rows === "all" ? tokens : 1;
-      return o.impl === "matmul" || (o.impl !== "matvec" && M > MATVEC_MAX_TOKENS);
+      return o.impl === "matmul" || (o.impl !== "matvec" && M > (cpu ? CPU_MATVEC_MAX_TOKENS : MATVEC_MAX_TOKENS));
     };
     const op = new KernelOp(this, `linear ${N}x${K}`, (tokens) => {
       const M = rows === "all" ? tokens : 1;

@@ -11,6 +11,9 @@ import { checkStep } from "../../backend.js";
 import { lowerMoe } from "./moe.js";
 import { kvCacheLayout } from "../../graph.js";
 
+/** The most weights (rows x cols, both matrices of a gated pair) a product with a fused RMSNorm may have. */
+const FUSED_NORM_MAX_WEIGHTS = 8 << 20;
+
 /**
  * @typedef {import("./kernels.js").Kernels} Kernels
  * @typedef {import("./kernels.js").KernelOp} KernelOp
@@ -158,7 +161,11 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
     const bias = o.bias ? vector(o.bias) : null, gateBias = o.gateBias ? vector(o.gateBias) : null;
     // The graph's "norm" fusion: the matvec normalises its input itself. Its input row follows the
     // norm's row mode, which may differ from the product's only where the product has one row.
-    const pn = o.prenorm;
+    // Not for a large product: its invocations each redo the norm's work for their rows (the norm
+    // weight's loads beside x's, Σx²), a cost that grows with the matrix while the norm pass it saves
+    // costs a dispatch (H200, bench/kernel_bench.mjs: +2 us on Llama-3.2-1B's 6M-weight q/k/v, +29 us on
+    // its output head, +19 us on Gemma-7B's gate/up).
+    const pn = o.prenorm && N * wp[0].cols * (gp ? 2 : 1) <= FUSED_NORM_MAX_WEIGHTS ? o.prenorm : null;
     const rowsOk = pn && (pn.rows === (o.rows ?? "all") || ((o.rows ?? "all") !== "all" && pn.rows !== "all"));
     const nw = pn && rowsOk && wp[0].cols % 32 === 0 ? vector(pn.weight) : null;
     const prenorm = pn && nw && !nw.base ? { x: act(pn.x), weight: nw.buffer, eps } : null;

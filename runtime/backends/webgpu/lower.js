@@ -266,6 +266,32 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
     return headAll;
   };
 
+  /** @type {{ key: string, cb: GPUCommandBuffer } | null} a one-token step encoded ahead (`run`) */
+  let ahead = null;
+  /** @param {number} pos0 @param {number} m @param {{ kind: string, k?: number }} mode @param {boolean} masked */
+  const stepKey = (pos0, m, mode, masked) => `${pos0}:${m}:${mode.kind}:${mode.k ?? 0}:${masked}`;
+  /**
+   * Record a step of m tokens (the kernels' step already set) into a command buffer.
+   * @param {number} m @param {boolean} last @param {{ kind: "all" | "last" | "greedy" | "topk" }} mode
+   * @param {number} topK @param {boolean} masked
+   */
+  function encodeStep(m, last, mode, topK, masked) {
+    const all = mode.kind === "all";
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (const op of body) op.record(pass);
+    const head = all ? allHead().ops : last ? headLast : [];
+    for (const op of head) op.record(pass);
+    if (last && mode.kind === "greedy") (masked ? maskedOp(1) : argmaxOp).record(pass);
+    if (last && mode.kind === "topk") (masked ? maskedOp(topK) : topkOp(topK)).record(pass);
+    pass.end();
+    if (all) enc.copyBufferToBuffer(allHead().logits, 0, allHead().staging, 0, m * vocab * 4);
+    else if (last && mode.kind === "greedy") enc.copyBufferToBuffer(chosen, 0, stagingChosen, 0, 16);
+    else if (last && mode.kind === "topk") enc.copyBufferToBuffer(chosen, 0, stagingChosen, 0, Math.ceil(8 * topK / 16) * 16);
+    else if (last) enc.copyBufferToBuffer(logitsLast, 0, stagingLast, 0, vocab * 4);
+    return enc.finish();
+  }
+
   /**
    * @param {Int32Array} tokenIds @param {number} start
    * @param {{ kind: "all" | "last" | "greedy" | "topk", k?: number, allowed?: Uint32Array }} mode
@@ -292,19 +318,19 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       const last = off + m === n;
       device.queue.writeBuffer(ids, 0, Uint32Array.from(tokenIds.subarray(off, off + m)));
       k.setStep({ tokens: m, pos0: start + off });
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      for (const op of body) op.record(pass);
-      const head = all ? allHead().ops : last ? headLast : [];
-      for (const op of head) op.record(pass);
-      if (last && mode.kind === "greedy") (allowed ? maskedOp(1) : argmaxOp).record(pass);
-      if (last && mode.kind === "topk") (allowed ? maskedOp(topK) : topkOp(topK)).record(pass);
-      pass.end();
-      if (all) enc.copyBufferToBuffer(allHead().logits, 0, allHead().staging, 0, m * vocab * 4);
-      else if (last && mode.kind === "greedy") enc.copyBufferToBuffer(chosen, 0, stagingChosen, 0, 16);
-      else if (last && mode.kind === "topk") enc.copyBufferToBuffer(chosen, 0, stagingChosen, 0, Math.ceil(8 * topK / 16) * 16);
-      else if (last) enc.copyBufferToBuffer(logitsLast, 0, stagingLast, 0, vocab * 4);
-      device.queue.submit([enc.finish()]);
+      // A one-token step encoded ahead by the previous call (below) is this one: submit it as it is.
+      const key = stepKey(start + off, m, mode, Boolean(allowed));
+      const cb = ahead?.key === key ? ahead.cb : encodeStep(m, last, mode, topK, Boolean(allowed));
+      ahead = null;
+      device.queue.submit([cb]);
+      // While the GPU runs this decode step, encode the likely next one (one token at the next
+      // position, the same kind of sampling): the ~1 ms of host encoding then overlaps the GPU, as
+      // in the chained greedy decode, for the steps that cannot chain (a mask computed from this
+      // step's choice, sampling on the host). Uniforms written now take effect after this submit.
+      if (n === 1 && !all && start + 1 < contextLength) {
+        k.setStep({ tokens: 1, pos0: start + 1 });
+        ahead = { key: stepKey(start + 1, 1, mode, Boolean(allowed)), cb: encodeStep(1, true, mode, topK, Boolean(allowed)) };
+      }
       if (all) {
         const s = allHead().staging;
         await s.mapAsync(1 /* GPUMapMode.READ */, 0, m * vocab * 4);

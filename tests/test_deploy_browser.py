@@ -301,7 +301,7 @@ def test_an_update_replaces_the_shell_after_reload_without_mixing_or_breaking_a_
         # Nothing generating: a reload brings version two, every file of it, and the old shell is gone.
         seen = record(page)
         page.reload()
-        page.wait_for_function("() => document.title === 'Version two'", timeout=60_000)
+        page.wait_for_function("() => document.title === 'Version two'", timeout=120_000)
         wait_ready(page)
         checked = [(url, names) for url, names in _versions(seen, host.url, builds) if url.startswith(host.url)]
         assert any(url.endswith(".css") and "accent" in url for url, _ in checked)

@@ -102,7 +102,7 @@ async function navigate(url, request) {
     await new Promise((resolve) => {
       if (waiting.state === "activated") return resolve(undefined);
       waiting.addEventListener("statechange", () => { if (waiting.state === "activated") resolve(undefined); });
-      setTimeout(resolve, 3000);
+      setTimeout(resolve, 10000);  // a waiting worker may first have to start (seconds on a loaded machine)
     });
     return new Response("", { headers: { Refresh: "0", "Cache-Control": "no-store" } });
   }

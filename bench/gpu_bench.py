@@ -58,6 +58,38 @@ SHAPES = {
     "qwen2.5-1.5b": dict(cls="Qwen2Config", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
                          num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True,
                          max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6),
+    # One real shape per family that the ones above leave out (issue 12's models table).
+    "qwen3-0.6b": dict(cls="Qwen3Config", vocab_size=151936, hidden_size=1024, intermediate_size=3072,
+                       num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                       tie_word_embeddings=True, max_position_embeddings=40960, rope_theta=1000000.0, rms_norm_eps=1e-6),
+    "gemma-2-2b": dict(cls="Gemma2Config", vocab_size=256000, hidden_size=2304, intermediate_size=9216,
+                       num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+                       sliding_window=4096, query_pre_attn_scalar=256, final_logit_softcapping=30.0,
+                       attn_logit_softcapping=50.0, max_position_embeddings=8192, tie_word_embeddings=True),
+    "gemma-3-1b": dict(cls="Gemma3TextConfig", arch="Gemma3ForCausalLM", vocab_size=262144, hidden_size=1152, intermediate_size=6912,
+                       num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
+                       sliding_window=512, query_pre_attn_scalar=256, rope_theta=1000000.0,
+                       rope_local_base_freq=10000.0, max_position_embeddings=32768, tie_word_embeddings=True),
+    "phi-2": dict(cls="PhiConfig", vocab_size=51200, hidden_size=2560, intermediate_size=10240, num_hidden_layers=32,
+                  num_attention_heads=32, num_key_value_heads=32, partial_rotary_factor=0.4,
+                  max_position_embeddings=2048, tie_word_embeddings=False),
+    "phi-3-mini": dict(cls="Phi3Config", vocab_size=32064, hidden_size=3072, intermediate_size=8192,
+                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                       max_position_embeddings=4096, tie_word_embeddings=False),
+    "stablelm-2-1.6b": dict(cls="StableLmConfig", vocab_size=100352, hidden_size=2048, intermediate_size=5632,
+                            num_hidden_layers=24, num_attention_heads=32, num_key_value_heads=32,
+                            partial_rotary_factor=0.25, use_qkv_bias=True, max_position_embeddings=4096,
+                            tie_word_embeddings=False),
+    "falcon-7b": dict(cls="FalconConfig", vocab_size=65024, hidden_size=4544, num_hidden_layers=32,
+                      num_attention_heads=71, num_kv_heads=1, multi_query=True, parallel_attn=True, bias=False,
+                      alibi=False, new_decoder_architecture=False, max_position_embeddings=2048),
+    "gpt2": dict(cls="GPT2Config", arch="GPT2LMHeadModel", vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024),
+    "mistral-7b": dict(cls="MistralConfig", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, sliding_window=4096,
+                       max_position_embeddings=32768, rope_theta=10000.0, tie_word_embeddings=False),
+    "smollm3-3b": dict(cls="SmolLM3Config", vocab_size=128256, hidden_size=2048, intermediate_size=11008,
+                       num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=4, no_rope_layer_interval=4,
+                       rope_theta=5000000.0, max_position_embeddings=65536, tie_word_embeddings=True),
     # The seed's headline model: 8.5 B parameters, a 256k vocabulary, 16 heads of 256 (no GQA).
     "gemma-7b": dict(cls="GemmaConfig", vocab_size=256000, hidden_size=3072, intermediate_size=24576,
                      num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=16, head_dim=256,
@@ -72,8 +104,9 @@ def shape_config(shape: str) -> dict:
 
     kwargs = dict(SHAPES[shape])
     cls = kwargs.pop("cls", "LlamaConfig")
+    arch = kwargs.pop("arch", cls.removesuffix("Config") + "ForCausalLM")
     cfg = getattr(transformers, cls)(**kwargs)
-    cfg.architectures = [cls.removesuffix("Config") + "ForCausalLM"]
+    cfg.architectures = [arch]
     return cfg.to_dict()
 
 
@@ -89,6 +122,7 @@ def make_model(shape: str, out: Path) -> Path:
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     kwargs = dict(SHAPES[shape])
+    kwargs.pop("arch", None)
     config = getattr(transformers, kwargs.pop("cls", "LlamaConfig"))(**kwargs)
     with torch.device(dev):
         model = transformers.AutoModelForCausalLM.from_config(config).to(torch.float16)

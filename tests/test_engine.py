@@ -626,3 +626,29 @@ def test_request_and_setup_errors(models):
     assert out["noAdapter"]["name"] == "WebGPUUnavailableError"
     assert out["noAdapter"]["message"] == ("WebGPU is present but no GPU adapter is available (blocklisted driver or "
                                            "GPU disabled): update the graphics driver or try another browser.")
+
+
+@pytest.mark.gpu
+def test_a_vocabulary_of_an_odd_number_of_ids(tmp_path):
+    """GPT-2 has 50,257 ids: a logits row of 201,028 bytes, whose staging buffer is rounded up to 16
+    bytes. The last row's readback (the warm-up's and every forward's) took the whole buffer and
+    failed with "offset is out of bounds" (found on the H200 with a random GPT-2-shape model). A tiny
+    model with 389 ids (padding rows past the tokenizer's 384): the engine loads (warm-up on), its
+    last-row logits match transformers', and it generates."""
+    from sitegen.convert import convert
+
+    src = make_tiny("llama", tmp_path / "src", seed=0, vocab_size=389)
+    model = convert(src, tmp_path / "f32", quant="f32")
+    got = run_node(f"""
+    import {{ createEngine }} from "./runtime/engine.js";
+    const e = await createEngine({{ modelDir: {json.dumps(str(model))}, contextLength: 64 }});
+    const last = Array.from(await e.model.forward(Int32Array.from({json.dumps(PROMPT)}), 0));
+    const g = e.generate({{ promptIds: {json.dumps(PROMPT)}, maxNewTokens: 3, sampling: {{ temperature: 0 }}, ignoreEos: true }});
+    let r; while (!(r = await g.next()).done) {{}}
+    console.log(JSON.stringify({{ last, ids: r.value.tokenIds }}));
+    await e.unload();
+    """)
+    want = hf_logits(src, PROMPT)[-1]
+    assert len(got["last"]) == 389
+    assert_close(np.array(got["last"])[None], want[None], 1e-4, "last row, 389 ids")
+    assert len(got["ids"]) == 3 and all(0 <= i < 384 for i in got["ids"]), got["ids"]

@@ -351,7 +351,8 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
     }
     if (!all) {
       await stagingLast.mapAsync(1 /* GPUMapMode.READ */);
-      /** @type {Float32Array} */ (out).set(new Float32Array(stagingLast.getMappedRange()));
+      // (the staging buffer is rounded up to 16 bytes: a vocabulary such as GPT-2's 50,257 leaves a tail)
+      /** @type {Float32Array} */ (out).set(new Float32Array(stagingLast.getMappedRange(0, vocab * 4)));
       stagingLast.unmap();
     }
     return /** @type {Float32Array} */ (out);

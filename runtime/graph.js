@@ -281,8 +281,9 @@ export function layerWindow(c, i) {
  * `rewind`: how far behind the furthest position written a pass may start and still find the keys it
  * sees (rows - W + 1 for the smallest ring; Infinity without one); an engine that goes back further
  * (a reused prefix, a recomputed step) feeds the prefix again.
+ * `bytes`: the whole cache, K and V of every layer at f32.
  * @param {NormalizedConfig} c @param {number} contextLength @param {number} prefillChunk
- * @returns {{ rows: number[], rewind: number }}
+ * @returns {{ rows: number[], rewind: number, bytes: number }}
  */
 export function kvCacheLayout(c, contextLength, prefillChunk) {
   const chunk = Math.max(1, Math.min(prefillChunk, contextLength));
@@ -295,7 +296,7 @@ export function kvCacheLayout(c, contextLength, prefillChunk) {
     rows.push(r);
     if (w && r < contextLength) rewind = Math.min(rewind, r - w + 1);
   }
-  return { rows, rewind };
+  return { rows, rewind, bytes: 2 * rows.reduce((a, r) => a + r, 0) * c.num_kv_heads * c.head_dim * 4 };
 }
 
 /**

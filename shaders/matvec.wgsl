@@ -67,6 +67,15 @@ fn group_scale(gate_sel: bool, r: u32, g: u32) -> f32 {
   return half_of(v[(hi / 2u) % 4u], hi);
 }
 
+// group_dot times the group's scale (q4/q8).
+fn scaled_dot(gate_sel: bool, r: u32, g: u32, xv: array<vec4<f32>, 8>) -> f32 {
+#if W_QUANT
+  return group_dot(gate_sel, r, g, xv) * group_scale(gate_sel, r, g);
+#else
+  return group_dot(gate_sel, r, g, xv);
+#endif
+}
+
 // Rows r0 .. r0 + NR - 1 (clamped to the last row) against input row m_in: each
 // lane strides over the 32-wide groups; a group's x is loaded once for the NR rows
 // of W and (GATED) of its gate.
@@ -90,17 +99,9 @@ fn rows_dot(r0: u32, m_in: u32, lane: u32) -> Dots {
     for (var i = 0u; i < NR; i++) {
       // The weight's rows: a member of a tensor group starts at row w_r0 / gate_r0 of its buffer.
       let r = min(r0 + i, P.n - 1u);
-#if W_QUANT
-      acc.w[i] += group_dot(false, r + P.w_r0, g, xv) * group_scale(false, r + P.w_r0, g);
-#else
-      acc.w[i] += group_dot(false, r + P.w_r0, g, xv);
-#endif
+      acc.w[i] += scaled_dot(false, r + P.w_r0, g, xv);
 #if GATED
-#if W_QUANT
-      acc.g[i] += group_dot(true, r + P.gate_r0, g, xv) * group_scale(true, r + P.gate_r0, g);
-#else
-      acc.g[i] += group_dot(true, r + P.gate_r0, g, xv);
-#endif
+      acc.g[i] += scaled_dot(true, r + P.gate_r0, g, xv);
 #endif
     }
   }

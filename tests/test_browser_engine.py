@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from test_engine import PROMPT, js_greedy, models  # noqa: F401  (models is a fixture)
+from test_wasm_browser import page_result
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -99,12 +100,7 @@ def test_browser_greedy_equals_node(models, serve):  # noqa: F811
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url)
-            page.wait_for_function("window.result !== undefined", timeout=240_000)
-            result = page.evaluate("window.result")
+            result, errors = page_result(browser, url, timeout_ms=240_000)
         finally:
             browser.close()
     assert "error" not in result, (result, errors)

@@ -38,7 +38,7 @@ import pytest
 from sitegen.convert import convert
 from sitegen.convert.sources import resolve
 from test_engine import ROOT, node_env
-from test_wasm_browser import browser, serve  # noqa: F401 (fixtures: Chromium without WebGPU, a file server)
+from test_wasm_browser import browser, page_result, serve  # noqa: F401 (fixtures: Chromium without WebGPU, a file server)
 from test_wasm_engine import within_range
 
 pytestmark = pytest.mark.slow
@@ -249,13 +249,7 @@ def test_wasm_engine_in_chromium_decodes_like_transformers(real, browser, serve)
     page_src = (PAGE.replace("__RUNS__", RUNS_JS).replace("__DIRS__", json.dumps(dirs))
                 .replace("__PROMPTS__", json.dumps(PROMPTS)).replace("__N__", str(NEW_TOKENS)))
     url = serve({"/": ROOT, **{f"/m/{key}/": folder for key, folder in folders.items()}}, page_src)
-    page = browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url)
-    page.wait_for_function("window.result !== undefined", timeout=600_000)
-    result = page.evaluate("window.result")
-    page.close()
+    result, errors = page_result(browser, url, timeout_ms=600_000)
     assert result["gpu"] is False, "this Chromium should have no WebGPU"
     assert not errors, errors
     _check_all(real, result["out"], "wasm (Chromium)")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_engine import PROMPT, SHARED_DEVICE_JS, hf_greedy, hf_logits, run_cli, run_node
+from test_engine import PROMPT, SHARED_DEVICE_JS, hf_greedy, hf_logits, js_logits_and_greedy_many, run_cli, run_node
 from test_reference import CASES
 from tiny_models import make_tiny
 
@@ -45,38 +45,21 @@ def variant_models(tmp_path_factory):
 def test_variants_match_transformers(variant_models):
     prompt = PROMPT[:6]
     folders = {case: str(folder) for case, (_, folder) in variant_models.items()}
-    script = f"""
-    import {{ createEngine }} from "./runtime/engine.js";
-    {SHARED_DEVICE_JS}
-    const out = {{}};
-    for (const [name, dir] of Object.entries({json.dumps(folders)})) {{
-      try {{
-        const e = await createEngine({{ modelDir: dir, warmup: false, device }});
-        const logits = Array.from(await e.logits({json.dumps(PROMPT)}));
-        const g = e.generate({{ promptIds: {json.dumps(prompt)}, maxNewTokens: {GREEDY}, ignoreEos: true,
-          sampling: {{ temperature: 0 }} }});
-        let r; while (!(r = await g.next()).done) {{}}
-        out[name] = {{ logits, ids: r.value.tokenIds }};
-        await e.unload();
-      }} catch (err) {{ out[name] = `${{err.name}}: ${{err.message}}`; }}
-    }}
-    console.log(JSON.stringify(out));
-    """
-    out = run_node(script)
+    out = js_logits_and_greedy_many(folders, PROMPT, prompt, GREEDY, ignore_eos=True)
     failures = []
     for case, (src, _) in variant_models.items():
         got = out[case]
         if isinstance(got, str):
             failures.append(f"{case}: {got}")
             continue
-        logits = np.array(got["logits"]).reshape(len(PROMPT), -1)
+        logits, greedy = got
         want = hf_logits(src, PROMPT)
         err = float(np.abs(logits - want).max())
         if err > 1e-4 * max(1.0, float(np.abs(want).max())):
             failures.append(f"{case}: logits max |diff| {err:.3g} (range {np.abs(want).max():.3g})")
         want_ids = hf_greedy(src, prompt, GREEDY)
-        if got["ids"] != want_ids:
-            failures.append(f"{case}: greedy {got['ids']} != transformers {want_ids}")
+        if greedy["tokenIds"] != want_ids:
+            failures.append(f"{case}: greedy {greedy['tokenIds']} != transformers {want_ids}")
     assert not failures, failures
 
 

@@ -97,6 +97,20 @@ def browser():
         b.close()
 
 
+def page_result(browser, url: str, *, timeout_ms: int) -> tuple[dict, list[str]]:
+    """Open `url` in a new page, wait until its script sets `window.result`; that result, and the
+    page's uncaught errors."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(url)
+        page.wait_for_function("window.result !== undefined", timeout=timeout_ms)
+        return page.evaluate("window.result"), errors
+    finally:
+        page.close()
+
+
 PAGE = """<!doctype html><meta charset="utf-8"><title>wasm engine</title>
 <script type="module">
 import { createEngine } from "/runtime/index.js";
@@ -121,13 +135,7 @@ def test_every_family_in_chromium_matches_transformers(models, browser, serve): 
     page_src = (PAGE.replace("NAMES", json.dumps(FAMILIES)).replace("PROMPT", json.dumps(PROMPT))
                 .replace("GREEDY", str(GREEDY)))
     url = serve({"/": ROOT, **{f"/m/{a}/": f for a, f in folders.items()}}, page_src)
-    page = browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url)
-    page.wait_for_function("window.result !== undefined", timeout=300_000)
-    result = page.evaluate("window.result")
-    page.close()
+    result, errors = page_result(browser, url, timeout_ms=300_000)
     assert result["gpu"] is False, "this Chromium should have no WebGPU"
     failures = []
     for arch, folder in folders.items():

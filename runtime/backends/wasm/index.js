@@ -70,7 +70,7 @@ export function memoryNeeded(m, { contextLength, prefillChunk, threads }) {
   const weights = m.shards.reduce((a, s) => a + s.bytes, 0);
   const kvDim = c.num_kv_heads * c.head_dim;
   const C = Math.max(1, Math.min(prefillChunk, contextLength));
-  const kv = 2 * kvCacheLayout(c, contextLength, C).rows.reduce((a, r) => a + r, 0) * kvDim * 4;
+  const kv = kvCacheLayout(c, contextLength, C).bytes;
   const widths = 4 * c.hidden_size + 4 * c.num_heads * c.head_dim + 3 * kvDim + c.intermediate_size
     + Math.max(c.hidden_size, c.intermediate_size, c.num_heads * c.head_dim);
   const acts = C * widths * 4 + c.vocab_size * 4 + threads * contextLength * 4;
@@ -494,7 +494,7 @@ function lower({ kernels: k, manifest, weightsBase, graph, contextLength, prefil
       return topk(kk, opt.allowed);
     },
     maxTopK: Math.min(MAX_TOP_K, pickable),
-    kvCacheBytes: 2 * kvLayout.rows.reduce((a, r) => a + r, 0) * kvDim * 4,
+    kvCacheBytes: kvLayout.bytes,
     kvCacheRows: kvLayout.rows,
     kvRewind: kvLayout.rewind,
     destroy() {

@@ -327,7 +327,9 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       // position, the same kind of sampling): the ~1 ms of host encoding then overlaps the GPU, as
       // in the chained greedy decode, for the steps that cannot chain (a mask computed from this
       // step's choice, sampling on the host). Uniforms written now take effect after this submit.
-      if (n === 1 && !all && start + 1 < contextLength) {
+      // (Not after an unmasked greedy step: the engine chains the next one through submitGreedy,
+      // and the warm-up's has none.)
+      if (n === 1 && !all && !(mode.kind === "greedy" && !allowed) && start + 1 < contextLength) {
         k.setStep({ tokens: 1, pos0: start + 1 });
         ahead = { key: stepKey(start + 1, 1, mode, Boolean(allowed)), cb: encodeStep(1, true, mode, topK, Boolean(allowed)) };
       }
@@ -496,7 +498,7 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
     profile,
     submitGreedy,
     /** Bytes of the KV cache (K and V of every layer). */
-    kvCacheBytes: 2 * kvLayout.rows.reduce((a, r) => a + r, 0) * kvDim * 4,
+    kvCacheBytes: kvLayout.bytes,
     /** KV-cache rows of each layer, and how far behind its furthest write a pass may start (graph.js kvCacheLayout). */
     kvCacheRows: kvLayout.rows,
     kvRewind: kvLayout.rewind,

@@ -14,6 +14,7 @@
 import { parseArgs } from "node:util";
 import { Kernels } from "../runtime/backends/webgpu/kernels.js";
 import { getNodeGPU } from "../runtime/backends/webgpu/dawn.js";
+import { passTimer } from "./timestamps.mjs";
 
 /**
  * Bytes and planes of an N x K weight (docs/weights-format.md): q4/q8 codes, then the f16 scales
@@ -62,9 +63,7 @@ const device = await adapter.requestDevice({ requiredFeatures: feats, requiredLi
 // A variant that fails validation would leave the timestamps of the one before it in the readback.
 device.addEventListener("uncapturederror", (/** @type {any} */ e) => { console.error(`WebGPU error: ${e.error.message}`); process.exit(1); });
 const k = await Kernels.create(device, { f16: false, subgroups: feats.includes("subgroups") && !v["no-subgroups"] });
-const qs = device.createQuerySet({ type: "timestamp", count: 2 * REPS });
-const resolve = device.createBuffer({ size: 16 * REPS, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-const read = device.createBuffer({ size: 16 * REPS, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+const timePass = passTimer(device, REPS);
 
 /** @param {number} bytes @param {(u32: Uint32Array) => void} [fill] */
 function buffer(bytes, fill) {
@@ -81,29 +80,7 @@ function buffer(bytes, fill) {
 }
 
 /** Median device time (ms) of `op` alone. @param {{ record: (p: GPUComputePassEncoder) => void }} op */
-async function time(op) {
-  for (let w = 0; w < 2; w++) {
-    const enc = device.createCommandEncoder();
-    const p = enc.beginComputePass(); op.record(p); p.end();
-    device.queue.submit([enc.finish()]);
-  }
-  const enc = device.createCommandEncoder();
-  for (let i = 0; i < REPS; i++) {
-    const p = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
-    op.record(p);
-    p.end();
-  }
-  enc.resolveQuerySet(qs, 0, 2 * REPS, resolve, 0);
-  enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * REPS);
-  device.queue.submit([enc.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const t = new BigInt64Array(read.getMappedRange().slice(0));
-  read.unmap();
-  const ms = [];
-  for (let i = 0; i < REPS; i++) ms.push(Number(t[2 * i + 1] - t[2 * i]) / 1e6);
-  ms.sort((a, b) => a - b);
-  return ms[REPS >> 1];
-}
+const time = (op) => timePass((p) => op.record(p));
 
 const rows = [];
 const out = (/** @type {any} */ r) => { rows.push(r); if (!v.json) console.log(JSON.stringify(r)); };

@@ -9,17 +9,131 @@
 // RMSNorm(x) computed here: x ⊙ norm_w in the sums, 1/rms applied to them.
 // Grid: (row blocks split over x/y, tokens).
 //
+// XQ (q4/q8 weights): integer dot products. Decoding a code to a float and one f32 FMA per weight
+// held the f32 path ALU-bound at 15-40 % of the H200's bandwidth (bench/matvec_lab.mjs); with
+// dot4I8Packed four codes meet four int8 inputs in one instruction. The input row comes from
+// quant_main below (one dispatch before the matvec, which also applies the RMSNorm weight):
+// per 32-group, x ≈ d · (h + l / 256) with h = round(x / d), d = max|x| / 127, and l the
+// rounded remainder in 1/256 steps, both int8, so the input keeps ~16 bits relative to its group's
+// largest value (error <= d / 256): the products stay within the f32 path's tolerance (kernel tests).
+//
 // Bindings (generated): x [tokens, K] f32 (vec4 when VEC), w / gate weight
-// words (vec4<u32> when VEC), bias, gate_bias, norm_w (vec4 f32), out.
+// words (vec4<u32> when VEC), bias, gate_bias, norm_w (vec4 f32), out, xq (XQ: quant_main's
+// output; one binding, as a stage has 8 storage buffers by default).
 
+#if IS_MATVEC
 const RPW: u32 = WG / TPR;  // row slots per workgroup; each slot computes NR rows
 
-// NR1 = NR + 1 when PRENORM (the last slot reduces Σx²), else NR.
-const NR1: u32 = NR + select(0u, 1u, PRENORM);
-var<workgroup> red_w: array<f32, WG * NR1>;
+// An invocation's sums: its rows 0..3 in w0 (4..7 in w1), the gate's in g0/g1, Σx² (PRENORM) in
+// ss. Vector components, not an array: where the compiler keeps a row loop rolled, a dynamic
+// index into a vector still addresses registers (an array's would spill to local memory).
+struct Dots { w0: vec4<f32>, w1: vec4<f32>, g0: vec4<f32>, g1: vec4<f32>, ss: f32 }
+
+fn put(d: ptr<function, Dots>, i: u32, vw: f32, vg: f32) {
+  if (i < 4u) {
+    (*d).w0[i] += vw;
 #if GATED
-var<workgroup> red_g: array<f32, WG * NR>;
+    (*d).g0[i] += vg;
 #endif
+  } else {
+    (*d).w1[i - 4u] += vw;
+#if GATED
+    (*d).g1[i - 4u] += vg;
+#endif
+  }
+}
+
+#if SUBGROUPS
+// Where a row's lanes span several subgroups their sums meet here: one entry per subgroup (WebGPU's
+// subgroups have at least 4 invocations), so 16 KB of workgroup memory, WebGPU's default, suffice.
+const PARTIALS: u32 = WG / 4u;
+var<workgroup> red_w0: array<vec4<f32>, PARTIALS>;
+#if NR8
+var<workgroup> red_w1: array<vec4<f32>, PARTIALS>;
+#endif
+#if GATED
+var<workgroup> red_g0: array<vec4<f32>, PARTIALS>;
+#if NR8
+var<workgroup> red_g1: array<vec4<f32>, PARTIALS>;
+#endif
+#endif
+#if PRENORM
+var<workgroup> red_ss: array<f32, PARTIALS>;
+#endif
+
+fn red_put(i: u32, d: Dots) {
+  red_w0[i] = d.w0;
+#if NR8
+  red_w1[i] = d.w1;
+#endif
+#if GATED
+  red_g0[i] = d.g0;
+#if NR8
+  red_g1[i] = d.g1;
+#endif
+#endif
+#if PRENORM
+  red_ss[i] = d.ss;
+#endif
+}
+
+fn red_get(i: u32) -> Dots {
+  var d: Dots;
+  d.w0 = red_w0[i];
+#if NR8
+  d.w1 = red_w1[i];
+#endif
+#if GATED
+  d.g0 = red_g0[i];
+#if NR8
+  d.g1 = red_g1[i];
+#endif
+#endif
+#if PRENORM
+  d.ss = red_ss[i];
+#endif
+  return d;
+}
+#else
+// Without subgroups the TPR lanes of a row meet in a tree over shared memory, one field of Dots at
+// a time (one array of WG vectors: 4 KB).
+var<workgroup> red_v: array<vec4<f32>, WG>;
+
+fn field(d: Dots, f: u32) -> vec4<f32> {
+  switch f {
+    case 0u: { return d.w0; }
+    case 1u: { return d.w1; }
+    case 2u: { return d.g0; }
+    case 3u: { return d.g1; }
+    default: { return vec4<f32>(d.ss, 0.0, 0.0, 0.0); }
+  }
+}
+
+fn set_field(d: ptr<function, Dots>, f: u32, v: vec4<f32>) {
+  switch f {
+    case 0u: { (*d).w0 = v; }
+    case 1u: { (*d).w1 = v; }
+    case 2u: { (*d).g0 = v; }
+    case 3u: { (*d).g1 = v; }
+    default: { (*d).ss = v.x; }
+  }
+}
+
+// Whether field f holds anything in this variant.
+fn field_used(f: u32) -> bool {
+  switch f {
+    case 0u: { return true; }
+    case 1u: { return NR8; }
+    case 2u: { return GATED; }
+    case 3u: { return GATED && NR8; }
+    default: { return PRENORM; }
+  }
+}
+#endif
+
+fn dots_add(a: Dots, b: Dots) -> Dots {
+  return Dots(a.w0 + b.w0, a.w1 + b.w1, a.g0 + b.g0, a.g1 + b.g1, a.ss + b.ss);
+}
 
 #if VEC
 fn wv(gate_sel: bool, i: u32) -> vec4<u32> {
@@ -76,13 +190,67 @@ fn scaled_dot(gate_sel: bool, r: u32, g: u32, xv: array<vec4<f32>, 8>) -> f32 {
 #endif
 }
 
+#if XQ
+// One group of row r against the quantized input's group (e/o: the int8 words of its codes'
+// order, hi then lo level; a: (d / 256, 8 d Σ(h + l/256) for q4's offset of 8, Σx², 0)), scaled.
+fn int_dot(gate_sel: bool, r: u32, g: u32, eh: vec4<u32>, oh: vec4<u32>, el: vec4<u32>, ol: vec4<u32>, a: vec4<f32>) -> f32 {
+  var sh = 0i;
+  var sl = 0i;
+#if W_Q4
+  // codes 0..15 (the stored code, offset 8 applied through a.y): the low nibbles of a word are
+  // its codes 0, 2, 4, 6 and the high ones 1, 3, 5, 7; quant_main packed x in that order
+  let q = wv(gate_sel, r * (P.w_k / 32u) + g);
+  for (var i = 0u; i < 4u; i++) {
+    let lo = q[i] & 0x0F0F0F0Fu;
+    let hi = (q[i] >> 4u) & 0x0F0F0F0Fu;
+    sh += dot4I8Packed(lo, eh[i]) + dot4I8Packed(hi, oh[i]);
+    sl += dot4I8Packed(lo, el[i]) + dot4I8Packed(hi, ol[i]);
+  }
+#else
+  // q8: signed codes in order, four to a word
+  let q0 = wv(gate_sel, r * (P.w_k / 16u) + 2u * g);
+  let q1 = wv(gate_sel, r * (P.w_k / 16u) + 2u * g + 1u);
+  for (var i = 0u; i < 4u; i++) {
+    sh += dot4I8Packed(q0[i], eh[i]) + dot4I8Packed(q1[i], oh[i]);
+    sl += dot4I8Packed(q0[i], el[i]) + dot4I8Packed(q1[i], ol[i]);
+  }
+#endif
+  // |256 sh + sl| < 2^24 for q4 (exact in f32); q8's may round in the 24th bit
+  return (f32(sh * 256i + sl) * a.x - a.y) * group_scale(gate_sel, r, g);
+}
+
+// As the f32 rows_dot below, over quant_main's row m (the output row: it quantized in_row(m)).
+fn rows_dot(r0: u32, m: u32, lane: u32) -> Dots {
+  let groups = P.w_k / 32u;
+  let base = m * groups;
+  var acc: Dots;
+  for (var g = lane; g < groups; g += TPR) {
+    let at = 5u * (base + g);
+    let eh = xq[at];
+    let oh = xq[at + 1u];
+    let el = xq[at + 2u];
+    let ol = xq[at + 3u];
+    let a = bitcast<vec4<f32>>(xq[at + 4u]);
+#if PRENORM
+    acc.ss += a.z;
+#endif
+    for (var i = 0u; i < NR; i++) {
+      let r = min(r0 + i, P.n - 1u);
+      var vg = 0.0;
+#if GATED
+      vg = int_dot(true, r + P.gate_r0, g, eh, oh, el, ol, a);
+#endif
+      put(&acc, i, int_dot(false, r + P.w_r0, g, eh, oh, el, ol, a), vg);
+    }
+  }
+  return acc;
+}
+#else
 // Rows r0 .. r0 + NR - 1 (clamped to the last row) against input row m_in: each
 // lane strides over the 32-wide groups; a group's x is loaded once for the NR rows
 // of W and (GATED) of its gate.
-// Slot NR of w holds the lane's Σx² (PRENORM): a row's lanes together see all of x once,
+// ss holds the lane's Σx² (PRENORM): a row's lanes together see all of x once,
 // so the norm's sum of squares is reduced with the products, at no extra load.
-struct Dots { w: array<f32, NR1>, g: array<f32, NR> }
-
 fn rows_dot(r0: u32, m_in: u32, lane: u32) -> Dots {
   let groups = P.w_k / 32u;
   let xrow = m_in * (P.w_k / 4u);
@@ -92,21 +260,23 @@ fn rows_dot(r0: u32, m_in: u32, lane: u32) -> Dots {
     for (var i = 0u; i < 8u; i++) {
       xv[i] = x[xrow + 8u * g + i];
 #if PRENORM
-      acc.w[NR] += dot(xv[i], xv[i]);
+      acc.ss += dot(xv[i], xv[i]);
       xv[i] *= norm_w[8u * g + i];  // RMSNorm's weight; its 1/rms is applied to the sums
 #endif
     }
     for (var i = 0u; i < NR; i++) {
       // The weight's rows: a member of a tensor group starts at row w_r0 / gate_r0 of its buffer.
       let r = min(r0 + i, P.n - 1u);
-      acc.w[i] += scaled_dot(false, r + P.w_r0, g, xv);
+      var vg = 0.0;
 #if GATED
-      acc.g[i] += scaled_dot(true, r + P.gate_r0, g, xv);
+      vg = scaled_dot(true, r + P.gate_r0, g, xv);
 #endif
+      put(&acc, i, scaled_dot(false, r + P.w_r0, g, xv), vg);
     }
   }
   return acc;
 }
+#endif
 #else
 // Element-wise path (f16/f32 weights whose K is not a multiple of 32).
 fn welem(gate_sel: bool, r: u32, c: u32) -> f32 {
@@ -121,8 +291,6 @@ fn welem(gate_sel: bool, r: u32, c: u32) -> f32 {
 #endif
 }
 
-struct Dots { w: array<f32, NR1>, g: array<f32, NR> }
-
 fn rows_dot(r0: u32, m_in: u32, lane: u32) -> Dots {
   let K = P.w_k;
   var acc: Dots;
@@ -130,10 +298,11 @@ fn rows_dot(r0: u32, m_in: u32, lane: u32) -> Dots {
     let r = min(r0 + i, P.n - 1u);
     for (var c = lane; c < K; c += TPR) {
       let xc = x[m_in * K + c];
-      acc.w[i] += welem(false, r + P.w_r0, c) * xc;
+      var vg = 0.0;
 #if GATED
-      acc.g[i] += welem(true, r + P.gate_r0, c) * xc;
+      vg = welem(true, r + P.gate_r0, c) * xc;
 #endif
+      put(&acc, i, welem(false, r + P.w_r0, c) * xc, vg);
     }
   }
   return acc;
@@ -157,92 +326,166 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   let r0 = (wg_index(wid, nwg) * RPW + slot) * NR;
   let m_in = in_row(m);
   // Rows past N still take part in the barriers, on a valid row (rows_dot clamps).
+#if XQ
+  let dots = rows_dot(r0, m, lane);
+#else
   let dots = rows_dot(r0, m_in, lane);
-  let aw = dots.w;
-#if GATED
-  let ag = dots.g;
 #endif
+  var d = dots;
 
 #if SUBGROUPS
-  // Each subgroup sums its lanes; a row's TPR lanes are TPR / sgs whole
-  // subgroups when sgs <= TPR, else lanes are summed from shared memory.
-  let fold = sgs <= TPR;
-  for (var i = 0u; i < NR1; i++) {
-    let sw = subgroupAdd(aw[i]);
-#if GATED
-    var sg_ = 0.0;
-    if (i < NR) { sg_ = subgroupAdd(ag[i]); }
+  if (TPR <= sgs) {
+    // A row's lanes lie in one subgroup: reduced there, no barrier.
+    if (TPR == sgs) {
+      d.w0 = subgroupAdd(d.w0);
+#if NR8
+      d.w1 = subgroupAdd(d.w1);
 #endif
-    if (fold) {
-      if (sgl == 0u) {
-        red_w[i * WG + lid / sgs] = sw;
 #if GATED
-        if (i < NR) { red_g[i * WG + lid / sgs] = sg_; }
+      d.g0 = subgroupAdd(d.g0);
+#if NR8
+      d.g1 = subgroupAdd(d.g1);
+#endif
+#endif
+#if PRENORM
+      d.ss = subgroupAdd(d.ss);
+#endif
+    } else {
+      for (var o = TPR / 2u; o > 0u; o >>= 1u) {
+        d.w0 += subgroupShuffleXor(d.w0, o);
+#if NR8
+        d.w1 += subgroupShuffleXor(d.w1, o);
+#endif
+#if GATED
+        d.g0 += subgroupShuffleXor(d.g0, o);
+#if NR8
+        d.g1 += subgroupShuffleXor(d.g1, o);
+#endif
+#endif
+#if PRENORM
+        d.ss += subgroupShuffleXor(d.ss, o);
 #endif
       }
-    } else {
-      red_w[i * WG + lid] = aw[i];
-#if GATED
-      if (i < NR) { red_g[i * WG + lid] = ag[i]; }
+    }
+  } else {
+    // TPR / sgs whole subgroups per row: each sums its lanes, the sums meet in shared memory.
+    var t: Dots;
+    t.w0 = subgroupAdd(d.w0);
+#if NR8
+    t.w1 = subgroupAdd(d.w1);
 #endif
+#if GATED
+    t.g0 = subgroupAdd(d.g0);
+#if NR8
+    t.g1 = subgroupAdd(d.g1);
+#endif
+#endif
+#if PRENORM
+    t.ss = subgroupAdd(d.ss);
+#endif
+    if (sgl == 0u) { red_put(lid / sgs, t); }
+    workgroupBarrier();
+    if (lane == 0u) {
+      d = red_get(lid / sgs);
+      for (var c = 1u; c < TPR / sgs; c++) { d = dots_add(d, red_get(lid / sgs + c)); }
     }
   }
-  workgroupBarrier();
+#else
+  for (var f = 0u; f < 5u; f++) {
+    if (!field_used(f)) { continue; }
+    red_v[lid] = field(d, f);
+    workgroupBarrier();
+    for (var s = TPR / 2u; s > 0u; s >>= 1u) {
+      if (lane < s) { red_v[lid] += red_v[lid + s]; }
+      workgroupBarrier();
+    }
+    if (lane == 0u) { set_field(&d, f, red_v[lid]); }
+    workgroupBarrier();  // before the next field overwrites red_v
+  }
+#endif
   if (lane == 0u) {
-    let cnt = select(TPR, TPR / sgs, fold);
-    let base = select(lid, lid / sgs, fold);
 #if PRENORM
-    var ss = 0.0;
-    for (var c = 0u; c < cnt; c++) { ss += red_w[NR * WG + base + c]; }
-    let inv = inverseSqrt(ss / f32(P.w_k) + P.norm_eps);  // RMSNorm's 1 / rms of the input row
+    let inv = inverseSqrt(d.ss / f32(P.w_k) + P.norm_eps);  // RMSNorm's 1 / rms of the input row
 #else
     let inv = 1.0;
 #endif
     for (var i = 0u; i < NR; i++) {
-      var tw = 0.0;
-      var tg = 0.0;
-      for (var c = 0u; c < cnt; c++) {
-        tw += red_w[i * WG + base + c];
-#if GATED
-        tg += red_g[i * WG + base + c];
-#endif
-      }
+      var tw = d.w1[i % 4u];
+      var tg = d.g1[i % 4u];
+      if (i < 4u) { tw = d.w0[i]; tg = d.g0[i]; }
       if (r0 + i < P.n) { linear_store(m, r0 + i, tw * inv, tg * inv); }
     }
   }
-#else
-  for (var i = 0u; i < NR1; i++) {
-    red_w[i * WG + lid] = aw[i];
-#if GATED
-    if (i < NR) { red_g[i * WG + lid] = ag[i]; }
-#endif
-  }
-  workgroupBarrier();
-  for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      for (var i = 0u; i < NR1; i++) {
-        red_w[i * WG + lid] += red_w[i * WG + lid + s];
-#if GATED
-        if (i < NR) { red_g[i * WG + lid] += red_g[i * WG + lid + s]; }
-#endif
-      }
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u) {
-#if PRENORM
-    let inv = inverseSqrt(red_w[NR * WG + lid] / f32(P.w_k) + P.norm_eps);  // RMSNorm's 1 / rms
-#else
-    let inv = 1.0;
-#endif
-    for (var i = 0u; i < NR; i++) {
-#if GATED
-      let tg = red_g[i * WG + lid];
-#else
-      let tg = 0.0;
-#endif
-      if (r0 + i < P.n) { linear_store(m, r0 + i, red_w[i * WG + lid] * inv, tg * inv); }
-    }
-  }
-#endif
 }
+#endif
+
+#if IS_XQUANT
+// The matvec's XQ input: one invocation per 32-group of each output row m (grid: tokens x groups),
+// quantizing x[in_row(m)] (⊙ norm_w with PRENORM; Σx² kept for the matvec's 1/rms) as described
+// at the top: per group five vec4<u32> in xq: the hi level's words (even codes', odd codes'), the lo
+// level's, then the f32 (d / 256, the q4 offset's term, Σx², 0).
+@compute @workgroup_size(WG)
+fn quant_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let groups = P.k / 32u;
+  let t = gid.x + gid.y * nwg.x * WG;
+  if (t >= rows_count() * groups) { return; }
+  let m = t / groups;
+  let g = t % groups;
+  let xrow = in_row(m) * (P.k / 4u);
+  var v: array<vec4<f32>, 8>;
+  var ss = 0.0;
+  var amax = 0.0;
+  for (var i = 0u; i < 8u; i++) {
+    v[i] = x[xrow + 8u * g + i];
+#if PRENORM
+    ss += dot(v[i], v[i]);
+    v[i] *= norm_w[8u * g + i];
+#endif
+    let av = abs(v[i]);
+    amax = max(amax, max(max(av.x, av.y), max(av.z, av.w)));
+  }
+  let inv = select(0.0, 127.0 / amax, amax > 0.0);
+  var hw: array<u32, 8>;
+  var lw: array<u32, 8>;
+  var sum = 0i;
+  for (var i = 0u; i < 8u; i++) {
+    let a = v[i] * inv;
+    let h = round(a);
+    let l = clamp(round((a - h) * 256.0), vec4<f32>(-127.0), vec4<f32>(127.0));
+    let hi = vec4<i32>(h);
+    let li = vec4<i32>(l);
+    sum += 256i * (hi.x + hi.y + hi.z + hi.w) + li.x + li.y + li.z + li.w;
+    hw[i] = pack4xI8(hi);
+    lw[i] = pack4xI8(li);
+  }
+  let d = amax / (127.0 * 256.0);
+#if W_Q4
+  // word j of the group holds codes 8j..8j+7 = v[2j] (4 values) and v[2j+1]: its even codes'
+  // inputs are bytes 0 and 2 of hw[2j] and of hw[2j+1], the odd ones' bytes 1 and 3
+  var e: array<vec4<u32>, 2>;
+  var o: array<vec4<u32>, 2>;
+  for (var lvl = 0u; lvl < 2u; lvl++) {
+    for (var j = 0u; j < 4u; j++) {
+      var a0 = hw[2u * j];
+      var a1 = hw[2u * j + 1u];
+      if (lvl == 1u) { a0 = lw[2u * j]; a1 = lw[2u * j + 1u]; }
+      e[lvl][j] = (a0 & 0xFFu) | ((a0 >> 8u) & 0xFF00u) | ((a1 & 0xFFu) << 16u) | ((a1 << 8u) & 0xFF000000u);
+      o[lvl][j] = ((a0 >> 8u) & 0xFFu) | ((a0 >> 16u) & 0xFF00u) | (((a1 >> 8u) & 0xFFu) << 16u) | (a1 & 0xFF000000u);
+    }
+  }
+  let bias = 8.0 * d * f32(sum);
+  xq[5u * t] = e[0];
+  xq[5u * t + 1u] = o[0];
+  xq[5u * t + 2u] = e[1];
+  xq[5u * t + 3u] = o[1];
+#else
+  // q8: codes 4j..4j+3 in word j: the inputs in order
+  let bias = 0.0;
+  xq[5u * t] = vec4<u32>(hw[0], hw[1], hw[2], hw[3]);
+  xq[5u * t + 1u] = vec4<u32>(hw[4], hw[5], hw[6], hw[7]);
+  xq[5u * t + 2u] = vec4<u32>(lw[0], lw[1], lw[2], lw[3]);
+  xq[5u * t + 3u] = vec4<u32>(lw[4], lw[5], lw[6], lw[7]);
+#endif
+  xq[5u * t + 4u] = bitcast<vec4<u32>>(vec4<f32>(d, bias, ss, 0.0));
+}
+#endif

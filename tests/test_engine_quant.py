@@ -6,7 +6,10 @@ Two checks per family and storage type, on all 20 positions of a prompt:
 
 1. engine vs reference on the same converted folder: max |diff| <= 1e-4 × range. The runtime adds
    nothing to the storage error: it decodes the stored bytes exactly and computes in f32 (the kernels
-   are checked against the stored bytes in test_kernels.py / test_moe_kernels.py).
+   are checked against the stored bytes in test_kernels.py / test_moe_kernels.py). For q8/q4 also on
+   the prompt's first 3 tokens, which run the decode matvec, here on its integer-dot path for every
+   matrix (SITEGEN_INT8_MIN_WEIGHTS=0; by default only products of 8M weights and more take it): its
+   int8 input keeps each value within 1/65024 of its 32-group's largest, well inside this bound.
 2. engine vs transformers: the relative RMS error ‖engine - hf‖ / σ (σ: the standard deviation of
    transformers' logits, each row centred) within the storage type's bound, and the argmax equal to
    transformers' wherever transformers' top-1/top-2 margin exceeds the storage type's margin
@@ -72,7 +75,10 @@ def run(tmp_path_factory):
     for (const [key, dir] of Object.entries({json.dumps(engine)})) {{
       try {{
         const e = await createEngine({{ modelDir: dir, warmup: false, compute: "f32", device }});
-        out[key] = Array.from(await e.logits({json.dumps(PROMPT)}));
+        // the whole prompt (the tiled matmul), then its first 3 tokens (the decode matvec, here
+        // always its integer-dot path: SITEGEN_INT8_MIN_WEIGHTS=0 below)
+        out[key] = {{ full: Array.from(await e.logits({json.dumps(PROMPT)})),
+                     short: Array.from(await e.logits({json.dumps(PROMPT[:3])})) }};
         await e.unload();
       }} catch (err) {{ out[key] = `${{err.name}}: ${{err.message}}`; }}
     }}
@@ -82,7 +88,7 @@ def run(tmp_path_factory):
 
     # one Node process for all 45 models (one Dawn start-up); generous: ~10 s per model on a loaded CI
     proc = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True,
-                          env=node_env(), cwd=ROOT, timeout=3000)
+                          env={**node_env(), "SITEGEN_INT8_MIN_WEIGHTS": "0"}, cwd=ROOT, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), folders, srcs
 
@@ -104,12 +110,18 @@ def test_quantized_storage_matches_transformers_within_bounds(run, arch):
         if isinstance(got, str):
             failures.append(f"{q}: {got}")
             continue
-        got = np.array(got).reshape(len(PROMPT), -1)
+        short = np.array(got["short"]).reshape(3, -1)
+        got = np.array(got["full"]).reshape(len(PROMPT), -1)
         ref = load(folders[f"{arch}/{q}"])
         ref_logits = ref.logits(PROMPT)
         err = float(np.abs(got - ref_logits).max())
         if err > 1e-4 * float(ref_logits.max() - ref_logits.min()):
             failures.append(f"{q}: engine vs reference on the same weights: max |diff| {err:.3g}")
+        if q in ("q8", "q4"):
+            ref_short = load(folders[f"{arch}/{q}"]).logits(PROMPT[:3])  # its own: `ref.routes` stay the prompt's
+            err = float(np.abs(short - ref_short).max())
+            if err > 1e-4 * float(ref_short.max() - ref_short.min()):
+                failures.append(f"{q}: integer-dot matvec vs reference, 3 tokens: max |diff| {err:.3g}")
         max_rel, margin = BOUNDS[q]
         keep = np.ones(len(PROMPT), bool)
         if f32.config.get("moe"):

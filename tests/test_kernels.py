@@ -10,7 +10,8 @@ against a float64 numpy reference with a stated bound (see each ``_bound_*`` hel
 - linear (matvec and matmul), f32 compute: |y - y_ref| <= 1e-5 * sum_k |x_k w_jk| + 1e-6,
   where w is numpy's decoding of the *stored* q4/q8/f16/f32 bytes (the quantization error
   itself is the converter's business; here the kernel must reproduce the stored weights);
-  f16 compute (only where the device has shader-f16): 1e-2 * the same sum.
+  f16 compute (only where the device has shader-f16): 1e-2 * the same sum; the integer-dot
+  matvec (XQ, its int8 input within max|x_group|/65024 of x): plus sum_groups of that times |w|.
 - norms, RoPE, element-wise: ~1e-5 relative (see the helpers); attention: scores to
   ~1e-5 relative, outputs within 1e-5 * (1 + scale * sum|q k|) * max|v|.
 
@@ -143,6 +144,12 @@ def _add_linear(cid, dtype, N, K, tokens, *, variants=VARIANTS + ("f16",), gate=
     xs = x[[tokens - 1]] if rows == "last" else (x[[0]] if rows == "first" else x)
     y = xs @ W.T
     S = np.abs(xs) @ np.abs(W).T
+    # The integer-dot path's input: each value within max|x| of its 32-group / 65024 (two int8 levels:
+    # d = max / 127, then the remainder in d / 256 steps, rounded), so |Δy| <= Σ_groups that x |w|.
+    xq_err = lambda Wm: 0.0  # noqa: E731
+    if tune and tune.get("int8"):
+        xmax = np.abs(xs).reshape(len(xs), K // 32, 32).max(axis=2) / 65024  # noqa: F841
+        xq_err = lambda Wm: np.einsum("mg,ngk->mn", xmax, np.abs(Wm).reshape(N, K // 32, 32))  # noqa: E731
     if bias:
         buffers["bias"] = _f32(RNG.standard_normal(N))
         opts["bias"] = "$bias"
@@ -153,6 +160,7 @@ def _add_linear(cid, dtype, N, K, tokens, *, variants=VARIANTS + ("f16",), gate=
         opts["gate"] = {**gref, "$weight": "g"}
         g = xs @ G.T
         Sg = np.abs(xs) @ np.abs(G).T
+        Sgq = xq_err(G)
         if gate_bias:
             buffers["gbias"] = _f32(RNG.standard_normal(N))
             opts["gateBias"] = "$gbias"
@@ -170,9 +178,9 @@ def _add_linear(cid, dtype, N, K, tokens, *, variants=VARIANTS + ("f16",), gate=
     f = ACTS[act]
     for variant in variants:
         tol = 1e-2 if variant == "f16" else 1e-5
-        e = tol * S + 1e-6
+        e = tol * S + xq_err(W) + 1e-6
         if gate:
-            eg = tol * Sg + 1e-6
+            eg = tol * Sg + Sgq + 1e-6
             ref = f(g) * y
             err = 1.2 * eg * np.abs(y) + np.abs(f(g)) * e + eg * e
         else:
@@ -226,6 +234,12 @@ for _dt in ("q4", "q8", "f16", "f32"):
         _add_linear(f"linear-{_dt}-77x160-nr{_nr}-tpr{_tpr}", _dt, 77, 160, 2, tune={"nr": _nr, "tpr": _tpr},
                     variants=_ALL if (_dt, _nr) == ("q4", 4) else VARIANTS)
 _add_linear("linear-q4-gated-nr4-acc", "q4", 77, 96, 1, gate=True, act="silu", accumulate=True, tune={"nr": 4, "tpr": 4})
+# Fewer lanes per row than a subgroup has (SwiftShader's are 4): the butterfly over part of a subgroup;
+# and 6 or 8 rows per invocation (the second vector of sums).
+_add_linear("linear-q4-rmsnorm-gated-tpr2-nr6", "q4", 77, 96, 2, prenorm=True, gate=True, act="silu", tune={"nr": 6, "tpr": 2})
+_add_linear("linear-q8-tpr1-nr8", "q8", 77, 64, 1, tune={"nr": 8, "tpr": 1})
+_add_linear("linear-xq-q4-rmsnorm-gated-tpr2-nr8", "q4", 77, 96, 1, prenorm=True, gate=True, act="silu",
+            tune={"nr": 8, "tpr": 2, "int8": True})
 _add_linear("linear-q4-2100x64-default-tuning", "q4", 2100, 64, 1)  # enough rows for nr > 1 by default
 # RMSNorm fused in front of the matvec (decode): the kernel normalises the raw rows itself.
 _add_linear("linear-q4-rmsnorm-t1", "q4", 77, 160, 1, prenorm=True, variants=_ALL)
@@ -234,6 +248,42 @@ _add_linear("linear-f32-rmsnorm-last-nr2", "f32", 70, 96, 5, prenorm=True, rows=
 # The "cpu" tuning's shape (a software adapter's default: 4 lanes, 4 rows per invocation), fused norm and gate.
 _add_linear("linear-q4-rmsnorm-gated-cpu-shape", "q4", 77, 160, 1, prenorm=True, gate=True, act="silu",
             tune={"nr": 4, "tpr": 4}, variants=_ALL)
+
+# The integer-dot matvec (XQ: the input quantized to two int8 levels per 32-group, then dot4I8Packed
+# over q4/q8 codes), forced on these small matrices (by default it takes products of 8M weights and
+# more): the f32 bound plus the input's quantization (see xq_err in _add_linear).
+for _dt, _N, _K in (("q4", 77, 96), ("q8", 40, 64), ("q4", 300, 576)):
+    _x8 = {"int8": True}
+    for _T in (1, 3):
+        _add_linear(f"linear-xq-{_dt}-{_N}x{_K}-t{_T}", _dt, _N, _K, _T, tune=_x8)
+    _add_linear(f"linear-xq-{_dt}-{_N}x{_K}-gated-silu-bias", _dt, _N, _K, 2, gate=True, act="silu", bias=True,
+                gate_bias=True, tune=_x8)
+    _add_linear(f"linear-xq-{_dt}-{_N}x{_K}-softcap-acc", _dt, _N, _K, 1, act="gelu", softcap=2.0, accumulate=True,
+                out_offset=3, out_stride=_N + 5, tune=_x8)
+    _add_linear(f"linear-xq-{_dt}-{_N}x{_K}-rows-last", _dt, _N, _K, 4, rows="last", tune=_x8)
+    _add_linear(f"linear-xq-{_dt}-{_N}x{_K}-rmsnorm-gated", _dt, _N, _K, 3, prenorm=True, gate=True, act="silu", tune=_x8)
+    _add_linear(f"linear-xq-{_dt}-{_N}x{_K}-nr3-tpr8", _dt, _N, _K, 2, tune={**_x8, "nr": 3, "tpr": 8})
+_add_linear("linear-xq-q4-rmsnorm-last-cpu-shape", "q4", 77, 160, 5, prenorm=True, rows="last",
+            tune={"int8": True, "nr": 4, "tpr": 4})
+
+
+def _add_xq_zero_row():
+    """A zero input row (each group's max |x| is 0: no division by it) beside a normal one."""
+    data, W, wref = _weight(40, 64, "q4")
+    x = _f32(RNG.standard_normal((2, 64)))
+    x[0] = 0
+    x[1, :32] = 0  # one zero group in the other row
+    y = x.astype(np.float64) @ W.T
+    xmax = np.abs(x.astype(np.float64)).reshape(2, 2, 32).max(axis=2) / 65024  # as in _add_linear
+    err = 1e-5 * (np.abs(x.astype(np.float64)) @ np.abs(W).T) + np.einsum("mg,ngk->mn", xmax, np.abs(W).reshape(40, 2, 32)) + 1e-6
+    for variant in VARIANTS:
+        B.add(f"linear-xq-zero-row-{variant}", variant=variant, step=(2, 0),
+              buffers={"w": data, "x": x, "out": np.zeros((2, 40), np.float32)},
+              ops=[{"op": "linear", "opts": {"out": "$out", "x": "$x", "w": wref, "tune": {"int8": True}}}],
+              expect={"out": (y, err)})
+
+
+_add_xq_zero_row()
 
 
 # ---- tensor groups (format v2): a member as a row range of its group's buffer (rowOffset, bias offsets),

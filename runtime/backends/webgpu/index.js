@@ -16,6 +16,24 @@ import { lowerGraph, MAX_TOP_K } from "./lower.js";
  */
 
 /**
+ * SITEGEN_INT8_MIN_WEIGHTS (Node only): the integer-dot matvec's size threshold (kernels.js
+ * `int8MinWeights`; 0 puts every q4/q8 matvec on it, as the quantized whole-model tests do,
+ * "never" none), for tests and benchmarks. Unset: the kernels' default.
+ * @returns {number | undefined}
+ */
+function int8MinWeights() {
+  const v = /** @type {any} */ (globalThis).process?.env?.SITEGEN_INT8_MIN_WEIGHTS;
+  if (v === undefined || v === "") return undefined;
+  if (v === "never") return Infinity;
+  const n = Number(v);
+  if (!(Number.isInteger(n) && n >= 0)) {
+    throw new InvalidRequestError(`SITEGEN_INT8_MIN_WEIGHTS: expected a whole number of weights or "never", got ${JSON.stringify(v)}.`,
+      { param: "SITEGEN_INT8_MIN_WEIGHTS" });
+  }
+  return n;
+}
+
+/**
  * @param {Manifest} manifest
  * @param {BackendOptions} [options]
  * @returns {Promise<Backend>}
@@ -91,6 +109,7 @@ export async function createBackend(manifest, options = {}) {
       const { Kernels, shaderSourceFrom } = await import("./kernels.js");
       const kernels = await Kernels.create(device, {
         ...(options.shaderBase ? { shaderSource: shaderSourceFrom(options.shaderBase) } : {}), f16,
+        ...(int8MinWeights() !== undefined ? { int8MinWeights: int8MinWeights() } : {}),
       });
       device.pushErrorScope("out-of-memory");
       /** @type {ReturnType<typeof lowerGraph>} */

@@ -81,6 +81,13 @@ const MATVEC_MAX_TOKENS = 4;
 const CPU_MATVEC_MAX_TOKENS = 16;
 /** matvec takes several rows per invocation only while the grid keeps at least this many workgroups. */
 const MATVEC_MIN_WORKGROUPS = 128;
+/**
+ * The fewest weights (rows x cols, both matrices of a gated pair) for which a q4/q8 matvec takes the
+ * integer-dot path (XQ): below it the quantize dispatch in front (~3.5 us on the H200) costs more than
+ * the faster product saves (bench/matvec_lab.mjs: Llama-3.2-1B's 6M-weight q/k/v 6.8 -> 5.0 us, its
+ * 34M-weight gate/up 14.4 -> 5.7 us, Gemma-7B's output head 236 -> 109 us).
+ */
+const INT8_MIN_WEIGHTS = 8 << 20;
 const ROWS_CODE = { all: 0, last: 1, first: 2 };
 const ACT_CODE = { none: 0, silu: 1, gelu_tanh: 2, gelu: 3 };
 const DTYPE_CODE = { f32: 0, f16: 1, q8: 2, q4: 3 };
@@ -123,7 +130,15 @@ export const FAMILIES = {
       ["bias_off", "u32"], ["gate_bias_off", "u32"], ...SEGMENT_PARAMS, ["norm_eps", "f32"]],
     bindings: [{ name: "x", kind: "read" }, { name: "w", kind: "weight" }, { name: "gate", kind: "weight" },
       { name: "bias", kind: "read", type: "array<f32>" }, { name: "gate_bias", kind: "read", type: "array<f32>" },
-      { name: "norm_w", kind: "read", type: "array<vec4<f32>>" }, { name: "out", kind: "rw", type: "array<f32>" }],
+      { name: "norm_w", kind: "read", type: "array<vec4<f32>>" }, { name: "out", kind: "rw", type: "array<f32>" },
+      { name: "xq", kind: "read", type: "array<vec4<u32>>" }],
+  },
+  // the int8 input of the matvec's XQ variant (shaders/matvec.wgsl quant_main)
+  xquant: {
+    file: "matvec", entry: "quant_main",
+    params: [["k", "u32"]],
+    bindings: [{ name: "x", kind: "read", type: "array<vec4<f32>>" }, { name: "norm_w", kind: "read", type: "array<vec4<f32>>" },
+      { name: "xq", kind: "rw", type: "array<vec4<u32>>" }],
   },
   matmul: {
     file: "matmul", entry: "main",
@@ -366,18 +381,34 @@ export function isSoftwareAdapter(device) {
   return Boolean(info.isFallbackAdapter) || /swiftshader|llvmpipe|lavapipe/i.test(`${info.architecture} ${info.device} ${info.description}`);
 }
 
+/**
+ * Whether the device compiles WGSL's packed 4x8 integer dot product (dot4I8Packed, pack4xI8): the
+ * browser's `wgslLanguageFeatures` where it has them, else a probe module (Node + Dawn).
+ * @param {GPUDevice} device
+ */
+async function hasInt8Dot(device) {
+  const lf = /** @type {any} */ (globalThis.navigator)?.gpu?.wgslLanguageFeatures;
+  if (lf && typeof lf.has === "function") return Boolean(lf.has("packed_4x8_integer_dot_product"));
+  device.pushErrorScope("validation");
+  const m = device.createShaderModule({ code: "@compute @workgroup_size(1) fn main() { _ = dot4I8Packed(pack4xI8(vec4<i32>(1)), 2u); }" });
+  const info = await m.getCompilationInfo();
+  const err = await device.popErrorScope();
+  return !err && !info.messages.some((x) => x.type === "error");
+}
+
 export class Kernels {
   /**
    * @param {GPUDevice} device
    * @param {Record<string, string>} sources
-   * @param {{ f16: boolean, subgroups: boolean }} features
+   * @param {{ f16: boolean, subgroups: boolean, int8?: boolean }} features
    * @param {number} [gridLimit] workgroups per grid dimension (default: the device limit)
    * @param {"gpu" | "cpu"} [tuning] default matvec shape (see `create`)
+   * @param {number} [int8MinWeights] the integer-dot matvec's size threshold (see `create`)
    */
-  constructor(device, sources, features, gridLimit, tuning = "gpu") {
+  constructor(device, sources, features, gridLimit, tuning = "gpu", int8MinWeights = INT8_MIN_WEIGHTS) {
     this.device = device;
     this.sources = sources;
-    /** What the kernels use: f16 compute, subgroup reductions. */
+    /** What the kernels use: f16 compute, subgroup reductions, WGSL's packed int8 dot products. */
     this.features = features;
     /** The current step (`setStep`). */
     this.step = { tokens: 1, pos0: 0 };
@@ -398,6 +429,8 @@ export class Kernels {
     this.gridLimit = gridLimit ?? device.limits.maxComputeWorkgroupsPerDimension;
     /** Default matvec shape: "gpu" (lanes and rows per invocation measured on the H200) or "cpu". */
     this.tuning = tuning;
+    /** q4/q8 matvecs of at least this many weights take the integer-dot path (where `features.int8`). */
+    this.int8MinWeights = int8MinWeights;
     this.setStep({ tokens: 1, pos0: 0 });
   }
 
@@ -405,16 +438,19 @@ export class Kernels {
    * Load the shader sources and check the requested features.
    * @param {GPUDevice} device
    * @param {{ shaderSource?: ShaderSource, f16?: boolean, subgroups?: boolean, maxWorkgroupsPerDim?: number,
-   *   tuning?: "gpu" | "cpu" }} [options]
+   *   tuning?: "gpu" | "cpu", int8MinWeights?: number }} [options]
    *   f16/subgroups: use the feature (default: when the device has it).
    *   maxWorkgroupsPerDim: where big grids wrap from x into y (default: the device
    *   limit; tests lower it to exercise the wrap cheaply).
+   *   int8MinWeights: q4/q8 matvecs of at least this many weights (both matrices of a gated pair) use
+   *   integer dot products over an int8 input quantized in front (shaders/matvec.wgsl XQ; default 8M,
+   *   0: every quantized matvec, as the quantized whole-model tests run, Infinity: never).
    *   tuning: the matvec's default shape. "cpu" (the default on a software adapter: SwiftShader,
    *   llvmpipe) gives each row one subgroup's worth of lanes and 4 rows per invocation: a CPU runs a
    *   workgroup's invocations as a few SIMD lanes and pays for every barrier of a wide reduction,
    *   so the GPU shape (32-64 lanes per row) is 3-5x slower there (bench/kernel_bench.mjs, SwiftShader).
    */
-  static async create(device, { shaderSource = shaderSourceFrom(), f16, subgroups, maxWorkgroupsPerDim, tuning } = {}) {
+  static async create(device, { shaderSource = shaderSourceFrom(), f16, subgroups, maxWorkgroupsPerDim, tuning, int8MinWeights } = {}) {
     const has = (/** @type {string} */ f) => device.features.has(/** @type {GPUFeatureName} */ (f));
     if (f16 && !has("shader-f16")) {
       throw new MissingFeatureError("f16 compute needs the WebGPU feature 'shader-f16', which this device lacks.", { feature: "shader-f16" });
@@ -427,8 +463,9 @@ export class Kernels {
     /** @type {Record<string, string>} */
     const sources = {};
     names.forEach((n, i) => { sources[n] = texts[i]; });
-    return new Kernels(device, sources, { f16: f16 ?? has("shader-f16"), subgroups: subgroups ?? has("subgroups") },
-      maxWorkgroupsPerDim, tuning ?? (isSoftwareAdapter(device) ? "cpu" : "gpu"));
+    const int8 = int8MinWeights !== Infinity && await hasInt8Dot(device);
+    return new Kernels(device, sources, { f16: f16 ?? has("shader-f16"), subgroups: subgroups ?? has("subgroups"), int8 },
+      maxWorkgroupsPerDim, tuning ?? (isSoftwareAdapter(device) ? "cpu" : "gpu"), int8MinWeights);
   }
 
   /**
@@ -510,10 +547,11 @@ export class Kernels {
    *   gateBias?: BufferRef | null, act?: Activation | null, softcap?: number | null, accumulate?: boolean,
    *   outOffset?: number, outStride?: number, rows?: RowsMode, impl?: "matvec" | "matmul",
    *   biasOffset?: number, gateBiasOffset?: number, prenorm?: { x: BufferRef, weight: BufferRef, eps: number } | null,
-   *   tune?: { tpr?: number, nr?: number }, segments?: { from: number, base: number, stride: number }[] }} o
+   *   tune?: { tpr?: number, nr?: number, int8?: boolean }, segments?: { from: number, base: number, stride: number }[] }} o
    * - `prenorm`: the matvec computes its input itself as RMSNorm(prenorm.x) with that weight and eps
    *   (x, the normed activation, is still what the tiled matmul reads: a prefill keeps its norm op)
-   * - `tune`: the matvec's lanes per row and rows per invocation (benchmarks; default: chosen from the shape)
+   * - `tune`: the matvec's lanes per row and rows per invocation, and whether a q4/q8 matvec takes
+   *   the integer-dot path (benchmarks, tests; default: chosen from the shape, `int8For`)
    */
   linear(o) {
     const { w, gate } = o;
@@ -558,19 +596,55 @@ export class Kernels {
     // TPR lanes per row (a lane takes every TPR-th 32-wide group), NR rows per invocation (fewer
     // when the matrix is too small to give every compute unit work).
     const units = vec ? K / 32 : K;
-    // Measured on the H200 (bench/kernel_bench.mjs, docs/benchmarks.md): 64 lanes and 4 rows each for
-    // K >= 2048, 8 rows for an output head's 100k+ rows; fewer rows while that would leave fewer than
-    // MATVEC_MIN_WORKGROUPS workgroups (small models: every compute unit needs work).
     const cpu = this.tuning === "cpu";
-    const tpr = o.tune?.tpr ?? (cpu ? 4 : Math.min(WG, Math.max(4, pow2ceil(Math.min(units, N >= 65536 ? 32 : 64)))));
-    const nr = o.tune?.nr ?? (!vec ? 1 : cpu ? 4 : [N >= 65536 ? 8 : 4, 2].find((r) => N / ((WG / tpr) * r) >= MATVEC_MIN_WORKGROUPS) ?? 1);
+    // XQ: the input quantized to int8 by a dispatch in front (xquant, which also applies the fused
+    // norm's weight), then integer dot products (shaders/matvec.wgsl).
+    const xq = vec && o.impl !== "matmul" && this.features.int8 === true &&
+      (w.dtype === "q4" || w.dtype === "q8") && (o.tune?.int8 ?? this.int8For(w.dtype, N * K * (gate ? 2 : 1)));
+    // Measured on the H200 (bench/matvec_lab.mjs, bench/kernel_bench.mjs; docs/benchmarks.md):
+    // - q4/q8 with K % 32 == 0: one subgroup's 32 lanes and 4 rows each, the sums reduced within the
+    //   subgroup (2 rows for an output head's 64k+ rows); 64 lanes and 2 rows where 32x4 would leave
+    //   fewer than 256 workgroups (a long-K product with few rows, e.g. a down projection). H200, both
+    //   paths: Llama-3.2-1B q/k/v 13.1 -> 12.0 us, down 23.0 -> 17.7, output head 113.7 -> 66.9;
+    //   Gemma-7B gate/up 85.2 -> 52.3, down 63.8 -> 30.6 (the integer-dot ones with their quantize).
+    //   Either way fewer rows while that would leave fewer than MATVEC_MIN_WORKGROUPS workgroups (a
+    //   small model's products: SmolLM2-135M's decode lost 7 % with 2 rows on its 960-row q/k/v).
+    // - otherwise (f16/f32 weights, the element-wise path): 64 lanes and 4 rows each for K >= 2048, 8 rows
+    //   for an output head, fewer rows while that would leave fewer than MATVEC_MIN_WORKGROUPS workgroups.
+    const quantVec = vec && (w.dtype === "q4" || w.dtype === "q8");
+    const rowsEff = N * (gate ? 2 : 1);
+    const gpuShape = quantVec
+      ? (N >= 65536 ? [32, 2] : rowsEff / 32 >= 256 ? [32, 4] : [64, 2])
+      : null;
+    const tpr = o.tune?.tpr ?? (cpu ? 4 : gpuShape ? Math.min(gpuShape[0], Math.max(4, pow2ceil(units))) : Math.min(WG, Math.max(4, pow2ceil(Math.min(units, N >= 65536 ? 32 : 64)))));
+    const nr = o.tune?.nr ?? (!vec ? 1 : cpu ? 4 :
+      [gpuShape ? gpuShape[1] : N >= 65536 ? 8 : 4, 2].find((r) => N / ((WG / tpr) * r) >= MATVEC_MIN_WORKGROUPS) ?? 1);
     if (!(tpr >= 1 && tpr <= WG && WG % tpr === 0 && nr >= 1 && nr <= 8)) throw new SitegenRuntimeError(`linear: bad tuning tpr=${tpr} nr=${nr}.`);
     const rpw = (WG / tpr) * nr;
-    const mvKey = `matvec:${w.dtype}:tpr=${tpr}:nr=${nr}${vec ? ":vec" : ""}${prenorm ? ":rmsnorm" : ""}${sg ? ":sg" : ""}${tail}`;
-    const mv = this.#pipeline("matvec", mvKey, { ...common, VEC: vec, TPR: tpr, NR: nr, PRENORM: Boolean(prenorm), SUBGROUPS: sg },
+    const mvKey = `matvec:${w.dtype}:tpr=${tpr}:nr=${nr}${vec ? ":vec" : ""}${xq ? ":xq" : ""}${prenorm ? ":rmsnorm" : ""}` +
+      `${sg ? ":sg" : ""}${tail}`;
+    const mv = this.#pipeline("matvec", mvKey, { ...common, VEC: vec, XQ: xq, TPR: tpr, NR: nr, NR8: nr > 4, PRENORM: Boolean(prenorm), SUBGROUPS: sg },
       { x: vec ? "array<vec4<f32>>" : "array<f32>", w: vec ? "array<vec4<u32>>" : "array<u32>", gate: vec ? "array<vec4<u32>>" : "array<u32>" });
+    // The quantized input rows: at most the matvec's tokens (more only where a test forces the matvec).
+    const xqRows = o.impl === "matvec" ? 64 : cpu ? CPU_MATVEC_MAX_TOKENS : MATVEC_MAX_TOKENS;
+    const xqBufs = { xq: xq ? this.#scratch("xq", xqRows * (K / 32) * 80) : null };  // 5 vec4 a group
     const mvBg = this.#bindGroup("matvec", mv, params,
-      prenorm ? { ...buffers, x: prenorm.x, norm_w: prenorm.weight } : buffers);
+      /** @type {Record<string, BufferRef | WeightPart | null>} */ ({ ...buffers, ...(prenorm ? { x: prenorm.x, norm_w: prenorm.weight } : {}),
+        ...xqBufs }));
+    /** @type {DispatchPlan | null} */
+    let xqPlan = null;
+    if (xq) {
+      const qKey = `xquant:${w.dtype}${prenorm ? ":rmsnorm" : ""}:rows=${rows}`;
+      const qk = this.#pipeline("xquant", qKey, { ...dtypeDefines("w", w.dtype), PRENORM: Boolean(prenorm), ROWS: ROWS_CODE[rows] });
+      const qBg = this.#bindGroup("xquant", qk, { k: K },
+        { x: prenorm ? prenorm.x : o.x, norm_w: prenorm?.weight ?? null, ...xqBufs });
+      xqPlan = (tokens) => {
+        const M = rows === "all" ? tokens : 1;
+        if (useMatmul(tokens)) return null;
+        if (M > xqRows) throw new SitegenRuntimeError(`linear: the integer-dot matvec takes at most ${xqRows} rows, got ${M}.`);
+        return { pipeline: qk.pipeline, bindGroup: qBg, grid: [...this.#grid(Math.ceil(M * (K / 32) / WG)), 1] };
+      };
+    }
     const mmKey = `matmul:${w.dtype}${tail}`;
     /** @type {{ pipeline: GPUComputePipeline, bg: GPUBindGroup } | null} */
     let mm = null;
@@ -586,17 +660,28 @@ export class Kernels {
       const M = rows === "all" ? tokens : 1;
       return o.impl === "matmul" || (o.impl !== "matvec" && M > (cpu ? CPU_MATVEC_MAX_TOKENS : MATVEC_MAX_TOKENS));
     };
-    const op = new KernelOp(this, `linear ${N}x${K}`, (tokens) => {
+    /** @type {DispatchPlan} */
+    const main = (tokens) => {
       const M = rows === "all" ? tokens : 1;
       if (useMatmul(tokens)) {
         const p = matmul();
         return { pipeline: p.pipeline, bindGroup: p.bg, grid: [Math.ceil(N / 64), Math.ceil(M / 64), 1] };
       }
       return { pipeline: mv.pipeline, bindGroup: mvBg, grid: [...this.#grid(Math.ceil(N / rpw)), M] };
-    });
+    };
+    const op = xqPlan ? new KernelOp(this, `linear ${N}x${K}`, xqPlan, main) : new KernelOp(this, `linear ${N}x${K}`, main);
     // Whether a step of `tokens` computes the fused RMSNorm itself (the matvec) or reads `x` (the matmul).
     op.normsItself = (/** @type {number} */ tokens) => Boolean(prenorm) && !useMatmul(tokens);
     return op;
+  }
+
+  /**
+   * Whether a q4/q8 matvec of `weights` weights (both matrices of a gated pair) takes the
+   * integer-dot path by default on this device.
+   * @param {string} dtype @param {number} weights
+   */
+  int8For(dtype, weights) {
+    return this.features.int8 === true && (dtype === "q4" || dtype === "q8") && weights >= this.int8MinWeights;
   }
 
   /**

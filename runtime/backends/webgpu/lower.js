@@ -165,7 +165,11 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
     // weight's loads beside x's, Σx²), a cost that grows with the matrix while the norm pass it saves
     // costs a dispatch (H200, bench/kernel_bench.mjs: +2 us on Llama-3.2-1B's 6M-weight q/k/v, +29 us on
     // its output head, +19 us on Gemma-7B's gate/up).
-    const pn = o.prenorm && N * wp[0].cols * (gp ? 2 : 1) <= FUSED_NORM_MAX_WEIGHTS ? o.prenorm : null;
+    // The integer-dot matvec (large q4/q8 products) normalises in its quantize dispatch, once per
+    // row: no such cost there.
+    const weights = N * wp[0].cols * (gp ? 2 : 1);
+    const pn = o.prenorm && (weights <= FUSED_NORM_MAX_WEIGHTS || k.int8For(wp[0].dtype, wp[0].rows * wp[0].cols * (gp ? 2 : 1)))
+      ? o.prenorm : null;
     const rowsOk = pn && (pn.rows === (o.rows ?? "all") || ((o.rows ?? "all") !== "all" && pn.rows !== "all"));
     const nw = pn && rowsOk && wp[0].cols % 32 === 0 ? vector(pn.weight) : null;
     const prenorm = pn && nw && !nw.base ? { x: act(pn.x), weight: nw.buffer, eps } : null;

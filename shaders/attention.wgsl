@@ -92,7 +92,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 // WG, G' = G rounded up to a power of two. Per query head it writes the
 // span's max score m, its sum l = Σ exp(s - m) and acc = Σ exp(s - m) v to
 // `part`; attn_combine merges the spans.
-// G <= 64, G * head_dim <= 2048 (kernels.js checks).
+// A workgroup takes at most P.gblock <= 64 of a group's query heads, gblock * head_dim <= 2048 (the
+// shared q): a larger group (Falcon-7B: 71 heads on one kv head) is cut into blocks of the grid's x,
+// each reading the kv head's keys once for its heads (kernels.js picks gblock).
 // part layout: [tokens, heads, splits, head_dim + 2] (m, l, acc...).
 
 const NV: u32 = 2048u / WG;             // (head, dim) pairs of the values per invocation, at most
@@ -105,10 +107,14 @@ var<workgroup> sf: array<f32, 64>;    // and this block's rescale of the old sum
 
 @compute @workgroup_size(WG)
 fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-  let kvh = wid.x;
+  // wid.x: (kv head, block of its query heads); a block has P.gblock heads (the last may have fewer)
+  let Gall = P.heads / P.kv_heads;
+  let nblk = (Gall + P.gblock - 1u) / P.gblock;
+  let kvh = wid.x / nblk;
+  let g0 = (wid.x % nblk) * P.gblock;  // the block's first query head within the group
   let s = wid.y;
   let t = wid.z;
-  let G = P.heads / P.kv_heads;
+  let G = min(P.gblock, Gall - g0);
   let hd = P.head_dim;
   let CH = P.chunk;
   let LPK = P.lpk;
@@ -123,7 +129,7 @@ fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
   let span = (kend - kstart + nsplit - 1u) / nsplit;
   let lo = kstart + s * span;
   let hi = min(lo + span, kend);
-  let pb = (t * P.heads + kvh * G) * P.splits + s;  // part row of head g: pb + g * splits
+  let pb = (t * P.heads + kvh * Gall + g0) * P.splits + s;  // part row of head g: pb + g * splits
   let stride = hd + 2u;
   if (t >= S.tokens) { return; }
   if (lo >= hi) {
@@ -136,7 +142,7 @@ fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     return;
   }
   for (var i = lid; i < G * hd; i += WG) {
-    sq[i] = q[(t * P.heads + kvh * G) * hd + i];
+    sq[i] = q[(t * P.heads + kvh * Gall + g0) * hd + i];
   }
   if (lid < G) {
     sm[lid] = NEG;

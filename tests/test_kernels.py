@@ -577,6 +577,12 @@ _add_attention("attn-split-g3-d64-odd", heads=9, kv_heads=3, head_dim=64, tokens
 # Spans longer than a block (16 keys; 8 when G = 32): the online softmax across blocks within a workgroup.
 _add_attention("attn-split-g4-1500keys-blocks", heads=32, kv_heads=8, head_dim=64, tokens=2, pos0=1500)
 _add_attention("attn-split-g32-blocks", heads=32, kv_heads=1, head_dim=64, tokens=1, pos0=1300, softcap=30.0)
+# Groups past one workgroup's 64 query heads or 2048 floats of q (Falcon-7B: 71 heads on one kv head, 64 dims):
+# cut into blocks of heads, each its own workgroup over the same keys.
+_add_attention("attn-split-g70-two-blocks", heads=70, kv_heads=1, head_dim=16, tokens=1, pos0=150)
+_add_attention("attn-split-g36-d64-two-blocks-window", heads=72, kv_heads=2, head_dim=64, tokens=2, pos0=90, window=40)
+_add_attention("attn-split-g71-d64-prefill", heads=71, kv_heads=1, head_dim=64, tokens=6, pos0=40, impl="split",
+               max_tokens=6)
 # A prefill chunk on the split kernel (the default on a GPU; forced here, where the adapters are CPUs):
 # 4 spans per token, the first chunk (most spans empty for the first tokens), a window, a ring, G = 1.
 _add_attention("attn-split-prefill-t70", heads=8, kv_heads=2, head_dim=64, tokens=70, pos0=0, impl="split", max_tokens=70)

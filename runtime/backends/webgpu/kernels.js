@@ -167,7 +167,8 @@ export const FAMILIES = {
   attn_split: {
     file: "attention", entry: "split_main",
     params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["window", "u32"],
-      ["scale", "f32"], ["softcap", "f32"], ["rows", "u32"], ["chunk", "u32"], ["lpk", "u32"], ["splits", "u32"]],
+      ["scale", "f32"], ["softcap", "f32"], ["rows", "u32"], ["chunk", "u32"], ["lpk", "u32"], ["splits", "u32"],
+      ["gblock", "u32"]],
     bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "read", type: "array<f32>" },
       { name: "v_cache", kind: "read", type: "array<f32>" }, { name: "part", kind: "rw", type: "array<f32>" }],
   },
@@ -761,12 +762,16 @@ export class Kernels {
     // spans (enough workgroups to fill a large GPU: ~512 with the kv heads; fewer while the context
     // is under `splits` blocks, so a short context launches no empty workgroups), walked in blocks of
     // CH keys; LPK lanes per key score it: G' * CH * LPK = WG (G' = G rounded up to a power of 2).
+    // A workgroup takes a block of at most 64 of a group's G query heads, with their q (block × headDim)
+    // in 2048 floats of shared memory: larger groups are cut into equal blocks (grid x: kv heads × blocks).
     const G = o.heads / o.kvHeads;
-    const chunk = Math.min(16, WG / pow2ceil(G));
-    const lpk = WG / (pow2ceil(G) * chunk);
+    const blocks = Math.ceil(G / Math.min(64, Math.floor(2048 / o.headDim)));
+    const gblock = Math.ceil(G / blocks);
+    const chunk = Math.min(16, WG / pow2ceil(gblock));
+    const lpk = WG / (pow2ceil(gblock) * chunk);
     // (at most WG spans: attn_combine reads one per invocation)
-    const splits = Math.max(1, Math.min(Math.ceil(cacheRows / chunk), Math.max(8, Math.min(128, Math.ceil(512 / o.kvHeads)))));
-    const canSplit = o.impl !== "serial" && G <= 64 && G * o.headDim <= 2048 && cacheRows > 0;
+    const splits = Math.max(1, Math.min(Math.ceil(cacheRows / chunk), Math.max(8, Math.min(128, Math.ceil(512 / (o.kvHeads * blocks))))));
+    const canSplit = o.impl !== "serial" && cacheRows > 0;
     if (o.impl === "split" && !canSplit) throw new SitegenRuntimeError("attention: the split kernel cannot run this shape.");
     /** @type {(tokens: number, pos0: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number] } | null} */
     let second = () => null;
@@ -786,7 +791,7 @@ export class Kernels {
       const ck = this.#pipeline("attn_combine", "attn_combine", {});
       // One pair of bind groups per span count (the part layout's stride).
       const groups = (/** @type {number} */ n) => ({
-        split: this.#bindGroup("attn_split", sk, { ...params, chunk, lpk, splits: n }, { q: o.q, k_cache: o.kCache, v_cache: o.vCache, part }),
+        split: this.#bindGroup("attn_split", sk, { ...params, chunk, lpk, splits: n, gblock }, { q: o.q, k_cache: o.kCache, v_cache: o.vCache, part }),
         combine: this.#bindGroup("attn_combine", ck, { heads: o.heads, head_dim: o.headDim, chunk, splits: n }, { part, out: o.out }),
         n });
       const decode = groups(splits);
@@ -796,7 +801,7 @@ export class Kernels {
       const serialFirst = first;
       first = (tokens, pos0) => {
         const g = pick(tokens);
-        return g ? { pipeline: sk.pipeline, bindGroup: g.split, grid: [o.kvHeads, Math.min(g.n, Math.ceil((pos0 + tokens) / chunk)), tokens] }
+        return g ? { pipeline: sk.pipeline, bindGroup: g.split, grid: [o.kvHeads * blocks, Math.min(g.n, Math.ceil((pos0 + tokens) / chunk)), tokens] }
           : serialFirst(tokens, pos0);
       };
       second = (tokens) => {

@@ -91,20 +91,39 @@ async function fromShell(url, request) {
 }
 
 /**
+ * The answer to a page load that hands over to a waiting build: a blank page that reloads as soon as
+ * the new worker is active (Refresh: a backstop where scripts do not run).
+ */
+const HANDOVER = `<!doctype html><meta charset="utf-8"><title></title><script>
+(async () => {
+  const r = await navigator.serviceWorker.getRegistration();
+  for (let i = 0; i < 100 && r && r.waiting; i++) await new Promise((ok) => setTimeout(ok, 100));
+  location.reload();
+})();
+</script>`;
+
+/** The waiting worker the last handover went to, and when (`navigate`). */
+let handedTo = /** @type {ServiceWorker | null} */ (null);
+let handedAt = 0;
+
+/**
  * A page load. When a newer build is installed and waiting and no open page is generating,
- * let it take over first: answer with an immediate refresh, which the new worker serves.
+ * let it take over first: answer at once with a page that reloads once it is active, and that
+ * reload is the new worker's. Not by waiting here for the activation: Chromium activates a
+ * worker only when the old one has no fetch in progress, so that wait would hold up what it
+ * waits for (each load then stalled until a timeout, and a reload arriving before the handover
+ * finished was held again: the page could be stuck on it). A worker that has not taken over a
+ * minute after its handover (it failed to activate) is left waiting: loads get this version.
  * @param {string} url @param {Request} request
  */
 async function navigate(url, request) {
   const waiting = self.registration.waiting;
-  if (waiting && !(await anyPageBusy())) {
+  const stale = waiting !== null && waiting === handedTo && Date.now() - handedAt > 60000;
+  if (waiting && !stale && !(await anyPageBusy())) {
+    if (waiting !== handedTo) { handedTo = waiting; handedAt = Date.now(); }
     waiting.postMessage({ kind: "sitegen-skip-waiting" });
-    await new Promise((resolve) => {
-      if (waiting.state === "activated") return resolve(undefined);
-      waiting.addEventListener("statechange", () => { if (waiting.state === "activated") resolve(undefined); });
-      setTimeout(resolve, 10000);  // a waiting worker may first have to start (seconds on a loaded machine)
-    });
-    return new Response("", { headers: { Refresh: "0", "Cache-Control": "no-store" } });
+    return new Response(HANDOVER, { headers: { "Content-Type": "text/html; charset=utf-8", Refresh: "10",
+      "Cache-Control": "no-store" } });
   }
   return fromShell(url, request);
 }

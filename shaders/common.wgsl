@@ -121,7 +121,10 @@ fn block_max(v: f32, lid: u32, sgs: u32, sgl: u32) -> f32 {
 // rows from seg1 on (and from seg2 on) go to their own dense [tokens, ·]
 // blocks at base1 (base2) with row stride stride1 (stride2): a fused q/k/v
 // matvec writes q, k and v as three separate arrays of one buffer.
-fn linear_store(m: u32, j: u32, acc_w: f32, acc_g: f32) {
+// (A matvec with QOUT writes its rows quantized for the next product instead: matvec.wgsl.)
+
+// Row j's value: the bias, the gated or plain activation, soft-capping.
+fn linear_value(j: u32, acc_w: f32, acc_g: f32) -> f32 {
   var y = acc_w;
   if (BIAS) { y += bias[P.bias_off + j]; }
   if (GATED) {
@@ -132,6 +135,12 @@ fn linear_store(m: u32, j: u32, acc_w: f32, acc_g: f32) {
     y = activate(y);
   }
   if (SOFTCAP) { y = P.softcap * tanh_c(y / P.softcap); }
+  return y;
+}
+
+#if !QOUT
+fn linear_store(m: u32, j: u32, acc_w: f32, acc_g: f32) {
+  var y = linear_value(j, acc_w, acc_g);
   let jg = P.out_offset + j;
   var o = m * P.out_stride + jg;
   if (jg >= P.seg2) { o = P.base2 + m * P.stride2 + (jg - P.seg2); }
@@ -139,4 +148,5 @@ fn linear_store(m: u32, j: u32, acc_w: f32, acc_g: f32) {
   if (ACCUM) { y += out[o]; }
   out[o] = y;
 }
+#endif
 #endif

@@ -16,13 +16,19 @@
 // per 32-group, x ≈ d · (h + l / 256) with h = round(x / d), d = max|x| / 127, and l the
 // rounded remainder in 1/256 steps, both int8, so the input keeps ~16 bits relative to its group's
 // largest value (error <= d / 256): the products stay within the f32 path's tolerance (kernel tests).
+// QOUT: a product whose only reader is an XQ matvec (a gate/up feeding its down projection) writes
+// its output rows already quantized for it (quant_group, in the epilogue: a workgroup's rows are
+// whole 32-groups) instead of as f32, which saves that product's quantize dispatch.
 //
 // Bindings (generated): x [tokens, K] f32 (vec4 when VEC), w / gate weight
-// words (vec4<u32> when VEC), bias, gate_bias, norm_w (vec4 f32), out, xq (XQ: quant_main's
-// output; one binding, as a stage has 8 storage buffers by default).
+// words (vec4<u32> when VEC), bias, gate_bias, norm_w (vec4 f32), out (QOUT: the reader's xq,
+// vec4<u32>), xq (XQ: quant_main's output; one binding, as a stage has 8 storage buffers by default).
 
 #if IS_MATVEC
 const RPW: u32 = WG / TPR;  // row slots per workgroup; each slot computes NR rows
+#if QOUT
+var<workgroup> qo_v: array<f32, RPW * NR>;  // the workgroup's output rows, for their quantization
+#endif
 
 // An invocation's sums: its rows 0..3 in w0 (4..7 in w1), the gate's in g0/g1, Σx² (PRENORM) in
 // ss. Vector components, not an array: where the compiler keeps a row loop rolled, a dynamic
@@ -413,34 +419,41 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
       var tw = d.w1[i % 4u];
       var tg = d.g1[i % 4u];
       if (i < 4u) { tw = d.w0[i]; tg = d.g0[i]; }
+#if QOUT
+      qo_v[slot * NR + i] = linear_value(r0 + i, tw * inv, tg * inv);
+#else
       if (r0 + i < P.n) { linear_store(m, r0 + i, tw * inv, tg * inv); }
+#endif
     }
   }
+#if QOUT
+  // The workgroup's RPW * NR rows are whole 32-groups of the next product's input (kernels.js
+  // checks that, N % 32 == 0 and out_offset % 32 == 0): an invocation quantizes each, as
+  // quant_main would, into row m of that product's xq (bound as out).
+  workgroupBarrier();
+  let first = wg_index(wid, nwg) * RPW * NR;
+  if (lid < RPW * NR / 32u && first + 32u * lid < P.n) {
+    var v: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) {
+      let b = 32u * lid + 4u * i;
+      v[i] = vec4<f32>(qo_v[b], qo_v[b + 1u], qo_v[b + 2u], qo_v[b + 3u]);
+    }
+    let q = quant_group(v, 0.0, QOUT_Q4);
+    let at = 5u * (m * P.qout_groups + (P.out_offset + first) / 32u + lid);
+    for (var c = 0u; c < 5u; c++) { out[at + c] = q[c]; }
+  }
+#endif
 }
 #endif
 
-#if IS_XQUANT
-// The matvec's XQ input: one invocation per 32-group of each output row m (grid: tokens x groups),
-// quantizing x[in_row(m)] (⊙ norm_w with PRENORM; Σx² kept for the matvec's 1/rms) as described
-// at the top: per group five vec4<u32> in xq: the hi level's words (even codes', odd codes'), the lo
-// level's, then the f32 (d / 256, the q4 offset's term, Σx², 0).
-@compute @workgroup_size(WG)
-fn quant_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let groups = P.k / 32u;
-  let t = gid.x + gid.y * nwg.x * WG;
-  if (t >= rows_count() * groups) { return; }
-  let m = t / groups;
-  let g = t % groups;
-  let xrow = in_row(m) * (P.k / 4u);
-  var v: array<vec4<f32>, 8>;
-  var ss = 0.0;
+#if QGROUP
+// One 32-group v of the XQ matvec's input quantized as described at the top (ss: its Σx² with a
+// fused norm, else 0): five vec4<u32>, the hi level's words, the lo level's, then the f32 (d / 256,
+// the q4 offset's term, Σx², 0). The words follow the codes of the product that reads them (q4:
+// even codes', odd codes'; q8: in order).
+fn quant_group(v: array<vec4<f32>, 8>, ss: f32, q4: bool) -> array<vec4<u32>, 5> {
   var amax = 0.0;
   for (var i = 0u; i < 8u; i++) {
-    v[i] = x[xrow + 8u * g + i];
-#if PRENORM
-    ss += dot(v[i], v[i]);
-    v[i] *= norm_w[8u * g + i];
-#endif
     let av = abs(v[i]);
     amax = max(amax, max(max(av.x, av.y), max(av.z, av.w)));
   }
@@ -459,33 +472,59 @@ fn quant_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     lw[i] = pack4xI8(li);
   }
   let d = amax / (127.0 * 256.0);
-#if W_Q4
-  // word j of the group holds codes 8j..8j+7 = v[2j] (4 values) and v[2j+1]: its even codes'
-  // inputs are bytes 0 and 2 of hw[2j] and of hw[2j+1], the odd ones' bytes 1 and 3
-  var e: array<vec4<u32>, 2>;
-  var o: array<vec4<u32>, 2>;
-  for (var lvl = 0u; lvl < 2u; lvl++) {
-    for (var j = 0u; j < 4u; j++) {
-      var a0 = hw[2u * j];
-      var a1 = hw[2u * j + 1u];
-      if (lvl == 1u) { a0 = lw[2u * j]; a1 = lw[2u * j + 1u]; }
-      e[lvl][j] = (a0 & 0xFFu) | ((a0 >> 8u) & 0xFF00u) | ((a1 & 0xFFu) << 16u) | ((a1 << 8u) & 0xFF000000u);
-      o[lvl][j] = ((a0 >> 8u) & 0xFFu) | ((a0 >> 16u) & 0xFF00u) | (((a1 >> 8u) & 0xFFu) << 16u) | (a1 & 0xFF000000u);
+  var r: array<vec4<u32>, 5>;
+  var bias = 0.0;
+  if (q4) {
+    // word j of the group holds codes 8j..8j+7 = v[2j] (4 values) and v[2j+1]: its even codes'
+    // inputs are bytes 0 and 2 of hw[2j] and of hw[2j+1], the odd ones' bytes 1 and 3
+    for (var lvl = 0u; lvl < 2u; lvl++) {
+      var e: vec4<u32>;
+      var o: vec4<u32>;
+      for (var j = 0u; j < 4u; j++) {
+        var a0 = hw[2u * j];
+        var a1 = hw[2u * j + 1u];
+        if (lvl == 1u) { a0 = lw[2u * j]; a1 = lw[2u * j + 1u]; }
+        e[j] = (a0 & 0xFFu) | ((a0 >> 8u) & 0xFF00u) | ((a1 & 0xFFu) << 16u) | ((a1 << 8u) & 0xFF000000u);
+        o[j] = ((a0 >> 8u) & 0xFFu) | ((a0 >> 16u) & 0xFF00u) | (((a1 >> 8u) & 0xFFu) << 16u) | (a1 & 0xFF000000u);
+      }
+      r[2u * lvl] = e;
+      r[2u * lvl + 1u] = o;
     }
+    bias = 8.0 * d * f32(sum);
+  } else {
+    // q8: codes 4j..4j+3 in word j: the inputs in order
+    r[0] = vec4<u32>(hw[0], hw[1], hw[2], hw[3]);
+    r[1] = vec4<u32>(hw[4], hw[5], hw[6], hw[7]);
+    r[2] = vec4<u32>(lw[0], lw[1], lw[2], lw[3]);
+    r[3] = vec4<u32>(lw[4], lw[5], lw[6], lw[7]);
   }
-  let bias = 8.0 * d * f32(sum);
-  xq[5u * t] = e[0];
-  xq[5u * t + 1u] = o[0];
-  xq[5u * t + 2u] = e[1];
-  xq[5u * t + 3u] = o[1];
-#else
-  // q8: codes 4j..4j+3 in word j: the inputs in order
-  let bias = 0.0;
-  xq[5u * t] = vec4<u32>(hw[0], hw[1], hw[2], hw[3]);
-  xq[5u * t + 1u] = vec4<u32>(hw[4], hw[5], hw[6], hw[7]);
-  xq[5u * t + 2u] = vec4<u32>(lw[0], lw[1], lw[2], lw[3]);
-  xq[5u * t + 3u] = vec4<u32>(lw[4], lw[5], lw[6], lw[7]);
+  r[4] = bitcast<vec4<u32>>(vec4<f32>(d, bias, ss, 0.0));
+  return r;
+}
 #endif
-  xq[5u * t + 4u] = bitcast<vec4<u32>>(vec4<f32>(d, bias, ss, 0.0));
+
+#if IS_XQUANT
+// The matvec's XQ input: one invocation per 32-group of each output row m (grid: tokens x groups),
+// quantizing x[in_row(m)] (⊙ norm_w with PRENORM; Σx² kept for the matvec's 1/rms): per group five
+// vec4<u32> in xq (quant_group).
+@compute @workgroup_size(WG)
+fn quant_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let groups = P.k / 32u;
+  let t = gid.x + gid.y * nwg.x * WG;
+  if (t >= rows_count() * groups) { return; }
+  let m = t / groups;
+  let g = t % groups;
+  let xrow = in_row(m) * (P.k / 4u);
+  var v: array<vec4<f32>, 8>;
+  var ss = 0.0;
+  for (var i = 0u; i < 8u; i++) {
+    v[i] = x[xrow + 8u * g + i];
+#if PRENORM
+    ss += dot(v[i], v[i]);
+    v[i] *= norm_w[8u * g + i];
+#endif
+  }
+  let q = quant_group(v, ss, W_Q4);
+  for (var c = 0u; c < 5u; c++) { xq[5u * t + c] = q[c]; }
 }
 #endif

@@ -5,7 +5,8 @@
 //   buffers: {name: file},             // raw bytes in dir (inputs, and initial contents of outputs)
 //   ops: [{ op: "linear", opts }],     // opts: "$name" → that buffer; {"$weight": name, dtype, rows, cols,
 //                                      //   scalesOffset, rowOffset?} → a WeightPart; {"$rope": {...}} → ropeTable(...);
-//                                      //   {"$slice": name, offset, size} → a range of a buffer
+//                                      //   {"$slice": name, offset, size} → a range of a buffer;
+//                                      //   {"$xqOut": i, expect} → op i's xqOut (expect: whether it has one)
 //   outputs: [name] }] }
 // Writes <out>/<id>.<name>.out per output (out defaults to dir), then <out>/results.json (also printed):
 // { adapter, features, results: {id: "ok" | "skipped: why" | "error: message"} }.
@@ -71,13 +72,20 @@ for (const c of batch.cases) {
             rowOffset: v.rowOffset ?? 0 };
         }
         if ("$slice" in v) return { buffer: bufs[v.$slice], offset: v.offset, size: v.size };
+        if ("$xqOut" in v) {
+          // an earlier op's int8 output for its reader (linear's quantizeFor); `expect`: whether it has one
+          const out = ops[v.$xqOut]?.xqOut ?? null;
+          if ((out !== null) !== v.expect) throw new Error(`op ${v.$xqOut} ${out ? "has" : "has no"} int8 output for its reader`);
+          return out;
+        }
         if ("$rope" in v) return k.ropeTable(v.$rope);
         return Object.fromEntries(Object.entries(v).map(([a, b]) => [a, resolve(b)]));
       }
       return v;
     };
     device.pushErrorScope("validation");
-    const ops = c.ops.map((o) => k[o.op](resolve(o.opts)));
+    const ops = [];
+    for (const o of c.ops) ops.push(k[o.op](resolve(o.opts)));
     k.setStep(c.step);
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();

@@ -286,6 +286,60 @@ def _add_xq_zero_row():
 _add_xq_zero_row()
 
 
+def _add_xq_chain(cid, dtype, H, inter, N2, tokens, *, tune1=None, fused=True, rows="all", variants=VARIANTS):
+    """A gated product (H -> inter) whose only reader is an integer-dot down projection (inter -> N2):
+    with `quantizeFor` the first writes the second's int8 input itself (QOUT) and the second reads it
+    (`xqFrom`), skipping its quantize dispatch. Bound: the first's f32 bound carried through |W2|, its
+    output's quantization (max|y1| of a group / 65024, as in _add_linear) and the second's f32 term.
+    fused=False: a shape whose workgroups are not whole 32-groups (no int8 output; the reader quantizes)."""
+    gdata, G, gref = _weight(inter, H, "q4")
+    udata, U, uref = _weight(inter, H, "q4")
+    ddata, D, dref = _weight(N2, inter, dtype)
+    x = _f32(RNG.standard_normal((tokens, H)))
+    x64 = x.astype(np.float64)
+    g, u = x64 @ G.T, x64 @ U.T
+    y1 = _silu(g) * u
+    eg = 1e-5 * (np.abs(x64) @ np.abs(G).T) + 1e-6
+    eu = 1e-5 * (np.abs(x64) @ np.abs(U).T) + 1e-6
+    if tune1 and tune1.get("int8"):
+        xmax = np.abs(x64).reshape(tokens, H // 32, 32).max(axis=2) / 65024
+        eg = eg + np.einsum("mg,ngk->mn", xmax, np.abs(G).reshape(inter, H // 32, 32))
+        eu = eu + np.einsum("mg,ngk->mn", xmax, np.abs(U).reshape(inter, H // 32, 32))
+    e1 = 1.2 * eg * np.abs(u) + np.abs(_silu(g)) * eu + eg * eu
+    # rows "first": the first product has one row, the last token's (rows "last"), the reader reads it
+    y1s = y1[[tokens - 1]] if rows == "first" else y1
+    e1s = e1[[tokens - 1]] if rows == "first" else e1
+    M = len(y1s)
+    qmax = (np.abs(y1s) + e1s).reshape(M, inter // 32, 32).max(axis=2) / 65024
+    y2 = y1s @ D.T
+    err = (e1s + np.repeat(qmax, 32, axis=1)) @ np.abs(D).T + 1e-5 * (np.abs(y1s) @ np.abs(D).T) + 1e-6
+    op1 = {"out": "$h", "x": "$x", "w": {**uref, "$weight": "u"}, "gate": {**gref, "$weight": "g"}, "act": "silu",
+           "quantizeFor": dtype, "rows": "all" if rows == "all" else "last"}
+    if tune1:
+        op1["tune"] = tune1
+    op2 = {"out": "$out", "x": "$h", "w": {**dref, "$weight": "d"}, "tune": {"int8": True}, "rows": rows,
+           "xqFrom": {"$xqOut": 0, "expect": fused}}
+    for variant in variants:
+        B.add(f"{cid}-{variant}", variant=variant, step=(tokens, 0),
+              buffers={"g": gdata, "u": udata, "d": ddata, "x": x, "h": np.zeros((tokens, inter), np.float32),
+                       "out": np.zeros((len(y2), N2), np.float32)},
+              ops=[{"op": "linear", "opts": op1}, {"op": "linear", "opts": op2}], expect={"out": (y2, err)})
+
+
+# QOUT: the GPU shape (32 lanes x 4 rows: a workgroup's 32 rows are one group), the software
+# adapter's (4 x 4: 8 groups a workgroup), the default for this size, a 3-row shape (96 rows: 3 groups),
+# a q8 reader, an integer-dot first product, rows "first" after a one-row product, a grid that wraps,
+# and a shape whose workgroups are not whole groups (48 rows: no int8 output, the reader quantizes).
+_add_xq_chain("xq-chain-q4-gpu-shape", "q4", 64, 96, 77, 1, tune1={"tpr": 32, "nr": 4})
+_add_xq_chain("xq-chain-q4-cpu-shape-t3", "q4", 64, 320, 40, 3, tune1={"tpr": 4, "nr": 4})
+_add_xq_chain("xq-chain-q4-default-t2", "q4", 96, 128, 33, 2)
+_add_xq_chain("xq-chain-q4-nr3-tpr8", "q4", 64, 192, 40, 2, tune1={"tpr": 8, "nr": 3})
+_add_xq_chain("xq-chain-q8-reader-xq-first", "q8", 64, 96, 40, 2, tune1={"tpr": 32, "nr": 4, "int8": True})
+_add_xq_chain("xq-chain-q4-rows-first", "q4", 64, 96, 40, 3, tune1={"tpr": 32, "nr": 4}, rows="first")
+_add_xq_chain("xq-chain-q4-wrap", "q4", 64, 320, 40, 1, tune1={"tpr": 32, "nr": 4}, variants=("smallgrid",))
+_add_xq_chain("xq-chain-q4-not-whole-groups", "q4", 64, 96, 40, 2, tune1={"tpr": 16, "nr": 3}, fused=False)
+
+
 # ---- tensor groups (format v2): a member as a row range of its group's buffer (rowOffset, bias offsets),
 # gate and up as two members of one buffer, and a fused q/k/v product written as three dense arrays.
 

@@ -61,6 +61,12 @@ import { MissingFeatureError, SitegenRuntimeError } from "../../errors.js";
  * @typedef {GPUBuffer | { buffer: GPUBuffer, offset?: number, size?: number }} BufferRef
  */
 /** @typedef {"all" | "last" | "first"} RowsMode */
+/**
+ * A product's int8 output for an integer-dot reader (`linear`'s `quantizeFor` / `xqFrom`): the
+ * buffer, the reader's weight dtype, the groups per row (the reader's K / 32), the rows it holds,
+ * and whether the product writes it (rather than its f32 `out`) in a step of `tokens`.
+ * @typedef {{ buffer: GPUBuffer, dtype: "q4" | "q8", groups: number, rows: number, active: (tokens: number) => boolean }} XqOut
+ */
 /** @typedef {"silu" | "gelu_tanh" | "gelu"} Activation */
 /**
  * RoPE frequency scaling, as in the normalised config's `rope_scaling`.
@@ -127,7 +133,7 @@ export const FAMILIES = {
   matvec: {
     file: "matvec", entry: "main",
     params: [["n", "u32"], ["out_stride", "u32"], ["out_offset", "u32"], ["softcap", "f32"],
-      ["bias_off", "u32"], ["gate_bias_off", "u32"], ...SEGMENT_PARAMS, ["norm_eps", "f32"]],
+      ["bias_off", "u32"], ["gate_bias_off", "u32"], ...SEGMENT_PARAMS, ["norm_eps", "f32"], ["qout_groups", "u32"]],
     bindings: [{ name: "x", kind: "read" }, { name: "w", kind: "weight" }, { name: "gate", kind: "weight" },
       { name: "bias", kind: "read", type: "array<f32>" }, { name: "gate_bias", kind: "read", type: "array<f32>" },
       { name: "norm_w", kind: "read", type: "array<vec4<f32>>" }, { name: "out", kind: "rw", type: "array<f32>" },
@@ -331,6 +337,9 @@ export class KernelOp {
     /** linear: whether it computes its fused RMSNorm itself in a step of `tokens` (see `prenorm`). */
     /** @type {(tokens: number) => boolean} */
     this.normsItself = () => false;
+    /** linear: its int8 output for its reader (`quantizeFor`), or null. */
+    /** @type {XqOut | null} */
+    this.xqOut = null;
   }
 
   /**
@@ -548,11 +557,16 @@ export class Kernels {
    *   gateBias?: BufferRef | null, act?: Activation | null, softcap?: number | null, accumulate?: boolean,
    *   outOffset?: number, outStride?: number, rows?: RowsMode, impl?: "matvec" | "matmul",
    *   biasOffset?: number, gateBiasOffset?: number, prenorm?: { x: BufferRef, weight: BufferRef, eps: number } | null,
-   *   tune?: { tpr?: number, nr?: number, int8?: boolean }, segments?: { from: number, base: number, stride: number }[] }} o
+   *   tune?: { tpr?: number, nr?: number, int8?: boolean }, segments?: { from: number, base: number, stride: number }[],
+   *   quantizeFor?: "q4" | "q8" | null, xqFrom?: XqOut | null }} o
    * - `prenorm`: the matvec computes its input itself as RMSNorm(prenorm.x) with that weight and eps
    *   (x, the normed activation, is still what the tiled matmul reads: a prefill keeps its norm op)
    * - `tune`: the matvec's lanes per row and rows per invocation, and whether a q4/q8 matvec takes
    *   the integer-dot path (benchmarks, tests; default: chosen from the shape, `int8For`)
+   * - `quantizeFor`: this product's only reader is an integer-dot matvec over weights of that dtype
+   *   (`xqFrom` its op's `xqOut`): where the matvec shape allows (`xqOut` not null), its matvec
+   *   writes the reader's int8 input instead of `out` (QOUT), saving the reader's quantize dispatch.
+   *   The tiled matmul (more tokens) still writes `out`, and the reader then reads that.
    */
   linear(o) {
     const { w, gate } = o;
@@ -622,16 +636,32 @@ export class Kernels {
       [gpuShape ? gpuShape[1] : N >= 65536 ? 8 : 4, 2].find((r) => N / ((WG / tpr) * r) >= MATVEC_MIN_WORKGROUPS) ?? 1);
     if (!(tpr >= 1 && tpr <= WG && WG % tpr === 0 && nr >= 1 && nr <= 8)) throw new SitegenRuntimeError(`linear: bad tuning tpr=${tpr} nr=${nr}.`);
     const rpw = (WG / tpr) * nr;
-    const mvKey = `matvec:${w.dtype}:tpr=${tpr}:nr=${nr}${vec ? ":vec" : ""}${xq ? ":xq" : ""}${prenorm ? ":rmsnorm" : ""}` +
-      `${sg ? ":sg" : ""}${tail}`;
-    const mv = this.#pipeline("matvec", mvKey, { ...common, VEC: vec, XQ: xq, TPR: tpr, NR: nr, NR8: nr > 4, PRENORM: Boolean(prenorm), SUBGROUPS: sg },
-      { x: vec ? "array<vec4<f32>>" : "array<f32>", w: vec ? "array<vec4<u32>>" : "array<u32>", gate: vec ? "array<vec4<u32>>" : "array<u32>" });
     // The quantized input rows: at most the matvec's tokens (more only where a test forces the matvec).
     const xqRows = o.impl === "matvec" ? 64 : cpu ? CPU_MATVEC_MAX_TOKENS : MATVEC_MAX_TOKENS;
-    const xqBufs = { xq: xq ? this.#scratch("xq", xqRows * (K / 32) * 80) : null };  // 5 vec4 a group
-    const mvBg = this.#bindGroup("matvec", mv, params,
+    // QOUT (`quantizeFor`): the epilogue quantizes whole 32-groups of the reader's input, so a
+    // workgroup's rows must be whole groups, and the output plain rows (no residual, no segments).
+    const outStride = o.outStride ?? N;
+    const qoutDtype = o.quantizeFor ?? null;
+    const qout = qoutDtype !== null && vec && o.impl !== "matmul" && !o.accumulate && seg.length === 0 &&
+      rpw % 32 === 0 && N % 32 === 0 && (o.outOffset ?? 0) % 32 === 0 && outStride % 32 === 0 && this.features.int8 === true;
+    const qoutBuf = qout ? this.#scratch("xq-next", xqRows * (outStride / 32) * 80) : null;
+    const mvKey = `matvec:${w.dtype}:tpr=${tpr}:nr=${nr}${vec ? ":vec" : ""}${xq ? ":xq" : ""}${qout ? `:qout=${qoutDtype}` : ""}` +
+      `${prenorm ? ":rmsnorm" : ""}${sg ? ":sg" : ""}${tail}`;
+    const mv = this.#pipeline("matvec", mvKey, { ...common, VEC: vec, XQ: xq, TPR: tpr, NR: nr, NR8: nr > 4, PRENORM: Boolean(prenorm), SUBGROUPS: sg,
+      QOUT: qout, QOUT_Q4: qoutDtype === "q4", QGROUP: xq || qout },
+      { x: vec ? "array<vec4<f32>>" : "array<f32>", w: vec ? "array<vec4<u32>>" : "array<u32>", gate: vec ? "array<vec4<u32>>" : "array<u32>",
+        ...(qout ? { out: "array<vec4<u32>>" } : {}) });
+    // A reader of a QOUT product reads (and, in a step where that product does not write it, writes)
+    // the product's buffer.
+    const from = o.xqFrom ?? null;
+    if (from && !(xq && from.dtype === w.dtype && from.groups === K / 32 && !prenorm && from.rows >= xqRows)) {
+      throw new SitegenRuntimeError(`linear: a ${w.dtype} ${N}x${K} product cannot read a ${from.dtype} product's int8 output ` +
+        `(${from.groups} groups): it is not an integer-dot matvec over that input.`);
+    }
+    const xqBufs = { xq: xq ? from?.buffer ?? this.#scratch("xq", xqRows * (K / 32) * 80) : null };  // 5 vec4 a group
+    const mvBg = this.#bindGroup("matvec", mv, { ...params, qout_groups: qout ? outStride / 32 : 0 },
       /** @type {Record<string, BufferRef | WeightPart | null>} */ ({ ...buffers, ...(prenorm ? { x: prenorm.x, norm_w: prenorm.weight } : {}),
-        ...xqBufs }));
+        ...xqBufs, ...(qoutBuf ? { out: qoutBuf } : {}) }));
     /** @type {DispatchPlan | null} */
     let xqPlan = null;
     if (xq) {
@@ -641,7 +671,7 @@ export class Kernels {
         { x: prenorm ? prenorm.x : o.x, norm_w: prenorm?.weight ?? null, ...xqBufs });
       xqPlan = (tokens) => {
         const M = rows === "all" ? tokens : 1;
-        if (useMatmul(tokens)) return null;
+        if (useMatmul(tokens) || from?.active(tokens)) return null;
         if (M > xqRows) throw new SitegenRuntimeError(`linear: the integer-dot matvec takes at most ${xqRows} rows, got ${M}.`);
         return { pipeline: qk.pipeline, bindGroup: qBg, grid: [...this.#grid(Math.ceil(M * (K / 32) / WG)), 1] };
       };
@@ -665,6 +695,7 @@ export class Kernels {
     const main = (tokens) => {
       const M = rows === "all" ? tokens : 1;
       if (useMatmul(tokens)) {
+        if (from?.active(tokens)) throw new SitegenRuntimeError(`linear ${N}x${K}: its input product wrote only int8 rows in a step of ${tokens} tokens.`);
         const p = matmul();
         return { pipeline: p.pipeline, bindGroup: p.bg, grid: [Math.ceil(N / 64), Math.ceil(M / 64), 1] };
       }
@@ -673,6 +704,9 @@ export class Kernels {
     const op = xqPlan ? new KernelOp(this, `linear ${N}x${K}`, xqPlan, main) : new KernelOp(this, `linear ${N}x${K}`, main);
     // Whether a step of `tokens` computes the fused RMSNorm itself (the matvec) or reads `x` (the matmul).
     op.normsItself = (/** @type {number} */ tokens) => Boolean(prenorm) && !useMatmul(tokens);
+    /** @type {XqOut | null} what a reader passes as `xqFrom` (QOUT; null: this product writes `out` only) */
+    op.xqOut = qoutBuf && qoutDtype ? { buffer: qoutBuf, dtype: qoutDtype, groups: outStride / 32, rows: xqRows,
+      active: (/** @type {number} */ tokens) => !useMatmul(tokens) } : null;
     return op;
   }
 
@@ -990,6 +1024,7 @@ export class Kernels {
     if (!fam) throw new SitegenRuntimeError(`Unknown kernel family '${family}'.`);
     // Every shader sees these (common.wgsl reads them); variants override.
     const all = { F16: false, SUBGROUPS: false, ROWS: 0, ACT: 0, LINEAR: family === "matvec" || family === "matmul",
+      QOUT: false, QOUT_Q4: false, QGROUP: family === "xquant",
       ...Object.fromEntries(Object.keys(FAMILIES).map((f) => [`IS_${f.toUpperCase()}`, f === family])), ...defines };
     const head = [];
     if (all.F16) head.push("enable f16;");

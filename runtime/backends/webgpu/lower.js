@@ -29,6 +29,25 @@ const USAGE_STORAGE = 0x0080, USAGE_COPY_SRC = 0x0004, USAGE_COPY_DST = 0x0008, 
 export const MAX_TOP_K = 256;
 
 /**
+ * The index of the only op that reads body op i's output before it is written again (-1: none,
+ * several, or a reader past the body).
+ * @param {Graph} graph @param {number} i
+ */
+function onlyReader(graph, i) {
+  const name = /** @type {any} */ (graph.body[i]).out;
+  /** @param {any} op */
+  const reads = (op) => Object.entries(op).some(([key, v]) => key !== "out" && key !== "qOut" && key !== "op" &&
+    (v === name || (key === "prenorm" && v?.x === name))) || (op.out === name && Boolean(op.accumulate));
+  let reader = -1;
+  for (let j = i + 1; j < graph.body.length; j++) {
+    const op = /** @type {any} */ (graph.body[j]);
+    if (reads(op)) { if (reader >= 0) return -1; reader = j; }
+    if (op.out === name || op.qOut === name) return reader;
+  }
+  return [...graph.headLast, ...graph.headAll].some(reads) ? -1 : reader;
+}
+
+/**
  * @param {{ device: GPUDevice, kernels: Kernels, graph: Graph, contextLength: number, prefillChunk: number,
  *   weight: (name: string) => Part[] | null, sampleVocab?: number }} o
  *   sampleVocab: how many rows of the output head sampling may pick (the tokenizer's size; Phi-2,
@@ -148,7 +167,9 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
    * @param {{ out: BufferRef, x: BufferRef, w: string, gate?: string | null, bias?: string | null,
    *   gateBias?: string | null, act?: any, softcap?: number | null, accumulate?: boolean,
    *   rows?: "all" | "last" | "first", segments?: { from: number, base: number, stride: number }[], outStride?: number,
-   *   prenorm?: { id: number, x: string, weight: string, rows: "all" | "last" | "first" } }} o
+   *   prenorm?: { id: number, x: string, weight: string, rows: "all" | "last" | "first" },
+   *   quantizeFor?: { dtype: "q4" | "q8", rows: "all" | "last" | "first" } | null,
+   *   xqFrom?: import("./kernels.js").XqOut | null }} o
    * @returns {KernelOp[]}
    */
   const linear = (o) => {
@@ -174,16 +195,40 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
     const nw = pn && rowsOk && wp[0].cols % 32 === 0 ? vector(pn.weight) : null;
     const prenorm = pn && nw && !nw.base ? { x: act(pn.x), weight: nw.buffer, eps } : null;
     const rows = prenorm && pn ? pn.rows : o.rows ?? "all";
+    // Output row m is the reader's input row m where the reader reads every row and so does this
+    // product, or the reader reads its first row and this product has one.
+    const q = o.quantizeFor;
+    const quantizeFor = q && wp.length === 1 && (q.rows === "first" ? rows !== "all" : q.rows === "all" && rows === "all") ? q.dtype : null;
     const ops = wp.map((p, i) => k.linear({ out: o.out, x: o.x, w: p, gate: gp ? gp[i] : null, prenorm,
       bias: bias?.buffer ?? null, biasOffset: (bias?.base ?? 0) + p.rowStart,
       gateBias: gateBias?.buffer ?? null, gateBiasOffset: (gateBias?.base ?? 0) + p.rowStart,
       act: o.act ?? null, softcap: o.softcap ?? null, accumulate: o.accumulate ?? false,
-      outOffset: p.rowStart, outStride: o.outStride ?? N, rows, segments: o.segments }));
+      outOffset: p.rowStart, outStride: o.outStride ?? N, rows, segments: o.segments, quantizeFor, xqFrom: o.xqFrom ?? null }));
     if (pn) (normReaders.get(pn.id) ?? normReaders.set(pn.id, []).get(pn.id))?.push(...ops);
     return ops;
   };
   /** @type {Map<number, KernelOp[]>} the kernel ops that read each fusable norm (graph `fusedId`) */
   const normReaders = new Map();
+
+  // A product whose output only the next op reads, an integer-dot matvec (a gate/up and its down
+  // projection), writes that reader's int8 input itself (kernels.js `quantizeFor`, QOUT): one
+  // quantize dispatch fewer a layer in a decode step.
+  /** @type {Map<GraphOp, GraphOp>} producer -> reader */
+  const xqReader = new Map();
+  /** @type {Map<GraphOp, GraphOp>} reader -> producer */
+  const xqProducer = new Map();
+  /** @type {Map<GraphOp, import("./kernels.js").XqOut | null>} a lowered producer's int8 output */
+  const xqOuts = new Map();
+  graph.body.forEach((op, i) => {
+    const next = graph.body[i + 1];
+    if (op.op !== "linear" || op.accumulate || next?.op !== "linear" || next.x !== op.out || /** @type {any} */ (next).prenorm) return;
+    if (onlyReader(graph, i) !== i + 1) return;
+    const rp = parts(next.w);
+    if (rp.every((p) => p.cols % 32 === 0 && k.int8For(p.dtype, p.rows * p.cols * (next.gate ? 2 : 1)))) {
+      xqReader.set(op, next);
+      xqProducer.set(next, op);
+    }
+  });
 
   /** @type {Map<string, GPUBuffer>} */
   const moeScratch = new Map();
@@ -207,9 +252,16 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
         if (id) nk.skipWhen((tokens) => { const r = normReaders.get(id) ?? []; return r.length > 0 && r.every((x) => x.normsItself(tokens)); });
         return [nk];
       }
-      case "linear":
-        return linear({ out: act(op.out), x: act(op.x), w: op.w, gate: op.gate, bias: op.bias, gateBias: op.gateBias,
-          act: op.act, softcap: op.softcap, accumulate: op.accumulate, rows: op.rows, prenorm: /** @type {any} */ (op).prenorm });
+      case "linear": {
+        const reader = xqReader.get(op);
+        const producer = xqProducer.get(op);
+        const ops = linear({ out: act(op.out), x: act(op.x), w: op.w, gate: op.gate, bias: op.bias, gateBias: op.gateBias,
+          act: op.act, softcap: op.softcap, accumulate: op.accumulate, rows: op.rows, prenorm: /** @type {any} */ (op).prenorm,
+          quantizeFor: reader?.op === "linear" ? { dtype: /** @type {"q4" | "q8"} */ (parts(reader.w)[0].dtype), rows: reader.rows ?? "all" } : null,
+          xqFrom: producer ? xqOuts.get(producer) ?? null : null });
+        if (reader) xqOuts.set(op, ops[0].xqOut);
+        return ops;
+      }
       case "linear_group": {
         const a = graph.activations[op.out];
         if (!("parts" in a)) throw new SitegenRuntimeError(`graph: '${op.out}' is not an activation of parts.`);

@@ -5,6 +5,7 @@
 //
 //   node bench/kernel_bench.mjs [--shapes llama-3.2-1b] [--dtypes q4,q8] [--tune 32x1,32x2,32x4,...]
 //                               [--contexts 128,512,4096] [--json] [--no-subgroups] [--prefill 512]
+//                               [--attn-tune default,16x32,32x64,...] (split attention: keys per block x most spans)
 //
 // --prefill M also times each matrix (but the output head, which a prefill computes for one row) as a
 // prefill of M tokens (the tiled matmul), in TFLOP/s.
@@ -47,6 +48,8 @@ const { values: v } = parseArgs({ options: {
   tune: { type: "string", default: "default,8x1,16x1,32x1,64x1,16x2,32x2,64x2,16x4,32x4,32x8" },
   contexts: { type: "string", default: "128,512,4096" }, json: { type: "boolean" }, "no-subgroups": { type: "boolean" }, reps: { type: "string", default: "30" },
   prefill: { type: "string", default: "0" },
+  // the split attention's keys per block x most spans ("default": the kernels' choice)
+  "attn-tune": { type: "string", default: "default" },
 } });
 const REPS = Number(v.reps);
 
@@ -129,12 +132,14 @@ for (const shapeName of v.shapes.split(",")) {
       const q = buffer(shape.heads * shape.headDim * 4 * 4, (u32) => new Float32Array(u32.buffer).fill(0.1));
       const o = buffer(shape.heads * shape.headDim * 4 * 4);
       k.setStep({ tokens: 1, pos0: ctx - 1 });
-      for (const impl of /** @type {const} */ (["serial", "split"])) {
+      const tunes = v["attn-tune"].split(",").map((t) => (t === "default" ? null : t.split("x").map(Number)));
+      for (const [impl, tune] of [["serial", null], ...tunes.map((t) => ["split", t])]) {
         const op = k.attention({ out: o, q, kCache: kc, vCache: vc, heads: shape.heads, kvHeads: shape.kvHeads,
-          headDim: shape.headDim, scale: 0.125, impl });
+          headDim: shape.headDim, scale: 0.125, impl: /** @type {"serial" | "split"} */ (impl),
+          ...(tune ? { tune: { chunk: tune[0], splits: tune[1] } } : {}) });
         const ms = await time(op);
-        out({ shape: shapeName, op: "attention", impl, context: ctx, variant: op.variant(1), ms: +ms.toFixed(5),
-          GBs: +(2 * ctx * kvd * 4 / ms / 1e6).toFixed(1) });
+        out({ shape: shapeName, op: "attention", impl, context: ctx, tune: tune ? tune.join("x") : "default", variant: op.variant(1),
+          ms: +ms.toFixed(5), GBs: +(2 * ctx * kvd * 4 / ms / 1e6).toFixed(1) });
       }
       for (const b of [kc, vc, q, o]) b.destroy();
     }

@@ -566,7 +566,7 @@ _add_rope("rope-ring7-wraps", heads=3, kv_heads=1, head_dim=16, rotary_dim=16, t
 # ---- attention
 
 def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None, softcap=None, scale=None, impl=None,
-                   ring=None, max_tokens=None):
+                   ring=None, max_tokens=None, tune=None):
     """ring: the cache is a ring of that many rows (a sliding-window layer's, issue 12): key p in row p mod ring,
     the rows holding the last `ring` positions written; the buffer has 2 more rows of garbage past them."""
     scale = scale or head_dim ** -0.5
@@ -609,6 +609,8 @@ def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None,
         opts["cacheRows"] = ring
     if max_tokens:
         opts["maxTokens"] = max_tokens
+    if tune:
+        opts["tune"] = tune
     for variant in VARIANTS:
         B.add(f"{cid}-{variant}", variant=variant, step=(tokens, pos0),
               buffers={"q": q, "kc": kbuf, "vc": vbuf, "out": np.zeros_like(q)},
@@ -646,6 +648,14 @@ _add_attention("attn-split-prefill-ring", heads=4, kv_heads=2, head_dim=64, toke
                impl="split", max_tokens=20)
 _add_attention("attn-split-prefill-g1-d256", heads=2, kv_heads=2, head_dim=256, tokens=12, pos0=100, impl="split",
                max_tokens=16)
+# The split kernel's block and span counts forced (kernel_bench --attn-tune): 64 keys a block with one
+# lane a key, 8 keys a block over a window, more spans than blocks of keys (empty spans).
+_add_attention("attn-split-tune-64x5", heads=4, kv_heads=4, head_dim=64, tokens=1, pos0=400, impl="split",
+               tune={"chunk": 64, "splits": 5})
+_add_attention("attn-split-tune-8x3-window", heads=8, kv_heads=2, head_dim=32, tokens=2, pos0=90, window=30,
+               impl="split", tune={"chunk": 8, "splits": 3})
+_add_attention("attn-split-tune-32x200", heads=2, kv_heads=1, head_dim=64, tokens=1, pos0=100, impl="split",
+               tune={"chunk": 32, "splits": 200})
 _add_attention("attn-serial-decode-300keys", heads=4, kv_heads=2, head_dim=64, tokens=1, pos0=300, impl="serial")
 _add_attention("attn-serial-t3-window", heads=3, kv_heads=1, head_dim=16, tokens=3, pos0=9, window=4, impl="serial")
 # Rings of window + tokens - 1 rows (or more), the visible keys wrapping past the last row: the prefill

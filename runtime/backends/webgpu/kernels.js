@@ -774,7 +774,8 @@ export class Kernels {
    * j mod cacheRows).
    * @param {{ out: BufferRef, q: BufferRef, kCache: BufferRef, vCache: BufferRef, heads: number, kvHeads: number,
    *   headDim: number, scale: number, softcap?: number | null, window?: number | null, impl?: "split" | "serial",
-   *   cacheRows?: number, maxTokens?: number }} o
+   *   cacheRows?: number, maxTokens?: number, tune?: { chunk?: number, splits?: number } }} o
+   *   tune: the split kernel's keys per block and most spans (benchmarks, tests; default below)
    *   impl: force the split or the serial kernel (tests); default: split for a step of few tokens, and
    *   on a GPU ("gpu" tuning) for a prefill chunk of up to `maxTokens` tokens too
    *   maxTokens: the most tokens a step of this op has (the prefill chunk; default MATVEC_MAX_TOKENS)
@@ -801,10 +802,19 @@ export class Kernels {
     const G = o.heads / o.kvHeads;
     const blocks = Math.ceil(G / Math.min(64, Math.floor(2048 / o.headDim)));
     const gblock = Math.ceil(G / blocks);
-    const chunk = Math.min(16, WG / pow2ceil(gblock));
+    // Keys per block: 16, or 32 for one query head a kv head (G = 1: Gemma-7B, Phi-3-mini), whose
+    // blocks of 16 keys gave a workgroup 16 (head, key) pairs between barriers (H200, kernel_bench
+    // --attn-tune: Gemma-7B 102 -> 84 us a layer at 512 keys, 252 -> 75 at 4,096; Llama-3.2-1B's G = 4
+    // keeps 16: 19 us at 512, 39 at 4,096, 32 is 4-10 % slower).
+    const chunk = o.tune?.chunk ?? Math.min(pow2ceil(gblock) === 1 ? 32 : 16, WG / pow2ceil(gblock));
+    if (!(chunk >= 1 && pow2ceil(chunk) === chunk && chunk * pow2ceil(gblock) <= WG)) {
+      throw new SitegenRuntimeError(`attention: bad chunk ${chunk} (a power of two, at most ${WG / pow2ceil(gblock)} here).`);
+    }
     const lpk = WG / (pow2ceil(gblock) * chunk);
     // (at most WG spans: attn_combine reads one per invocation)
-    const splits = Math.max(1, Math.min(Math.ceil(cacheRows / chunk), Math.max(8, Math.min(128, Math.ceil(512 / (o.kvHeads * blocks))))));
+    const splits = o.tune?.splits ??
+      Math.max(1, Math.min(Math.ceil(cacheRows / chunk), Math.max(8, Math.min(128, Math.ceil(512 / (o.kvHeads * blocks))))));
+    if (!(Number.isInteger(splits) && splits >= 1 && splits <= WG)) throw new SitegenRuntimeError(`attention: bad splits ${splits} (1 to ${WG}).`);
     const canSplit = o.impl !== "serial" && cacheRows > 0;
     if (o.impl === "split" && !canSplit) throw new SitegenRuntimeError("attention: the split kernel cannot run this shape.");
     /** @type {(tokens: number, pos0: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number] } | null} */

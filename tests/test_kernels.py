@@ -648,6 +648,73 @@ _add_attention("attn-split-prefill-ring", heads=4, kv_heads=2, head_dim=64, toke
                impl="split", max_tokens=20)
 _add_attention("attn-split-prefill-g1-d256", heads=2, kv_heads=2, head_dim=256, tokens=12, pos0=100, impl="split",
                max_tokens=16)
+def _add_attention_rope(cid, *, heads, kv_heads, head_dim, rotary_dim, pos0, window=None, ring=None, theta=10000.0,
+                        variants=VARIANTS):
+    """A one-token step whose split attention does the rope op's work (kernels.js attention({rope})): q
+    and the new key rotated at pos0 (rotary_dim 0: a layer without RoPE, append only), the key and value
+    appended to the caches (row pos0, or pos0 mod ring), then attention over the keys it sees. Expected:
+    numpy's rotation and attention, and the caches' new row."""
+    tokens, P = 1, ring or pos0 + 3
+    q = _f32(RNG.standard_normal((1, heads * head_dim)))
+    k = _f32(RNG.standard_normal((1, kv_heads * head_dim)))
+    v = _f32(RNG.standard_normal((1, kv_heads * head_dim)))
+    kc = _f32(RNG.standard_normal((P, kv_heads * head_dim)))
+    vc = _f32(RNG.standard_normal((P, kv_heads * head_dim)))
+    row = pos0 % P
+    kc[row] = vc[row] = 1e30  # the stale row the step overwrites before reading it
+    if not ring:
+        kc[pos0 + 1:] = vc[pos0 + 1:] = 1e30  # past the step: never read
+    pos = np.array([pos0], np.float64)
+    if rotary_dim:
+        inv = _inv_freq(head_dim, rotary_dim, theta, None)
+        qr = _rotate(q.reshape(1, heads, head_dim).astype(np.float64), pos, inv).reshape(1, -1)
+        kr = _rotate(k.reshape(1, kv_heads, head_dim).astype(np.float64), pos, inv).reshape(1, -1)
+    else:
+        qr, kr = q.astype(np.float64), k.astype(np.float64)
+    kc_want, vc_want = kc.astype(np.float64), vc.astype(np.float64)
+    kc_want[row], vc_want[row] = kr[0], v[0]
+    # the keys by position: p in row p mod P
+    lo = max(0, pos0 + 1 - window) if window else 0
+    keys = np.stack([kc_want[p % P] for p in range(lo, pos0 + 1)]).reshape(-1, kv_heads, head_dim)
+    vals = np.stack([vc_want[p % P] for p in range(lo, pos0 + 1)]).reshape(-1, kv_heads, head_dim)
+    scale = head_dim ** -0.5
+    qh = qr.reshape(heads, head_dim)
+    group = heads // kv_heads
+    out = np.zeros((heads, head_dim))
+    err = np.zeros((heads, head_dim))
+    for h in range(heads):
+        kk, vv = keys[:, h // group], vals[:, h // group]
+        sc = kk @ qh[h] * scale
+        w = np.exp(sc - sc.max())
+        w /= w.sum()
+        out[h] = w @ vv
+        err[h] = 1e-5 * (1 + scale * np.abs(kk @ np.abs(qh[h])).max()) * np.abs(vv).max() + 1e-6
+    tab = {"$rope": {"theta": theta, "rotaryDim": rotary_dim, "maxPositions": pos0 + 1}} if rotary_dim else None
+    opts = {"out": "$out", "q": "$qo", "kCache": "$kc", "vCache": "$vc", "heads": heads, "kvHeads": kv_heads,
+            "headDim": head_dim, "scale": scale, "window": window, "impl": "split",
+            "rope": {"q": "$q", "k": "$k", "v": "$v", "table": tab}}
+    if ring:
+        opts["cacheRows"] = ring
+    bound = lambda a: 1e-5 * (np.abs(a) + 1) + 1e-6  # noqa: E731 - as _add_rope's
+    for variant in variants:
+        B.add(f"{cid}-{variant}", variant=variant, step=(1, pos0),
+              # qo: the rope op's output, which a fused step does not read (garbage here)
+              buffers={"q": q, "k": k, "v": v, "qo": np.full_like(q, 1e30), "kc": kc, "vc": vc,
+                       "out": np.zeros_like(q)},
+              ops=[{"op": "attention", "opts": opts}],
+              expect={"out": (out.reshape(1, -1), err.reshape(1, -1)), "kc": (kc_want, bound(kc_want)),
+                      "vc": (vc_want, np.zeros_like(vc_want))})
+
+
+# The rope op folded into a one-token split attention: grouped heads, G = 1 (32 keys a block), a
+# partial rotation, no rotation (NoPE / learned positions), a sliding window over a ring, the first key.
+_add_attention_rope("attn-rope-g4-d64", heads=8, kv_heads=2, head_dim=64, rotary_dim=64, pos0=300)
+_add_attention_rope("attn-rope-g1-d128-partial", heads=3, kv_heads=3, head_dim=128, rotary_dim=32, pos0=77)
+_add_attention_rope("attn-rope-norotate", heads=4, kv_heads=1, head_dim=32, rotary_dim=0, pos0=50)
+_add_attention_rope("attn-rope-ring-window", heads=4, kv_heads=2, head_dim=64, rotary_dim=64, pos0=203, window=37, ring=40)
+_add_attention_rope("attn-rope-first-key", heads=2, kv_heads=2, head_dim=256, rotary_dim=256, pos0=0)
+
+
 # The split kernel's block and span counts forced (kernel_bench --attn-tune): 64 keys a block with one
 # lane a key, 8 keys a block over a window, more spans than blocks of keys (empty spans).
 _add_attention("attn-split-tune-64x5", heads=4, kv_heads=4, head_dim=64, tokens=1, pos0=400, impl="split",

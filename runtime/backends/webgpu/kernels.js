@@ -174,9 +174,12 @@ export const FAMILIES = {
     file: "attention", entry: "split_main",
     params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["window", "u32"],
       ["scale", "f32"], ["softcap", "f32"], ["rows", "u32"], ["chunk", "u32"], ["lpk", "u32"], ["splits", "u32"],
-      ["gblock", "u32"]],
-    bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "read", type: "array<f32>" },
-      { name: "v_cache", kind: "read", type: "array<f32>" }, { name: "part", kind: "rw", type: "array<f32>" }],
+      ["gblock", "u32"], ["half", "u32"]],
+    // (k_cache, v_cache: written only by the ROPE variant; table, k_new, v_new: read only by it)
+    bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "rw", type: "array<f32>" },
+      { name: "v_cache", kind: "rw", type: "array<f32>" }, { name: "part", kind: "rw", type: "array<f32>" },
+      { name: "table", kind: "read", type: "array<f32>" }, { name: "k_new", kind: "read", type: "array<f32>" },
+      { name: "v_new", kind: "read", type: "array<f32>" }],
   },
   attn_combine: {
     file: "attention", entry: "combine_main",
@@ -340,6 +343,9 @@ export class KernelOp {
     /** linear: its int8 output for its reader (`quantizeFor`), or null. */
     /** @type {XqOut | null} */
     this.xqOut = null;
+    /** attention: whether a step of `tokens` does the `rope` op's work itself (its `rope` option). */
+    /** @type {(tokens: number) => boolean} */
+    this.fusesRope = () => false;
   }
 
   /**
@@ -774,8 +780,12 @@ export class Kernels {
    * j mod cacheRows).
    * @param {{ out: BufferRef, q: BufferRef, kCache: BufferRef, vCache: BufferRef, heads: number, kvHeads: number,
    *   headDim: number, scale: number, softcap?: number | null, window?: number | null, impl?: "split" | "serial",
-   *   cacheRows?: number, maxTokens?: number, tune?: { chunk?: number, splits?: number } }} o
+   *   cacheRows?: number, maxTokens?: number, tune?: { chunk?: number, splits?: number },
+   *   rope?: { q: BufferRef, k: BufferRef, v: BufferRef, table: { buffer: GPUBuffer, half: number } | null } | null }} o
    *   tune: the split kernel's keys per block and most spans (benchmarks, tests; default below)
+   *   rope: the `rope` op in front of this one (its q, k, v and table): a one-token step on the split
+   *   kernel does its work itself (`fusesRope`), reading the raw q and appending the new key and value
+   *   to the caches; the `rope` op is then skipped (lower.js). Other steps read `q` as usual.
    *   impl: force the split or the serial kernel (tests); default: split for a step of few tokens, and
    *   on a GPU ("gpu" tuning) for a prefill chunk of up to `maxTokens` tokens too
    *   maxTokens: the most tokens a step of this op has (the prefill chunk; default MATVEC_MAX_TOKENS)
@@ -821,6 +831,8 @@ export class Kernels {
     let second = () => null;
     /** @type {(tokens: number, pos0: number) => { pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number] }} */
     let first = (tokens) => ({ ...serial, grid: [o.heads, tokens, 1] });
+    /** @type {(tokens: number) => boolean} */
+    let fusesRope = () => false;
     if (canSplit) {
       // A prefill chunk runs the split kernel too, with fewer spans per token (its tokens already give
       // kv heads x tokens workgroups): the serial kernel walks a (head, token)'s keys one per invocation
@@ -831,21 +843,38 @@ export class Kernels {
       const splitsP = Math.min(splits, 4);
       const part = this.#scratch("attention", Math.max(MATVEC_MAX_TOKENS * splits, prefillSplit ? maxTokens * splitsP : 0) *
         o.heads * (o.headDim + 2) * 4);
-      const sk = this.#pipeline("attn_split", "attn_split", {});
+      const sk = this.#pipeline("attn_split", "attn_split", { ROPE: false, ROTATE: false });
       const ck = this.#pipeline("attn_combine", "attn_combine", {});
       // One pair of bind groups per span count (the part layout's stride).
       const groups = (/** @type {number} */ n) => ({
-        split: this.#bindGroup("attn_split", sk, { ...params, chunk, lpk, splits: n, gblock }, { q: o.q, k_cache: o.kCache, v_cache: o.vCache, part }),
+        split: this.#bindGroup("attn_split", sk, { ...params, chunk, lpk, splits: n, gblock, half: 0 }, { q: o.q, k_cache: o.kCache, v_cache: o.vCache, part }),
         combine: this.#bindGroup("attn_combine", ck, { heads: o.heads, head_dim: o.headDim, chunk, splits: n }, { part, out: o.out }),
         n });
       const decode = groups(splits);
       const prefill = prefillSplit ? groups(splitsP) : null;
+      // The RoPE dispatch folded in (one token, a group in one block: its kv head's new row is
+      // written by one workgroup; with several blocks others would read it unsynchronised).
+      const r = o.rope && blocks === 1 ? o.rope : null;
+      /** @type {GPUBindGroup | null} */
+      let ropeBg = null;
+      /** @type {GPUComputePipeline | null} */
+      let ropePipeline = null;
+      if (r) {
+        const rotate = Boolean(r.table && r.table.half > 0);
+        const rk = this.#pipeline("attn_split", `attn_split:rope${rotate ? "" : ":norotate"}`, { ROPE: true, ROTATE: rotate });
+        ropePipeline = rk.pipeline;
+        ropeBg = this.#bindGroup("attn_split", rk, { ...params, chunk, lpk, splits, gblock, half: rotate ? /** @type {{half: number}} */ (r.table).half : 0 },
+          { q: r.q, k_cache: o.kCache, v_cache: o.vCache, part, table: r.table?.buffer ?? null, k_new: r.k, v_new: r.v });
+      }
+      fusesRope = (tokens) => ropeBg !== null && tokens === 1;
       // (the partial sums are sized for maxTokens tokens: a longer step runs the serial kernel)
       const pick = (/** @type {number} */ tokens) => (tokens <= MATVEC_MAX_TOKENS ? decode : tokens <= maxTokens ? prefill : null);
       const serialFirst = first;
       first = (tokens, pos0) => {
         const g = pick(tokens);
-        return g ? { pipeline: sk.pipeline, bindGroup: g.split, grid: [o.kvHeads * blocks, Math.min(g.n, Math.ceil((pos0 + tokens) / chunk)), tokens] }
+        const fused = fusesRope(tokens);
+        return g ? { pipeline: fused && ropePipeline ? ropePipeline : sk.pipeline, bindGroup: fused && ropeBg ? ropeBg : g.split,
+          grid: [o.kvHeads * blocks, Math.min(g.n, Math.ceil((pos0 + tokens) / chunk)), tokens] }
           : serialFirst(tokens, pos0);
       };
       second = (tokens) => {
@@ -853,7 +882,9 @@ export class Kernels {
         return g ? { pipeline: ck.pipeline, bindGroup: g.combine, grid: [o.heads, tokens, 1] } : null;
       };
     }
-    return new KernelOp(this, key, first, second);
+    const op = new KernelOp(this, key, first, second);
+    op.fusesRope = fusesRope;
+    return op;
   }
 
   /**

@@ -232,6 +232,13 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
 
   /** @type {Map<string, GPUBuffer>} */
   const moeScratch = new Map();
+  // Each layer's rope op (graph op, table) and attention kernel op: a one-token decode step's split
+  // attention rotates q and appends the new key and value itself (kernels.js `attention({ rope })`),
+  // and the rope dispatch is skipped: one dispatch fewer a layer.
+  /** @type {Map<number, { op: any, table: ReturnType<Kernels["ropeTable"]> | null }>} */
+  const ropeOf = new Map();
+  /** @type {Map<number, KernelOp>} */
+  const attentionOf = new Map();
   /** @param {GraphOp} op @returns {KernelOp[]} */
   const lowerOp = (op) => {
     switch (op.op) {
@@ -270,13 +277,24 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       }
       case "rope": {
         const table = op.rotate === false ? null : ropeTable(op.local);  // NoPE layer: cache append only
-        return [k.rope({ q: act(op.q), k: act(op.k), v: act(op.v), qOut: table ? act(op.qOut) : null,
-          kCache: kCache[op.layer], vCache: vCache[op.layer], cacheRows: kvLayout.rows[op.layer], heads, kvHeads, headDim: hd, table })];
+        const rk = k.rope({ q: act(op.q), k: act(op.k), v: act(op.v), qOut: table ? act(op.qOut) : null,
+          kCache: kCache[op.layer], vCache: vCache[op.layer], cacheRows: kvLayout.rows[op.layer], heads, kvHeads, headDim: hd, table });
+        // A one-token step's attention may do this op's work itself (below): skipped then.
+        ropeOf.set(op.layer, { op, table });
+        rk.skipWhen((tokens) => attentionOf.get(op.layer)?.fusesRope(tokens) ?? false);
+        return [rk];
       }
-      case "attention":
-        return [k.attention({ out: act(op.out), q: act(op.q), kCache: kCache[op.layer], vCache: vCache[op.layer],
+      case "attention": {
+        // The layer's rope op right before it, reading what the attention's q is made from.
+        const r = ropeOf.get(op.layer);
+        const prev = graph.body[graph.body.indexOf(op) - 1];
+        const rope = r && prev === r.op && r.op.qOut === op.q ? { q: act(r.op.q), k: act(r.op.k), v: act(r.op.v), table: r.table } : null;
+        const ak = k.attention({ out: act(op.out), q: act(op.q), kCache: kCache[op.layer], vCache: vCache[op.layer],
           cacheRows: kvLayout.rows[op.layer], heads, kvHeads, headDim: hd, scale: op.scale, softcap: op.softcap, window: op.window,
-          maxTokens: C })];
+          maxTokens: C, rope });
+        attentionOf.set(op.layer, ak);
+        return [ak];
+      }
       case "moe":  // issue 12: router, top-k and experts on the GPU (moe.js)
         return lowerMoe(op, { kernels: k, hidden: c.hidden_size, chunk: C, out: act(op.out), x: act(op.x), parts, buffer,
           linear: (o) => linear(o), scratch: moeScratch });

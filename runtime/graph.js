@@ -300,6 +300,26 @@ export function kvCacheLayout(c, contextLength, prefillChunk) {
 }
 
 /**
+ * The activations op reads: its inputs, its output where it accumulates into it, and a fused norm's
+ * raw input (`prenorm.x`, which a reader that normalises its input itself reads).
+ * @param {GraphOp} op @returns {string[]}
+ */
+export function opReads(op) {
+  const o = /** @type {any} */ (op);
+  const reads = op.op === "rope" ? [o.q, o.k, o.v] : [o.x, o.q, ...(o.accumulate || op.op === "pos_embed" ? [o.out] : [])];
+  return [...reads, ...(o.prenorm ? [o.prenorm.x] : [])].filter(Boolean);
+}
+
+/**
+ * The activations op writes (RoPE: its rotated q; the caches are not activations).
+ * @param {GraphOp} op @returns {string[]}
+ */
+export function opWrites(op) {
+  const o = /** @type {any} */ (op);
+  return [o.out, ...(op.op === "rope" ? [o.qOut] : [])].filter(Boolean);
+}
+
+/**
  * The "norm" fusion: an RMSNorm whose output is read only by linear products (until it is
  * overwritten), while its input stays unchanged, may be computed by those products themselves
  * from its input. Each such reader gets `prenorm: {id, x, weight, rows}` (its input is
@@ -324,14 +344,13 @@ function fuseNorms(ops) {
   for (const op of ops) {
     const o = /** @type {any} */ (op);
     const linear = op.op === "linear" || op.op === "linear_group";
-    const reads = op.op === "rope" ? [o.q, o.k, o.v] : [o.x, o.q, ...(o.accumulate || op.op === "pos_embed" ? [o.out] : [])];
-    for (const a of reads) {
-      const p = a ? pending.get(a) : undefined;
+    for (const a of opReads(op)) {
+      const p = pending.get(a);
       if (!p) continue;
       if (linear && !p.rawChanged && o.x === a) p.readers.push(op);
       else p.ok = false;
     }
-    const writes = [o.out, ...(op.op === "rope" ? [o.qOut] : [])];
+    const writes = opWrites(op);
     for (const p of pending.values()) if (writes.includes(p.norm.x)) p.rawChanged = true;
     for (const a of writes) if (pending.has(a)) finish(a);
     if (op.op === "norm" && op.kind === "rms" && !op.bias && op.heads === 1 && !op.perHeadWeight && !op.accumulate

@@ -98,9 +98,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 // part layout: [tokens, heads, splits, head_dim + 2] (m, l, acc...).
 // ROPE (a one-token step, a group in one block): the RoPE dispatch in front is folded in. q is the
 // product's raw q, rotated as it is loaded; the workgroup whose span holds the new key (the last)
-// writes it, rotated, and its value into the caches (k_new, v_new: the product's raw k and v) before
-// it reads them, as shaders/rope.wgsl would (ROTATE false: a layer without RoPE, append only). No
-// other workgroup reads that row: the spans split the keys, each key in a row of its own.
+// writes it, rotated, and its value into the caches (k, v: the product's raw k and v) before it
+// reads them, as shaders/rope.wgsl would (common.wgsl `rotated`; ROTATE false: a layer without RoPE,
+// append only). No other workgroup reads that row: the spans split the keys, each in a row of its own.
 
 const NV: u32 = 2048u / WG;             // (head, dim) pairs of the values per invocation, at most
 var<workgroup> sq: array<f32, 2048>;  // q of the G heads
@@ -110,29 +110,6 @@ var<workgroup> sm: array<f32, 64>;    // per head: running max,
 var<workgroup> sl: array<f32, 64>;    // running sum,
 var<workgroup> sf: array<f32, 64>;    // and this block's rescale of the old sums
 
-#if ROPE
-fn cos_sin(pos: u32, i: u32) -> vec2<f32> {
-  let b = (pos * P.half + i) * 2u;
-  return vec2<f32>(table[b], table[b + 1u]);
-}
-
-// Element d of a head whose elements start at index b of q (KEY false) or of k_new, rotated at pos.
-fn rotated(key: bool, b: u32, d: u32, pos: u32) -> f32 {
-  var x = 0.0;
-  var y = 0.0;  // the element half a rotation away
-  let h = P.half;
-  if (key) { x = k_new[b + d]; } else { x = q[b + d]; }
-  if (!ROTATE || d >= 2u * h) { return x; }
-  let o = select(b + d - h, b + d + h, d < h);
-  if (key) { y = k_new[o]; } else { y = q[o]; }
-  if (d < h) {
-    let cs = cos_sin(pos, d);
-    return x * cs.x - y * cs.y;
-  }
-  let cs = cos_sin(pos, d - h);
-  return x * cs.x + y * cs.y;
-}
-#endif
 
 @compute @workgroup_size(WG)
 fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -179,7 +156,7 @@ fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     let row = pos % P.rows;
     for (var d = lid; d < hd; d += WG) {
       k_cache[row * kvd + kvh * hd + d] = rotated(true, kvh * hd, d, pos);
-      v_cache[row * kvd + kvh * hd + d] = v_new[kvh * hd + d];
+      v_cache[row * kvd + kvh * hd + d] = v[kvh * hd + d];
     }
   }
   storageBarrier();  // the new row, written above, is read below by other invocations

@@ -114,6 +114,33 @@ fn block_max(v: f32, lid: u32, sgs: u32, sgl: u32) -> f32 {
 #endif
 }
 
+#if ROPE_FN
+// RoPE on element d of a head whose elements start at index b of q (key false) or k (key true), at
+// position pos: rotate-half on the first 2 * P.half dims (ROTATE false, or past them: unchanged), with
+// cos/sin from table [max_pos, half, 2]. Shared by rope.wgsl and the split attention that does
+// the rope op's work (attention.wgsl ROPE).
+fn cos_sin(pos: u32, i: u32) -> vec2<f32> {
+  let b = (pos * P.half + i) * 2u;
+  return vec2<f32>(table[b], table[b + 1u]);
+}
+
+fn rotated(key: bool, b: u32, d: u32, pos: u32) -> f32 {
+  var x = 0.0;
+  var y = 0.0;  // the element half a rotation away
+  let h = P.half;
+  if (key) { x = k[b + d]; } else { x = q[b + d]; }
+  if (!ROTATE || d >= 2u * h) { return x; }
+  let o = select(b + d - h, b + d + h, d < h);
+  if (key) { y = k[o]; } else { y = q[o]; }
+  if (d < h) {
+    let cs = cos_sin(pos, d);
+    return x * cs.x - y * cs.y;
+  }
+  let cs = cos_sin(pos, d - h);
+  return x * cs.x + y * cs.y;
+}
+#endif
+
 #if LINEAR
 // The epilogue of linear (matvec and matmul): bias, gated or plain
 // activation, soft-capping, store or accumulate into out.

@@ -6,11 +6,7 @@
 // q, k, v are read-only, so they can be ranges of one buffer (fused q/k/v).
 // table: [max_pos, half, 2] (cos, sin), built in float64 by kernels.js.
 // Grid: (tokens split over x/y, slices of WG elements of [q | k and v] over z).
-
-fn cos_sin(pos: u32, i: u32) -> vec2<f32> {
-  let b = (pos * P.half + i) * 2u;
-  return vec2<f32>(table[b], table[b + 1u]);
-}
+// The rotation itself is common.wgsl's `rotated` (shared with the split attention).
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
@@ -19,7 +15,6 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   if (t >= S.tokens) { return; }
   let pos = S.pos0 + t;
   let hd = P.head_dim;
-  let half = P.half;
   // One element per invocation: q's heads * hd (when rotating), then k's and v's kvd. A decode
   // step is one token: walking its ~3k elements in one workgroup was a chain of ~10 dependent
   // load rounds (11 us a layer on an H200), so the elements are spread over grid.z workgroups.
@@ -28,15 +23,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   if (e < nq) {
     let qb = t * P.heads * hd;
     let d = e % hd;
-    var val = q[qb + e];
-    if (d < half) {
-      let cs = cos_sin(pos, d);
-      val = q[qb + e] * cs.x - q[qb + e + half] * cs.y;
-    } else if (d < 2u * half) {
-      let cs = cos_sin(pos, d - half);
-      val = q[qb + e] * cs.x + q[qb + e - half] * cs.y;
-    }
-    q_out[qb + e] = val;
+    q_out[qb + e] = rotated(false, qb + e - d, d, pos);
     return;
   }
   let kvd = P.kv_heads * hd;
@@ -45,16 +32,6 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   let row = pos % P.rows;
   let src = t * kvd + ek;
   let d = ek % hd;
-  var val = k[src];
-  if (ROTATE && d < 2u * half) {
-    if (d < half) {
-      let cs = cos_sin(pos, d);
-      val = k[src] * cs.x - k[src + half] * cs.y;
-    } else {
-      let cs = cos_sin(pos, d - half);
-      val = k[src] * cs.x + k[src - half] * cs.y;
-    }
-  }
-  k_cache[row * kvd + ek] = val;
+  k_cache[row * kvd + ek] = rotated(true, src - d, d, pos);
   v_cache[row * kvd + ek] = v[src];
 }

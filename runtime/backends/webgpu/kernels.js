@@ -175,11 +175,11 @@ export const FAMILIES = {
     params: [["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["window", "u32"],
       ["scale", "f32"], ["softcap", "f32"], ["rows", "u32"], ["chunk", "u32"], ["lpk", "u32"], ["splits", "u32"],
       ["gblock", "u32"], ["half", "u32"]],
-    // (k_cache, v_cache: written only by the ROPE variant; table, k_new, v_new: read only by it)
+    // (k_cache, v_cache: written only by the ROPE variant; table, k, v (the new key and value): read only by it)
     bindings: [{ name: "q", kind: "read", type: "array<f32>" }, { name: "k_cache", kind: "rw", type: "array<f32>" },
       { name: "v_cache", kind: "rw", type: "array<f32>" }, { name: "part", kind: "rw", type: "array<f32>" },
-      { name: "table", kind: "read", type: "array<f32>" }, { name: "k_new", kind: "read", type: "array<f32>" },
-      { name: "v_new", kind: "read", type: "array<f32>" }],
+      { name: "table", kind: "read", type: "array<f32>" }, { name: "k", kind: "read", type: "array<f32>" },
+      { name: "v", kind: "read", type: "array<f32>" }],
   },
   attn_combine: {
     file: "attention", entry: "combine_main",
@@ -855,27 +855,21 @@ export class Kernels {
       // The RoPE dispatch folded in (one token, a group in one block: its kv head's new row is
       // written by one workgroup; with several blocks others would read it unsynchronised).
       const r = o.rope && blocks === 1 ? o.rope : null;
-      /** @type {GPUBindGroup | null} */
-      let ropeBg = null;
-      /** @type {GPUComputePipeline | null} */
-      let ropePipeline = null;
-      if (r) {
-        const rotate = Boolean(r.table && r.table.half > 0);
-        const rk = this.#pipeline("attn_split", `attn_split:rope${rotate ? "" : ":norotate"}`, { ROPE: true, ROTATE: rotate });
-        ropePipeline = rk.pipeline;
-        ropeBg = this.#bindGroup("attn_split", rk, { ...params, chunk, lpk, splits, gblock, half: rotate ? /** @type {{half: number}} */ (r.table).half : 0 },
-          { q: r.q, k_cache: o.kCache, v_cache: o.vCache, part, table: r.table?.buffer ?? null, k_new: r.k, v_new: r.v });
-      }
-      fusesRope = (tokens) => ropeBg !== null && tokens === 1;
+      const rotate = Boolean(r?.table && r.table.half > 0);
+      const rk = r ? this.#pipeline("attn_split", `attn_split:rope${rotate ? "" : ":norotate"}`, { ROPE: true, ROTATE: rotate, ROPE_FN: true }) : null;
+      /** @type {{ pipeline: GPUComputePipeline, bindGroup: GPUBindGroup } | null} the split of a one-token step with the rope op's work */
+      const withRope = r && rk ? { pipeline: rk.pipeline, bindGroup: this.#bindGroup("attn_split", rk,
+        { ...params, chunk, lpk, splits, gblock, half: rotate ? /** @type {{half: number}} */ (r.table).half : 0 },
+        { q: r.q, k_cache: o.kCache, v_cache: o.vCache, part, table: r.table?.buffer ?? null, k: r.k, v: r.v }) } : null;
+      fusesRope = (tokens) => withRope !== null && tokens === 1;
       // (the partial sums are sized for maxTokens tokens: a longer step runs the serial kernel)
       const pick = (/** @type {number} */ tokens) => (tokens <= MATVEC_MAX_TOKENS ? decode : tokens <= maxTokens ? prefill : null);
       const serialFirst = first;
       first = (tokens, pos0) => {
         const g = pick(tokens);
-        const fused = fusesRope(tokens);
-        return g ? { pipeline: fused && ropePipeline ? ropePipeline : sk.pipeline, bindGroup: fused && ropeBg ? ropeBg : g.split,
-          grid: [o.kvHeads * blocks, Math.min(g.n, Math.ceil((pos0 + tokens) / chunk)), tokens] }
-          : serialFirst(tokens, pos0);
+        if (!g) return serialFirst(tokens, pos0);
+        const split = withRope && tokens === 1 ? withRope : { pipeline: sk.pipeline, bindGroup: g.split };
+        return { ...split, grid: [o.kvHeads * blocks, Math.min(g.n, Math.ceil((pos0 + tokens) / chunk)), tokens] };
       };
       second = (tokens) => {
         const g = pick(tokens);
@@ -1065,7 +1059,7 @@ export class Kernels {
     if (!fam) throw new SitegenRuntimeError(`Unknown kernel family '${family}'.`);
     // Every shader sees these (common.wgsl reads them); variants override.
     const all = { F16: false, SUBGROUPS: false, ROWS: 0, ACT: 0, LINEAR: family === "matvec" || family === "matmul",
-      QOUT: false, QOUT_Q4: false, QGROUP: family === "xquant",
+      QOUT: false, QOUT_Q4: false, QGROUP: family === "xquant", ROPE_FN: family === "rope",
       ...Object.fromEntries(Object.keys(FAMILIES).map((f) => [`IS_${f.toUpperCase()}`, f === family])), ...defines };
     const head = [];
     if (all.F16) head.push("enable f16;");

@@ -9,7 +9,7 @@
 import { InvalidRequestError, SitegenRuntimeError } from "../../errors.js";
 import { checkStep } from "../../backend.js";
 import { lowerMoe } from "./moe.js";
-import { kvCacheLayout } from "../../graph.js";
+import { kvCacheLayout, opReads, opWrites } from "../../graph.js";
 
 /** The most weights (rows x cols, both matrices of a gated pair) a product with a fused RMSNorm may have. */
 const FUSED_NORM_MAX_WEIGHTS = 8 << 20;
@@ -34,15 +34,14 @@ export const MAX_TOP_K = 256;
  * @param {Graph} graph @param {number} i
  */
 function onlyReader(graph, i) {
-  const name = /** @type {any} */ (graph.body[i]).out;
-  /** @param {any} op */
-  const reads = (op) => Object.entries(op).some(([key, v]) => key !== "out" && key !== "qOut" && key !== "op" &&
-    (v === name || (key === "prenorm" && v?.x === name))) || (op.out === name && Boolean(op.accumulate));
+  const [name] = opWrites(graph.body[i]);
+  /** @param {GraphOp} op */
+  const reads = (op) => opReads(op).includes(name);
   let reader = -1;
   for (let j = i + 1; j < graph.body.length; j++) {
-    const op = /** @type {any} */ (graph.body[j]);
+    const op = graph.body[j];
     if (reads(op)) { if (reader >= 0) return -1; reader = j; }
-    if (op.out === name || op.qOut === name) return reader;
+    if (opWrites(op).includes(name)) return reader;
   }
   return [...graph.headLast, ...graph.headAll].some(reads) ? -1 : reader;
 }

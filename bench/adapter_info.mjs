@@ -4,6 +4,7 @@
 //
 //   SITEGEN_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis node bench/adapter_info.mjs
 import { getNodeGPU } from "../runtime/backends/webgpu/dawn.js";
+import { probeSubgroupMatrix, SUBGROUP_MATRIX } from "../runtime/backends/webgpu/kernels.js";
 
 const gpu = await getNodeGPU();
 /** @type {any} */ (globalThis).__gpu = gpu;  // dawn.node crashes once its GPU object is collected
@@ -20,4 +21,11 @@ console.log(JSON.stringify({
   limits: Object.fromEntries(["maxStorageBufferBindingSize", "maxBufferSize", "maxComputeWorkgroupStorageSize",
     "maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupsPerDimension", "maxStorageBuffersPerShaderStage"].map((k) => [k, L[k]])),
 }, null, 1));
+// The prefill's integer product: which spelling of the i8 subgroup-matrix builtins this Dawn takes
+// (kernels.js probeSubgroupMatrix), and why each other candidate failed.
+if (adapter.features.has(SUBGROUP_MATRIX)) {
+  const device = await adapter.requestDevice({ requiredFeatures: [SUBGROUP_MATRIX, "subgroups"] });
+  const got = await probeSubgroupMatrix(device, (line) => console.log(`subgroup matrices: ${line}`));
+  console.log(`subgroup matrices: ${got ? `taken: ${JSON.stringify(got)}` : "none usable"}`);
+}
 process.exit(0);

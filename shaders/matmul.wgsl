@@ -6,6 +6,7 @@
 // so their latency hides behind the FMAs (gate/up of a 1B model at 512 tokens:
 // 21.5 -> 25.8 TFLOP/s on an H200). Grid: (ceil(N/64), ceil(M/64)).
 
+#if IS_MATMUL
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
@@ -185,3 +186,141 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
   }
 }
+#endif
+
+#if IS_XMATMUL
+// xmm_main: the prefill product of q4/q8 weights over an int8 input, out[m, j] = x[m, :] · W[j, :] for
+// a chunk of tokens. The f32 tiled matmul above decodes every code and spends one FMA a weight (ALU
+// bound at 18-26 TFLOP/s on an H200); here x comes quantized per 32-group by the matvec's quant_main
+// (two int8 levels: x ≈ d (h + l / 256), matvec.wgsl) and each group's products are integer dot
+// products: on subgroup matrices (SGMAT: chromium-experimental-subgroup-matrix, i8 x i8 -> i32 16x16x32,
+// tensor cores on NVIDIA) or, without them, dot4I8Packed (the same tile, computed by every invocation;
+// the kernel tests run this form on the software adapter).
+//
+// A workgroup owns XBM = 64 weight rows x XBN tokens (32; 16 with a gate: its rows are a second set).
+// Per group: the rows' codes are staged as int8 words (q4's low nibbles then high ones, the order
+// quant_main packs x in), the 16x16 i32 tiles of both levels go to xres, and each invocation folds one
+// row's tiles into its f32 sums with the group's scales: w_scale (d (256 h·q + l·q) - 8 d Σ(256h + l)),
+// the last term being q4's code offset (0 for q8). A group's i32 tile cannot be scaled inside a subgroup
+// matrix (its scales differ by row and by column), hence the round trip through workgroup memory.
+// Bindings: xq (quant_main's output as i32 words, 20 a group: hi level 8, lo level 8, then d and the
+// offset term; rows padded to a multiple of 32 tokens), w / gate (vec4<u32>), bias, gate_bias, out.
+// Grid: (ceil(N / 64), ceil(M / XBN)).
+const XWG: u32 = 128u;
+const XBM: u32 = 64u;
+#if GATED
+const XBN: u32 = 16u;
+const MATS: u32 = 2u;
+#else
+const XBN: u32 = 32u;
+const MATS: u32 = 1u;
+#endif
+const TPI: u32 = XBN / 2u;                   // tokens per invocation in the fold (two halves of the workgroup)
+const TILES: u32 = MATS * 2u * (XBM / 16u) * (XBN / 16u);   // 16x16 i32 tiles a group (both levels)
+
+var<workgroup> xres: array<i32, MATS * 2u * XBN * XBM>;   // [mat][level][token][row]: 16 KB
+var<workgroup> xwt: array<i32, MATS * XBM * 8u>;           // [mat][row][8 words]: one group's codes as int8
+                                                           // (i32: the element type an i8 matrix loads from)
+var<workgroup> xws: array<f32, MATS * XBM>;                // their scales
+var<workgroup> xxs: array<vec2<f32>, XBN>;                 // the tokens' (d, offset term) of the group
+
+fn xword(gate_sel: bool, i: u32) -> vec4<u32> {
+  if (gate_sel) { return gate[i]; }
+  return w[i];
+}
+
+fn xscale(gate_sel: bool, r: u32, g: u32) -> f32 {
+  let hi = 2u * select(P.w_so, P.gate_so, gate_sel) + r * (P.w_k / 32u) + g;  // index of the f16 scale
+  return half_of(xword(gate_sel, hi / 8u)[(hi / 2u) % 4u], hi);
+}
+
+@compute @workgroup_size(XWG)
+fn xmm_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>
+#if SGMAT
+  , @builtin(subgroup_size) sg_size: u32
+#endif
+) {
+  let groups = P.w_k / 32u;
+  let M = rows_count();
+  let n0 = wid.x * XBM;
+  let m0 = wid.y * XBN;
+  let n = lid % XBM;
+  let th = lid / XBM;
+  var acc: array<f32, TPI>;
+  var acc_g: array<f32, TPI>;
+  for (var j = 0u; j < TPI; j++) { acc[j] = 0.0; acc_g[j] = 0.0; }
+
+  for (var g = 0u; g < groups; g++) {
+    // stage the group: invocation i < MATS * 64 takes row i % 64 of matrix i / 64
+    if (lid < MATS * XBM) {
+      let gsel = lid >= XBM;
+      let row = min(n0 + lid % XBM, P.n - 1u) + select(P.w_r0, P.gate_r0, gsel);
+#if W_Q4
+      let q = xword(gsel, row * groups + g);
+      for (var i = 0u; i < 4u; i++) {
+        xwt[lid * 8u + i] = bitcast<i32>(q[i] & 0x0F0F0F0Fu);
+        xwt[lid * 8u + 4u + i] = bitcast<i32>((q[i] >> 4u) & 0x0F0F0F0Fu);
+      }
+#else
+      let q0 = xword(gsel, row * (P.w_k / 16u) + 2u * g);
+      let q1 = xword(gsel, row * (P.w_k / 16u) + 2u * g + 1u);
+      for (var i = 0u; i < 4u; i++) { xwt[lid * 8u + i] = bitcast<i32>(q0[i]); xwt[lid * 8u + 4u + i] = bitcast<i32>(q1[i]); }
+#endif
+      xws[lid] = xscale(gsel, row, g);
+    }
+    if (lid < XBN) {
+      let at = ((m0 + lid) * groups + g) * 20u + 16u;
+      xxs[lid] = vec2<f32>(bitcast<f32>(xq[at]), bitcast<f32>(xq[at + 1u]));
+    }
+    workgroupBarrier();
+#if SGMAT
+    // tile e: level e % 2, token tile (e / 2) % (XBN / 16), row tile, matrix; subgroup s of the nsg
+    // takes tiles s, s + nsg, .. (a trip count the same in every subgroup: the matrices are built in
+    // uniform control flow; nsg divides TILES for subgroups of 8 to 128)
+    let nsg = XWG / sg_size;
+    for (var k = 0u; k < TILES / nsg; k++) {
+      let e = k * nsg + lid / sg_size;
+      let lvl = e % 2u;
+      let tt = (e / 2u) % (XBN / 16u);
+      let nt = (e / (2u * (XBN / 16u))) % (XBM / 16u);
+      let mat = e / (2u * (XBN / 16u) * (XBM / 16u));
+      let a = sgm_load_left(((mat * XBM + nt * 16u) * 8u) * SGM_UNIT, 8u * SGM_UNIT);
+      let b = sgm_load_right((((m0 + tt * 16u) * groups + g) * 20u + 8u * lvl) * SGM_UNIT, groups * 20u * SGM_UNIT);
+      sgm_store(((mat * 2u + lvl) * XBN + tt * 16u) * XBM + nt * 16u, subgroupMatrixMultiply<i32>(a, b));
+    }
+#else
+    // the same tiles from dot4I8Packed: entry e = ((mat * 2 + level) * XBN + token) * XBM + row
+    for (var e = lid; e < MATS * 2u * XBN * XBM; e += XWG) {
+      let row = e % XBM;
+      let t = (e / XBM) % XBN;
+      let lvl = (e / (XBM * XBN)) % 2u;
+      let mat = e / (2u * XBM * XBN);
+      let xa = ((m0 + t) * groups + g) * 20u + 8u * lvl;
+      var s = 0i;
+      for (var i = 0u; i < 8u; i++) { s += dot4I8Packed(bitcast<u32>(xwt[(mat * XBM + row) * 8u + i]), bitcast<u32>(xq[xa + i])); }
+      xres[e] = s;
+    }
+#endif
+    workgroupBarrier();
+    // fold: invocation (n, th) takes row n and tokens th * TPI ..
+    for (var j = 0u; j < TPI; j++) {
+      let t = th * TPI + j;
+      let xs = xxs[t];
+      let h = xres[t * XBM + n];
+      let l = xres[(XBN + t) * XBM + n];
+      acc[j] += (f32(h * 256i + l) * xs.x - xs.y) * xws[n];
+#if GATED
+      let hg = xres[(2u * XBN + t) * XBM + n];
+      let lg = xres[(3u * XBN + t) * XBM + n];
+      acc_g[j] += (f32(hg * 256i + lg) * xs.x - xs.y) * xws[XBM + n];
+#endif
+    }
+    workgroupBarrier();
+  }
+
+  for (var j = 0u; j < TPI; j++) {
+    let m = m0 + th * TPI + j;
+    if (m < M && n0 + n < P.n) { linear_store(m, n0 + n, acc[j], acc_g[j]); }
+  }
+}
+#endif

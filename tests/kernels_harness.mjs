@@ -7,16 +7,17 @@
 //                                      //   scalesOffset, rowOffset?} → a WeightPart; {"$rope": {...}} → ropeTable(...);
 //                                      //   {"$slice": name, offset, size} → a range of a buffer;
 //                                      //   {"$xqOut": i, expect} → op i's xqOut (expect: whether it has one)
-//   outputs: [name] }] }
+//   outputs: [name], kernels?: [[name]] }] }   // kernels: per op, names its step's pipeline keys must include
 // Writes <out>/<id>.<name>.out per output (out defaults to dir), then <out>/results.json (also printed):
 // { adapter, features, results: {id: "ok" | "skipped: why" | "error: message"} }.
 import { create, globals } from "webgpu";
 import fs from "node:fs";
 import path from "node:path";
-import { Kernels } from "../runtime/backends/webgpu/kernels.js";
+import { Kernels, SUBGROUP_MATRIX } from "../runtime/backends/webgpu/kernels.js";
 
 Object.assign(globalThis, globals);
-const gpu = create([]);
+// SITEGEN_DAWN_FLAGS: Dawn options (the GPU machine: enable-dawn-features=allow_unsafe_apis lists subgroup matrices)
+const gpu = create((process.env.SITEGEN_DAWN_FLAGS ?? "").split(",").map((f) => f.trim()).filter(Boolean));
 // Kept for the process's life: dawn.node crashes (futex errors) once this object is collected, and a
 // module-level const that no closure uses is not guaranteed to stay reachable.
 /** @type {any} */ (globalThis).__sitegenGPU = gpu;
@@ -25,11 +26,11 @@ const batch = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const outDir = batch.out ?? batch.dir;
 const adapter = await gpu.requestAdapter();
 if (!adapter) throw new Error("no WebGPU adapter");
-const want = ["shader-f16", "subgroups"].filter((f) => adapter.features.has(f));
+const want = ["shader-f16", "subgroups", SUBGROUP_MATRIX].filter((f) => adapter.features.has(f));
 const device = await adapter.requestDevice({
   requiredFeatures: want,
   requiredLimits: { maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
-    maxBufferSize: adapter.limits.maxBufferSize },
+    maxBufferSize: adapter.limits.maxBufferSize, maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize },
 });
 /** @type {string[]} */
 const uncaptured = [];
@@ -42,6 +43,13 @@ const kernels = {
   sg: device.features.has("subgroups") ? await Kernels.create(device, { f16: false, subgroups: true, tuning: "gpu" }) : null,
   // The grid wrap from x into y (past maxComputeWorkgroupsPerDimension), made cheap to reach.
   smallgrid: await Kernels.create(device, { f16: false, subgroups: false, maxWorkgroupsPerDim: 3, tuning: "gpu" }),
+  // The prefill's integer product: with dot4I8Packed (everywhere), and on subgroup matrices where the
+  // device has them (a GPU; the software adapters lack them).
+  xmm: await Kernels.create(device, { f16: false, subgroups: false, tuning: "gpu", prefillInt8: "dot4" }),
+  sgmat: await (async () => {
+    const k = await Kernels.create(device, { f16: false, subgroups: true, tuning: "gpu", prefillInt8: "auto" });
+    return k.features.xmm?.mode === "sgmat" ? k : null;
+  })(),
   f16: device.features.has("shader-f16") ? await Kernels.create(device, { f16: true, subgroups: device.features.has("subgroups"), tuning: "gpu" }) : null,
 };
 
@@ -87,6 +95,11 @@ for (const c of batch.cases) {
     const ops = [];
     for (const o of c.ops) ops.push(k[o.op](resolve(o.opts)));
     k.setStep(c.step);
+    // kernels: per op, names its step's pipelines must include (which path ran, not only its result)
+    (c.kernels ?? []).forEach((names, i) => {
+      const v = ops[i].variant(c.step.tokens);
+      for (const n of names) if (!v.includes(n)) throw new Error(`op ${i} ran ${JSON.stringify(v)}, without ${n}`);
+    });
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();
     for (const op of ops) op.record(pass);

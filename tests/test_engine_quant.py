@@ -10,6 +10,10 @@ Two checks per family and storage type, on all 20 positions of a prompt:
    the prompt's first 3 tokens, which run the decode matvec, here on its integer-dot path for every
    matrix (SITEGEN_INT8_MIN_WEIGHTS=0; by default only products of 8M weights and more take it): its
    int8 input keeps each value within 1/65024 of its 32-group's largest, well inside this bound.
+   The whole prompt's q8/q4 products run the prefill's integer product (kernels.js `prefillInt8`,
+   shaders/matmul.wgsl xmm_main) over the same int8 input: here its dot4I8Packed form
+   (SITEGEN_PREFILL_INT8=dot4), whose tiles a GPU with subgroup matrices computes on those instead
+   (the kernel tests check both forms against numpy); f16 storage runs the f32 tiled matmul.
 2. engine vs transformers: the relative RMS error ‖engine - hf‖ / σ (σ: the standard deviation of
    transformers' logits, each row centred) within the storage type's bound, and the argmax equal to
    transformers' wherever transformers' top-1/top-2 margin exceeds the storage type's margin
@@ -75,8 +79,9 @@ def run(tmp_path_factory):
     for (const [key, dir] of Object.entries({json.dumps(engine)})) {{
       try {{
         const e = await createEngine({{ modelDir: dir, warmup: false, compute: "f32", device }});
-        // the whole prompt (the tiled matmul), then its first 3 tokens (the decode matvec, here
-        // always its integer-dot path: SITEGEN_INT8_MIN_WEIGHTS=0 below)
+        // the whole prompt (the prefill products: q8/q4 on the integer kernel, SITEGEN_PREFILL_INT8=dot4
+        // below), then its first 3 tokens (the decode matvec, here always its integer-dot path:
+        // SITEGEN_INT8_MIN_WEIGHTS=0 below)
         out[key] = {{ full: Array.from(await e.logits({json.dumps(PROMPT)})),
                      short: Array.from(await e.logits({json.dumps(PROMPT[:3])})) }};
         await e.unload();
@@ -88,7 +93,7 @@ def run(tmp_path_factory):
 
     # one Node process for all 45 models (one Dawn start-up); generous: ~10 s per model on a loaded CI
     proc = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True,
-                          env={**node_env(), "SITEGEN_INT8_MIN_WEIGHTS": "0"}, cwd=ROOT, timeout=3000)
+                          env={**node_env(), "SITEGEN_INT8_MIN_WEIGHTS": "0", "SITEGEN_PREFILL_INT8": "dot4"}, cwd=ROOT, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), folders, srcs
 

@@ -92,14 +92,15 @@ class _Batch:
         self.checks: dict[str, dict] = {}
 
     def add(self, cid: str, *, variant: str, step: tuple[int, int], buffers: dict, ops: list,
-            expect: dict, dtype_out: dict | None = None):
+            expect: dict, dtype_out: dict | None = None, kernels: list | None = None):
         names = {}
         for name, value in buffers.items():
             fname = f"{cid}.{name}.in"
             self.files[fname] = value if isinstance(value, bytes) else np.ascontiguousarray(value).tobytes()
             names[name] = fname
         self.cases.append({"id": cid, "variant": variant, "step": {"tokens": step[0], "pos0": step[1]},
-                           "buffers": names, "ops": ops, "outputs": list(expect)})
+                           "buffers": names, "ops": ops, "outputs": list(expect),
+                           **({"kernels": kernels} if kernels else {})})
         self.checks[cid] = {"expect": expect, "dtype_out": dtype_out or {}}
 
 
@@ -123,9 +124,12 @@ def _f32(a) -> np.ndarray:
 
 # ---- linear: plain products over every dtype, odd sizes, matvec (1, 3 tokens) and matmul (70)
 
+_XMM_V = ("xmm", "sgmat")
+
+
 def _add_linear(cid, dtype, N, K, tokens, *, variants=VARIANTS + ("f16",), gate=False, act=None, bias=False,
                 gate_bias=False, softcap=None, accumulate=False, out_offset=0, out_stride=None, rows="all",
-                impl=None, tune=None, prenorm=False):
+                impl=None, tune=None, prenorm=False, max_tokens=None):
     data, W, wref = _weight(N, K, dtype)
     buffers = {"w": data, "x": _f32(RNG.standard_normal((tokens, K)))}
     x = buffers["x"].astype(np.float64)
@@ -147,7 +151,7 @@ def _add_linear(cid, dtype, N, K, tokens, *, variants=VARIANTS + ("f16",), gate=
     # The integer-dot path's input: each value within max|x| of its 32-group / 65024 (two int8 levels:
     # d = max / 127, then the remainder in d / 256 steps, rounded), so |Δy| <= Σ_groups that x |w|.
     xq_err = lambda Wm: 0.0  # noqa: E731
-    if tune and tune.get("int8"):
+    if (tune and tune.get("int8")) or impl == "xmm" or (max_tokens and tokens > 4):
         xmax = np.abs(xs).reshape(len(xs), K // 32, 32).max(axis=2) / 65024  # noqa: F841
         xq_err = lambda Wm: np.einsum("mg,ngk->mn", xmax, np.abs(Wm).reshape(N, K // 32, 32))  # noqa: E731
     if bias:
@@ -173,6 +177,10 @@ def _add_linear(cid, dtype, N, K, tokens, *, variants=VARIANTS + ("f16",), gate=
         opts["accumulate"] = True
     if impl:
         opts["impl"] = impl
+    if impl == "xmm" and not max_tokens:
+        max_tokens = tokens  # sizes its int8 input
+    if max_tokens:
+        opts["maxTokens"] = max_tokens
     stride = out_stride or N
     opts.update(outOffset=out_offset, outStride=stride, rows=rows)
     f = ACTS[act]
@@ -194,8 +202,11 @@ def _add_linear(cid, dtype, N, K, tokens, *, variants=VARIANTS + ("f16",), gate=
         full_err = np.zeros_like(full)
         full[:, out_offset:out_offset + N] = ref + (init[:, out_offset:out_offset + N] if accumulate else 0)
         full_err[:, out_offset:out_offset + N] = err + 1e-6 * np.abs(full[:, out_offset:out_offset + N])
+        # which kernels the step must run (names in the pipeline keys: e.g. the integer prefill's)
+        want = (["xquant", "xmatmul"] if impl == "xmm" or (max_tokens and tokens > 4) and variant in _XMM_V
+                else ["matvec"] if max_tokens else None)
         B.add(f"{cid}-{variant}", variant=variant, step=(tokens, 0), buffers={**buffers, "out": init},
-              ops=[{"op": "linear", "opts": opts}], expect={"out": (full, full_err)})
+              ops=[{"op": "linear", "opts": opts}], expect={"out": (full, full_err)}, kernels=want and [want])
 
 
 # The f16-compute variant runs on lavapipe, whose LLVM compile of each new pipeline costs
@@ -797,19 +808,47 @@ _add_argmax("argmax-last", "last")
 
 # --------------------------------------------------------------------------- running it
 
+# The prefill's integer product (kernels.js prefillInt8, shaders/matmul.wgsl xmm_main): q4/q8 weights
+# over an int8 input quantized in front, a workgroup 64 rows x 32 tokens (16 with a gate). Variant
+# "xmm": its dot4I8Packed form (every adapter); "sgmat": on i8 subgroup matrices, only where the
+# adapter has them (the GPU machine: SITEGEN_KERNEL_ADAPTER=gpu, see run below); the software
+# adapters lack them, and those cases skip there, saying so.
+_XMM = _XMM_V
+for _dt in ("q4", "q8"):
+    for _N, _K, _T in ((77, 96, 5), (300, 576, 70), (64, 2048, 33), (130, 64, 1)):
+        _add_linear(f"xmm-{_dt}-{_N}x{_K}-t{_T}", _dt, _N, _K, _T, variants=_XMM, impl="xmm")
+_add_linear("xmm-q4-gated-silu-300x576-t37", "q4", 300, 576, 37, variants=_XMM, impl="xmm", gate=True, act="silu")
+_add_linear("xmm-q8-gated-gelu-bias-77x96-t17", "q8", 77, 96, 17, variants=_XMM, impl="xmm", gate=True, act="gelu_tanh",
+            bias=True, gate_bias=True)
+_add_linear("xmm-q4-bias-acc-offset-77x160-t40", "q4", 77, 160, 40, variants=_XMM, impl="xmm", bias=True, accumulate=True,
+            out_offset=5, out_stride=90)
+_add_linear("xmm-q4-softcap-300x96-t9", "q4", 300, 96, 9, variants=_XMM, impl="xmm", softcap=3.0)
+# Chosen by the step's tokens where the op knows its chunk (maxTokens): the matvec up to 4 tokens, xmm beyond.
+_add_linear("xmm-auto-q4-77x96-t70", "q4", 77, 96, 70, variants=_XMM, max_tokens=96)
+_add_linear("xmm-auto-q4-77x96-t3", "q4", 77, 96, 3, variants=("xmm",), max_tokens=96)
+
+
 def _lavapipe_icd() -> str | None:
     """Mesa's lavapipe ICD (scripts/setup installs it from bookworm-backports), or None."""
     found = sorted(glob.glob("/usr/share/vulkan/icd.d/lvp_icd*.json"))
     return found[0] if found else None
 
 
-def _harness(node: str, d: Path, name: str, cases: list[dict], icd: str) -> dict:
-    """Run one batch in one harness process on the Vulkan driver `icd`; its results.json as a dict."""
+# SITEGEN_KERNEL_ADAPTER=gpu: every f32-compute case on the system's Vulkan driver instead of SwiftShader
+# (the GPU machine; set SITEGEN_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis there for the
+# subgroup-matrix cases), and no lavapipe batch.
+ON_GPU = os.environ.get("SITEGEN_KERNEL_ADAPTER") == "gpu"
+
+
+def _harness(node: str, d: Path, name: str, cases: list[dict], icd: str | None) -> dict:
+    """Run one batch in one harness process on the Vulkan driver `icd` (None: the system's); its results.json."""
     sub = d / name
     sub.mkdir()
     (sub / "batch.json").write_text(json.dumps({"dir": str(d), "out": str(sub), "cases": cases}))
-    env = {**os.environ, "VK_ICD_FILENAMES": icd}
-    if icd == SWIFTSHADER_ICD:
+    env = {**os.environ, **({"VK_ICD_FILENAMES": icd} if icd else {})}
+    if icd is None:
+        pass
+    elif icd == SWIFTSHADER_ICD:
         env["LD_LIBRARY_PATH"] = "/usr/lib/chromium"
     else:
         # lavapipe: skip LLVM's optimisation passes. The shaders run on tiny inputs, and
@@ -849,18 +888,18 @@ def run(tmp_path_factory):
 
     The two harness processes run at once (each is mostly one busy thread)."""
     node = shutil.which("node")
-    if not node or not os.path.exists(SWIFTSHADER_ICD) or not (ROOT / "node_modules" / "webgpu").exists():
+    if not node or not (ON_GPU or os.path.exists(SWIFTSHADER_ICD)) or not (ROOT / "node_modules" / "webgpu").exists():
         # In CI a missing install is a failure, never a silent skip of every kernel test.
         (pytest.fail if os.environ.get("CI") else pytest.skip)(
             "needs node, the npm 'webgpu' package and SwiftShader (scripts/setup installs them)")
     d = tmp_path_factory.mktemp("kernels")
     for name, data in B.files.items():
         (d / name).write_bytes(data)
-    lvp = _lavapipe_icd()
+    lvp = None if ON_GPU else _lavapipe_icd()
     f16_cases = [c for c in B.cases if c["variant"] == "f16"]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        f32 = pool.submit(_harness, node, d, "swiftshader", [c for c in B.cases if c["variant"] != "f16"],
-                          SWIFTSHADER_ICD)
+        f32 = pool.submit(_harness, node, d, "gpu" if ON_GPU else "swiftshader", [c for c in B.cases if c["variant"] != "f16"],
+                          None if ON_GPU else SWIFTSHADER_ICD)
         f16 = pool.submit(_harness, node, d, "lavapipe", f16_cases, lvp) if lvp else None
         out = {}
         for key, future in (("f32", f32), ("f16", f16)):
@@ -888,6 +927,9 @@ def test_kernel(run, cid):
     if "failed" in report:
         pytest.skip("this batch's harness failed: test_kernel_harness fails with the cause")
     status = report["results"][cid]
+    if cid.endswith("-sgmat") and status.startswith("skipped"):
+        pytest.skip("i8 subgroup matrices: this adapter has none (software adapters never do); the same cases "
+                    "run on the GPU machine with SITEGEN_KERNEL_ADAPTER=gpu, and their dot4 form (-xmm) here")
     # No skips past this point: lavapipe has shader-f16, SwiftShader has subgroups.
     assert status == "ok", f"{status} (adapter {report['adapter']!r}, features {report['features']})"
     check = B.checks[cid]
@@ -904,3 +946,30 @@ def test_kernel(run, cid):
             i = np.unravel_index(np.argmax(np.where(bad, diff - bound, -np.inf)), np.shape(want))
             pytest.fail(f"{cid}: {name}: {bad.sum()} of {bad.size} values out of bound; worst at {i}: "
                         f"got {got[i]!r}, want {want[i]!r}, |diff| {diff[i]:.3g} > bound {np.asarray(bound)[i]:.3g}")
+
+
+def test_subgroup_matrix_kernel_is_taken_only_when_it_agrees_with_its_dot4_form(tmp_path):
+    """kernels.js xmmAgrees, the check before a prefill runs xmm_main on subgroup matrices: the dot4 form
+    agrees with itself (the comparison runs), and a subgroup-matrix kernel that cannot be built (this
+    adapter has no matrices) is refused, not used; Kernels.create then keeps the f32 tiled matmul."""
+    node = shutil.which("node")
+    if not node or not os.path.exists(SWIFTSHADER_ICD) or not (ROOT / "node_modules" / "webgpu").exists():
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("needs node, the npm 'webgpu' package and SwiftShader")
+    script = tmp_path / "xmm_agrees.mjs"
+    script.write_text(f"""
+import {{ getNodeGPU }} from {json.dumps(str(ROOT / "runtime/backends/webgpu/dawn.js"))};
+import {{ Kernels, xmmAgrees }} from {json.dumps(str(ROOT / "runtime/backends/webgpu/kernels.js"))};
+const gpu = await getNodeGPU();
+globalThis.__gpu = gpu;
+const a = await gpu.requestAdapter();
+const device = await a.requestDevice({{ requiredFeatures: ["subgroups"],
+  requiredLimits: {{ maxComputeWorkgroupStorageSize: a.limits.maxComputeWorkgroupStorageSize }} }});
+const k = await Kernels.create(device, {{}});
+console.log(JSON.stringify({{ xmm: k.features.xmm, dot4: await xmmAgrees(device, k.sources, {{ mode: "dot4" }}),
+  sgmat: await xmmAgrees(device, k.sources, {{ mode: "sgmat", syntax: "mk", unit: 1 }}) }}));
+process.exit(0);
+""")
+    env = {**os.environ, "VK_ICD_FILENAMES": SWIFTSHADER_ICD, "LD_LIBRARY_PATH": "/usr/lib/chromium"}
+    p = subprocess.run([node, str(script)], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"xmm": None, "dot4": True, "sgmat": False}

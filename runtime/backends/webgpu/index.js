@@ -9,11 +9,30 @@ import { requirementsOf } from "../../loader/preflight.js";
 import { planUpload, createBuffers, uploadShard, tensorParts, hasTensor } from "./upload.js";
 import { lowerGraph, MAX_TOP_K } from "./lower.js";
 
+/** kernels.js SUBGROUP_MATRIX (that module loads only once a model compiles). */
+const SUBGROUP_MATRIX = "chromium-experimental-subgroup-matrix";
+
 /**
  * @typedef {import("../../backend.js").Backend} Backend
  * @typedef {import("../../backend.js").BackendOptions} BackendOptions
  * @typedef {import("../../manifest.js").Manifest} Manifest
  */
+
+/**
+ * SITEGEN_PREFILL_INT8 (Node only): how a prefill's q4/q8 products run (kernels.js `prefillInt8`:
+ * "auto", "dot4" — the integer kernel without subgroup matrices, as the whole-model tests run it on
+ * the software adapter — or "off"), for tests and benchmarks. Unset: "auto".
+ * @returns {"auto" | "dot4" | "off" | undefined}
+ */
+function prefillInt8() {
+  const v = /** @type {any} */ (globalThis).process?.env?.SITEGEN_PREFILL_INT8;
+  if (v === undefined || v === "") return undefined;
+  if (v !== "auto" && v !== "dot4" && v !== "off") {
+    throw new InvalidRequestError(`SITEGEN_PREFILL_INT8: expected auto, dot4 or off, got ${JSON.stringify(v)}.`,
+      { param: "SITEGEN_PREFILL_INT8" });
+  }
+  return v;
+}
 
 /**
  * SITEGEN_INT8_MIN_WEIGHTS (Node only): the integer-dot matvec's size threshold (kernels.js
@@ -110,6 +129,7 @@ export async function createBackend(manifest, options = {}) {
       const kernels = await Kernels.create(device, {
         ...(options.shaderBase ? { shaderSource: shaderSourceFrom(options.shaderBase) } : {}), f16,
         ...(int8MinWeights() !== undefined ? { int8MinWeights: int8MinWeights() } : {}),
+        ...(prefillInt8() !== undefined ? { prefillInt8: prefillInt8() } : {}),
       });
       device.pushErrorScope("out-of-memory");
       /** @type {ReturnType<typeof lowerGraph>} */
@@ -202,7 +222,9 @@ async function requestDevice(manifest, { profile }) {
   const req = requirementsOf(manifest);
   checkLimits(adapter, manifest, "adapter");
   // Optional speed-ups the kernels use when present.
-  const want = new Set([...req.features, ...req.optionalFeatures, ...(profile ? ["timestamp-query"] : [])]);
+  // (subgroup matrices: the prefill's integer product, kernels.js probeSubgroupMatrix; listed by Dawn
+  // only with its allow_unsafe_apis toggle, by Chrome only behind a flag)
+  const want = new Set([...req.features, ...req.optionalFeatures, SUBGROUP_MATRIX, ...(profile ? ["timestamp-query"] : [])]);
   const requiredFeatures = /** @type {GPUFeatureName[]} */ ([...want].filter((f) => adapter.features.has(f)));
   const L = adapter.limits;
   try {

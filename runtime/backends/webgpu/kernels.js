@@ -69,6 +69,11 @@ import { MissingFeatureError, SitegenRuntimeError } from "../../errors.js";
  */
 /** @typedef {"silu" | "gelu_tanh" | "gelu"} Activation */
 /**
+ * The prefill's integer product (`Kernels.create`'s `prefillInt8`): on subgroup matrices (with the
+ * device's spelling, `probeSubgroupMatrix`), on dot4I8Packed, or none (the f32 tiled matmul).
+ * @typedef {null | { mode: "sgmat", syntax: "mk" | "km" | "bool", unit: number } | { mode: "dot4" }} XmmMode
+ */
+/**
  * RoPE frequency scaling, as in the normalised config's `rope_scaling`.
  * @typedef {null | { type: "linear", factor: number } | { type: "llama3", factor: number,
  *   low_freq_factor: number, high_freq_factor: number, original_max_position_embeddings: number }} RopeScaling
@@ -94,6 +99,8 @@ const MATVEC_MIN_WORKGROUPS = 128;
  * 34M-weight gate/up 14.4 -> 5.7 us, Gemma-7B's output head 236 -> 109 us).
  */
 const INT8_MIN_WEIGHTS = 8 << 20;
+/** Workgroup memory that the prefill's integer product needs (shaders/matmul.wgsl xmm_main, gated: 20.6 KB). */
+const XMM_WORKGROUP_BYTES = 24 << 10;
 const ROWS_CODE = { all: 0, last: 1, first: 2 };
 const ACT_CODE = { none: 0, silu: 1, gelu_tanh: 2, gelu: 3 };
 const DTYPE_CODE = { f32: 0, f16: 1, q8: 2, q4: 3 };
@@ -152,6 +159,16 @@ export const FAMILIES = {
       ["bias_off", "u32"], ["gate_bias_off", "u32"], ...SEGMENT_PARAMS],
     bindings: [{ name: "x", kind: "read", type: "array<f32>" }, { name: "w", kind: "weight", type: "array<u32>" },
       { name: "gate", kind: "weight", type: "array<u32>" },
+      { name: "bias", kind: "read", type: "array<f32>" }, { name: "gate_bias", kind: "read", type: "array<f32>" },
+      { name: "out", kind: "rw", type: "array<f32>" }],
+  },
+  // the prefill product over an int8 input (shaders/matmul.wgsl xmm_main; its input from xquant)
+  xmatmul: {
+    file: "matmul", entry: "xmm_main",
+    params: [["n", "u32"], ["out_stride", "u32"], ["out_offset", "u32"], ["softcap", "f32"],
+      ["bias_off", "u32"], ["gate_bias_off", "u32"], ...SEGMENT_PARAMS],
+    bindings: [{ name: "xq", kind: "read", type: "array<i32>" }, { name: "w", kind: "weight", type: "array<vec4<u32>>" },
+      { name: "gate", kind: "weight", type: "array<vec4<u32>>" },
       { name: "bias", kind: "read", type: "array<f32>" }, { name: "gate_bias", kind: "read", type: "array<f32>" },
       { name: "out", kind: "rw", type: "array<f32>" }],
   },
@@ -397,6 +414,219 @@ export function isSoftwareAdapter(device) {
   return Boolean(info.isFallbackAdapter) || /swiftshader|llvmpipe|lavapipe/i.test(`${info.architecture} ${info.device} ${info.description}`);
 }
 
+/** The WebGPU feature of subgroup matrices (Dawn: with the toggle allow_unsafe_apis; Chrome: behind a flag). */
+export const SUBGROUP_MATRIX = "chromium-experimental-subgroup-matrix";
+
+/**
+ * How this device spells the i8 subgroup-matrix builtins, or null where they are absent or give a
+ * wrong product. Dawn's spelling moved (type parameters <T, M, K> or <T, K, M>; the layout as a
+ * template argument or a bool), and the unit of a packed 8-bit matrix's offset and stride (array
+ * elements or matrix elements) is not written down anywhere we could find: each candidate computes
+ * one 16x16x32 product of known integers, read from offsets and strides that tell the units apart,
+ * and the first whose result is exact is taken.
+ * @param {GPUDevice} device
+ * @param {(line: string) => void} [log] why each candidate failed (bench/adapter_info.mjs prints it)
+ * @returns {Promise<{ syntax: "mk" | "km" | "bool", unit: number } | null>}
+ */
+export async function probeSubgroupMatrix(device, log = (/** @type {string} */ _line) => {}) {
+  if (!device.features.has(/** @type {GPUFeatureName} */ (SUBGROUP_MATRIX)) || !device.features.has("subgroups")) return null;
+  // A [16 x 32] row-major at word 8, row stride 12 words; B [32 x 16] column-major at word 4, column
+  // stride 12 words (in a second buffer); C = A B, i32, column-major with stride 16.
+  const A = Array.from({ length: 16 * 32 }, (_, i) => ((i * 7 + 3) % 15) - 7);
+  const B = Array.from({ length: 32 * 16 }, (_, i) => ((i * 5 + 1) % 11) - 5);
+  /** Row (or column) i's 32 values at(i, k) as 8 words, from word `off` with a stride of 12 words. */
+  const pack = (/** @type {(i: number, k: number) => number} */ at, /** @type {number} */ off) => {
+    const u = new Uint32Array(off + 16 * 12);
+    for (let i = 0; i < 16; i++) for (let w = 0; w < 8; w++) {
+      let v = 0;
+      for (let b = 0; b < 4; b++) v |= (at(i, 4 * w + b) & 255) << (8 * b);
+      u[off + i * 12 + w] = v >>> 0;
+    }
+    return u;
+  };
+  const a = pack((r, k) => A[r * 32 + k], 8);
+  const b = pack((c, k) => B[k * 16 + c], 4);
+  const want = new Int32Array(256);
+  for (let r = 0; r < 16; r++) for (let c = 0; c < 16; c++) {
+    let s = 0;
+    for (let k = 0; k < 32; k++) s += A[r * 32 + k] * B[k * 16 + c];
+    want[c * 16 + r] = s;
+  }
+  const buf = (/** @type {Uint32Array} */ data, /** @type {number} */ usage) => {
+    const x = device.createBuffer({ size: Math.max(16, data.byteLength), usage, mappedAtCreation: true });
+    new Uint32Array(x.getMappedRange()).set(data);
+    x.unmap();
+    return x;
+  };
+  const S = GPUBufferUsage.STORAGE;
+  const ga = buf(a, S), gb = buf(b, S);
+  const out = device.createBuffer({ size: 1024, usage: S | GPUBufferUsage.COPY_SRC });
+  const read = device.createBuffer({ size: 1024, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  try {
+    for (const syntax of /** @type {const} */ (["mk", "km", "bool"])) {
+      for (const unit of [1, 4]) {
+        const code = `${sgmHeader(syntax).join("\n")}
+@group(0) @binding(0) var<storage, read> pa: array<i32>;
+@group(0) @binding(1) var<storage, read> pb: array<i32>;
+@group(0) @binding(2) var<storage, read_write> pc: array<i32>;
+@compute @workgroup_size(128)
+fn main() {
+  // every subgroup computes the same product (and stores the same values)
+  let l = ${sgmLoad(syntax, "left", "pa", `8u * ${unit}u`, `12u * ${unit}u`)};
+  let r = ${sgmLoad(syntax, "right", "pb", `4u * ${unit}u`, `12u * ${unit}u`)};
+  ${sgmStore(syntax, "pc", "0u", "subgroupMatrixMultiply<i32>(l, r)", "16u")};
+}`;
+        device.pushErrorScope("validation");
+        const module = device.createShaderModule({ code });
+        const info = await module.getCompilationInfo();
+        let pipeline = null;
+        const errors = info.messages.filter((x) => x.type === "error");
+        if (!errors.length) pipeline = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+        const compileErr = await device.popErrorScope();
+        if (compileErr || !pipeline) {
+          log(`${syntax}/${unit}: ${errors.map((x) => `${x.lineNum}:${x.linePos} ${x.message}`).join("; ") || compileErr?.message}`);
+          continue;
+        }
+        device.pushErrorScope("validation");
+        const bg = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [
+          { binding: 0, resource: { buffer: ga } }, { binding: 1, resource: { buffer: gb } }, { binding: 2, resource: { buffer: out } }] });
+        const enc = device.createCommandEncoder();
+        enc.clearBuffer(out);
+        const pass = enc.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bg);
+        pass.dispatchWorkgroups(1);
+        pass.end();
+        enc.copyBufferToBuffer(out, 0, read, 0, 1024);
+        device.queue.submit([enc.finish()]);
+        const err = await device.popErrorScope();
+        await read.mapAsync(GPUMapMode.READ);
+        const got = new Int32Array(read.getMappedRange().slice(0));
+        read.unmap();
+        if (!err && want.every((v, i) => got[i] === v)) return { syntax, unit };
+        log(`${syntax}/${unit}: ${err ? err.message : `wrong product: ${got.slice(0, 6).join(",")} for ${want.slice(0, 6).join(",")}`}`);
+      }
+    }
+    return null;
+  } finally {
+    for (const x of [ga, gb, out, read]) x.destroy();
+  }
+}
+
+/**
+ * Whether xmm_main on subgroup matrices gives exactly what its dot4I8Packed form gives (the same
+ * integer tiles, folded in the same order) on small products that cover its tiling: two row blocks,
+ * three groups, a last partial tile of tokens, with and without a gate. The probe above checks one
+ * product's builtins; this checks the kernel's own loads and stores before a prefill relies on them
+ * (the kernel tests run it against numpy only where a GPU has the matrices).
+ * @param {GPUDevice} device @param {Record<string, string>} sources @param {XmmMode} mode
+ */
+export async function xmmAgrees(device, sources, mode) {
+  const N = 128, K = 96, T = 40;
+  const scalesOffset = N * K / 2;  // a multiple of 256
+  const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  /** @type {GPUBuffer[]} */
+  const bufs = [];
+  const buffer = (/** @type {Uint32Array<ArrayBuffer>} */ data) => {
+    const b = device.createBuffer({ size: data.byteLength, usage: S });
+    device.queue.writeBuffer(b, 0, data);
+    bufs.push(b);
+    return b;
+  };
+  let seed = 7;
+  const rand = () => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed; };
+  const weight = () => {
+    const u = new Uint32Array((scalesOffset + N * K / 16) / 4);
+    for (let i = 0; i < scalesOffset / 4; i++) u[i] = rand();
+    for (let i = scalesOffset / 4; i < u.length; i++) u[i] = 0x2c002c00 + (rand() & 0x03ff03ff);  // f16 scales in [1/16, 1/8)
+    return { buffer: buffer(u), dtype: /** @type {"q4"} */ ("q4"), rows: N, cols: K, scalesOffset };
+  };
+  const w = weight(), g = weight();
+  const xf = new Float32Array(T * K);
+  for (let i = 0; i < xf.length; i++) xf[i] = rand() / 2 ** 31 - 1;
+  const x = buffer(new Uint32Array(xf.buffer));
+  const outs = [];
+  const kernels = [];
+  device.pushErrorScope("validation");
+  device.pushErrorScope("internal");
+  try {
+    const enc = device.createCommandEncoder();
+    for (const m of [mode, /** @type {XmmMode} */ ({ mode: "dot4" })]) {
+      const k = new Kernels(device, sources, { f16: false, subgroups: m?.mode === "sgmat", int8: true, xmm: m });
+      kernels.push(k);
+      k.setStep({ tokens: T, pos0: 0 });
+      for (const gate of [null, g]) {
+        const out = buffer(new Uint32Array(T * N));
+        const op = k.linear({ out, x, w, gate, act: gate ? "silu" : null, impl: "xmm", maxTokens: T });
+        const pass = enc.beginComputePass();
+        op.record(pass);
+        pass.end();
+        outs.push(out);
+      }
+    }
+    const read = device.createBuffer({ size: outs.length * T * N * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    bufs.push(read);
+    outs.forEach((o, i) => enc.copyBufferToBuffer(o, 0, read, i * T * N * 4, T * N * 4));
+    device.queue.submit([enc.finish()]);
+    const errs = [await device.popErrorScope(), await device.popErrorScope()];
+    if (errs.some(Boolean)) return false;
+    await read.mapAsync(GPUMapMode.READ);
+    const f = new Float32Array(read.getMappedRange().slice(0));
+    read.unmap();
+    const half = 2 * T * N;
+    for (let i = 0; i < half; i++) {
+      if (!(Math.abs(f[i] - f[half + i]) <= 1e-6 * Math.abs(f[half + i]))) return false;
+    }
+    return true;
+  } catch {
+    await device.popErrorScope().catch(() => null);
+    await device.popErrorScope().catch(() => null);
+    return false;
+  } finally {
+    for (const k of kernels) k.destroy();
+    for (const b of bufs) b.destroy();
+  }
+}
+
+/**
+ * The enables and the i8 16x16x32 matrix types of a subgroup-matrix spelling (`probeSubgroupMatrix`).
+ * @param {"mk" | "km" | "bool"} syntax
+ */
+function sgmHeader(syntax) {
+  const [l, r] = syntax === "mk" ? ["16, 32", "32, 16"] : ["32, 16", "16, 32"];
+  return ["enable subgroups;", "enable chromium_experimental_subgroup_matrix;",
+    "diagnostic(off, chromium.subgroup_matrix_uniformity);",
+    `alias SgmLeft = subgroup_matrix_left<i8, ${l}>;`, `alias SgmRight = subgroup_matrix_right<i8, ${r}>;`,
+    "alias SgmResult = subgroup_matrix_result<i32, 16, 16>;"];
+}
+
+/** A left (row-major) or right (column-major) i8 matrix load. @param {"mk" | "km" | "bool"} syntax
+ * @param {"left" | "right"} side @param {string} arr @param {string} off @param {string} stride */
+function sgmLoad(syntax, side, arr, off, stride) {
+  const ty = side === "left" ? "SgmLeft" : "SgmRight";
+  const major = side === "left" ? "row_major" : "col_major";
+  return syntax === "bool" ? `subgroupMatrixLoad<${ty}>(&${arr}, ${off}, ${side === "right"}, ${stride})`
+    : `subgroupMatrixLoad<${ty}, ${major}>(&${arr}, ${off}, ${stride})`;
+}
+
+/** A column-major result store. @param {"mk" | "km" | "bool"} syntax @param {string} arr @param {string} off
+ * @param {string} value @param {string} stride */
+function sgmStore(syntax, arr, off, value, stride) {
+  return syntax === "bool" ? `subgroupMatrixStore(&${arr}, ${off}, ${value}, true, ${stride})`
+    : `subgroupMatrixStore<col_major>(&${arr}, ${off}, ${value}, ${stride})`;
+}
+
+/**
+ * The kernel side of the spelling: the loads and the store xmm_main calls (shaders/matmul.wgsl).
+ * @param {"mk" | "km" | "bool"} syntax
+ */
+function sgmFunctions(syntax) {
+  return [...sgmHeader(syntax),
+    `fn sgm_load_left(off: u32, stride: u32) -> SgmLeft { return ${sgmLoad(syntax, "left", "xwt", "off", "stride")}; }`,
+    `fn sgm_load_right(off: u32, stride: u32) -> SgmRight { return ${sgmLoad(syntax, "right", "xq", "off", "stride")}; }`,
+    `fn sgm_store(off: u32, c: SgmResult) { ${sgmStore(syntax, "xres", "off", "c", "XBM")}; }`];
+}
+
 /**
  * Whether the device compiles WGSL's packed 4x8 integer dot product (dot4I8Packed, pack4xI8): the
  * browser's `wgslLanguageFeatures` where it has them, else a probe module (Node + Dawn).
@@ -416,7 +646,7 @@ export class Kernels {
   /**
    * @param {GPUDevice} device
    * @param {Record<string, string>} sources
-   * @param {{ f16: boolean, subgroups: boolean, int8?: boolean }} features
+   * @param {{ f16: boolean, subgroups: boolean, int8?: boolean, xmm?: XmmMode }} features
    * @param {number} [gridLimit] workgroups per grid dimension (default: the device limit)
    * @param {"gpu" | "cpu"} [tuning] default matvec shape (see `create`)
    * @param {number} [int8MinWeights] the integer-dot matvec's size threshold (see `create`)
@@ -454,19 +684,23 @@ export class Kernels {
    * Load the shader sources and check the requested features.
    * @param {GPUDevice} device
    * @param {{ shaderSource?: ShaderSource, f16?: boolean, subgroups?: boolean, maxWorkgroupsPerDim?: number,
-   *   tuning?: "gpu" | "cpu", int8MinWeights?: number }} [options]
+   *   tuning?: "gpu" | "cpu", int8MinWeights?: number, prefillInt8?: "auto" | "dot4" | "off" }} [options]
    *   f16/subgroups: use the feature (default: when the device has it).
    *   maxWorkgroupsPerDim: where big grids wrap from x into y (default: the device
    *   limit; tests lower it to exercise the wrap cheaply).
    *   int8MinWeights: q4/q8 matvecs of at least this many weights (both matrices of a gated pair) use
    *   integer dot products over an int8 input quantized in front (shaders/matvec.wgsl XQ; default 8M,
    *   0: every quantized matvec, as the quantized whole-model tests run, Infinity: never).
+   *   prefillInt8: how a prefill's q4/q8 products run. "auto" (default): on i8 subgroup matrices where
+   *   the device has them and they pass `probeSubgroupMatrix` (shaders/matmul.wgsl xmm_main), else the
+   *   f32 tiled matmul; "dot4": the same integer kernel with dot4I8Packed in place of the matrices
+   *   (tests: the software adapter has no subgroup matrices); "off": the f32 tiled matmul.
    *   tuning: the matvec's default shape. "cpu" (the default on a software adapter: SwiftShader,
    *   llvmpipe) gives each row one subgroup's worth of lanes and 4 rows per invocation: a CPU runs a
    *   workgroup's invocations as a few SIMD lanes and pays for every barrier of a wide reduction,
    *   so the GPU shape (32-64 lanes per row) is 3-5x slower there (bench/kernel_bench.mjs, SwiftShader).
    */
-  static async create(device, { shaderSource = shaderSourceFrom(), f16, subgroups, maxWorkgroupsPerDim, tuning, int8MinWeights } = {}) {
+  static async create(device, { shaderSource = shaderSourceFrom(), f16, subgroups, maxWorkgroupsPerDim, tuning, int8MinWeights, prefillInt8 } = {}) {
     const has = (/** @type {string} */ f) => device.features.has(/** @type {GPUFeatureName} */ (f));
     if (f16 && !has("shader-f16")) {
       throw new MissingFeatureError("f16 compute needs the WebGPU feature 'shader-f16', which this device lacks.", { feature: "shader-f16" });
@@ -480,7 +714,17 @@ export class Kernels {
     const sources = {};
     names.forEach((n, i) => { sources[n] = texts[i]; });
     const int8 = int8MinWeights !== Infinity && await hasInt8Dot(device);
-    return new Kernels(device, sources, { f16: f16 ?? has("shader-f16"), subgroups: subgroups ?? has("subgroups"), int8 },
+    /** @type {XmmMode} */
+    let xmm = null;
+    // xmm_main keeps ~21 KB of workgroup memory (the WebGPU default limit is 16 KB; 32 KB is common)
+    const xmmFits = device.limits.maxComputeWorkgroupStorageSize >= XMM_WORKGROUP_BYTES;
+    if (int8 && xmmFits && prefillInt8 === "dot4") xmm = { mode: "dot4" };
+    else if (int8 && xmmFits && (prefillInt8 ?? "auto") === "auto") {
+      const sgm = await probeSubgroupMatrix(device);
+      const mode = sgm ? /** @type {XmmMode} */ ({ mode: "sgmat", ...sgm }) : null;
+      if (mode && await xmmAgrees(device, sources, mode)) xmm = mode;
+    }
+    return new Kernels(device, sources, { f16: f16 ?? has("shader-f16"), subgroups: subgroups ?? has("subgroups"), int8, xmm },
       maxWorkgroupsPerDim, tuning ?? (isSoftwareAdapter(device) ? "cpu" : "gpu"), int8MinWeights);
   }
 
@@ -561,10 +805,14 @@ export class Kernels {
    *   (one or two cuts: a fused q/k/v matvec writes three dense arrays; rows count from outOffset)
    * @param {{ out: BufferRef, x: BufferRef, w: WeightPart, gate?: WeightPart | null, bias?: BufferRef | null,
    *   gateBias?: BufferRef | null, act?: Activation | null, softcap?: number | null, accumulate?: boolean,
-   *   outOffset?: number, outStride?: number, rows?: RowsMode, impl?: "matvec" | "matmul",
+   *   outOffset?: number, outStride?: number, rows?: RowsMode, impl?: "matvec" | "matmul" | "xmm", maxTokens?: number,
    *   biasOffset?: number, gateBiasOffset?: number, prenorm?: { x: BufferRef, weight: BufferRef, eps: number } | null,
    *   tune?: { tpr?: number, nr?: number, int8?: boolean }, segments?: { from: number, base: number, stride: number }[],
    *   quantizeFor?: "q4" | "q8" | null, xqFrom?: XqOut | null }} o
+   * - `maxTokens`: the most tokens a step has (the prefill chunk): sizes the int8 input of the
+   *   prefill's integer product (xmm_main, where the device has one: `Kernels.create`'s `prefillInt8`),
+   *   which a q4/q8 product with K % 32 == 0 runs in steps of more than MATVEC_MAX_TOKENS tokens, up to
+   *   this many ("xmm" forces it; without maxTokens those steps run the f32 tiled matmul)
    * - `prenorm`: the matvec computes its input itself as RMSNorm(prenorm.x) with that weight and eps
    *   (x, the normed activation, is still what the tiled matmul reads: a prefill keeps its norm op)
    * - `tune`: the matvec's lanes per row and rows per invocation, and whether a q4/q8 matvec takes
@@ -682,6 +930,32 @@ export class Kernels {
         return { pipeline: qk.pipeline, bindGroup: qBg, grid: [...this.#grid(Math.ceil(M * (K / 32) / WG)), 1] };
       };
     }
+    // The prefill's integer product (xmm_main) over its input quantized in front by xquant (no fused
+    // norm: a prefill reads x, which its norm op wrote); tokens in steps of XBN, the int8 rows padded
+    // to a multiple of 32 so a step's last tile of tokens reads rows inside the buffer.
+    const xmmMode = this.features.xmm ?? null;
+    const xmmRows = Math.ceil(Math.max(MATVEC_MAX_TOKENS + 1, o.maxTokens ?? 0) / 32) * 32;
+    const xmmOk = xmmMode !== null && quantVec && rows === "all" && o.impl !== "matvec" && o.impl !== "matmul" &&
+      (o.impl === "xmm" || o.maxTokens !== undefined);
+    if (o.impl === "xmm" && !xmmOk) {
+      throw new SitegenRuntimeError(`linear: a ${w.dtype} ${N}x${K} product cannot run the integer prefill kernel here ` +
+        `(${xmmMode ? "needs q4/q8 weights with K % 32 == 0 and every row" : "the device has no int8 dot products"}).`);
+    }
+    /** @type {{ pipeline: GPUComputePipeline, bg: GPUBindGroup, quant: GPUComputePipeline, quantBg: GPUBindGroup } | null} */
+    let xm = null;
+    const xmmPlan = () => {
+      if (!xm && xmmMode) {
+        const xqBuf = this.#scratch("xq-mm", xmmRows * (K / 32) * 80);
+        const sgm = xmmMode.mode === "sgmat";
+        const p = this.#pipeline("xmatmul", `xmatmul:${w.dtype}:${xmmMode.mode}${tail}`,
+          { ...common, F16: false, SGMAT: sgm, SGM_UNIT: sgm ? xmmMode.unit : 1, SUBGROUPS: sgm });
+        const q = this.#pipeline("xquant", `xquant:${w.dtype}:rows=all`, { ...dtypeDefines("w", w.dtype), PRENORM: false, ROWS: 0 });
+        xm = { pipeline: p.pipeline, bg: this.#bindGroup("xmatmul", p, params, { ...buffers, xq: xqBuf }),
+          quant: q.pipeline, quantBg: this.#bindGroup("xquant", q, { k: K }, { x: o.x, norm_w: null, xq: xqBuf }) };
+      }
+      return xm;
+    };
+    if (o.impl === "xmm") xmmPlan();
     const mmKey = `matmul:${w.dtype}${tail}`;
     /** @type {{ pipeline: GPUComputePipeline, bg: GPUBindGroup } | null} */
     let mm = null;
@@ -695,19 +969,33 @@ export class Kernels {
     if (o.impl === "matmul") matmul();
     const useMatmul = (/** @type {number} */ tokens) => {
       const M = rows === "all" ? tokens : 1;
-      return o.impl === "matmul" || (o.impl !== "matvec" && M > (cpu ? CPU_MATVEC_MAX_TOKENS : MATVEC_MAX_TOKENS));
+      return o.impl === "matmul" || o.impl === "xmm" || (o.impl !== "matvec" && M > (cpu ? CPU_MATVEC_MAX_TOKENS : MATVEC_MAX_TOKENS));
+    };
+    const useXmm = (/** @type {number} */ tokens) => {
+      if (o.impl === "xmm" && tokens > xmmRows) throw new SitegenRuntimeError(`linear: a step of ${tokens} tokens, past maxTokens (${o.maxTokens}).`);
+      return xmmOk && useMatmul(tokens) && tokens <= xmmRows;
+    };
+    /** @type {DispatchPlan} the dispatch in front: the int8 input of the integer matvec or of xmm_main */
+    const pre = (tokens, pos0) => {
+      if (!useXmm(tokens)) return xqPlan ? xqPlan(tokens, pos0) : null;
+      const p = /** @type {NonNullable<typeof xm>} */ (xmmPlan());
+      return { pipeline: p.quant, bindGroup: p.quantBg, grid: [...this.#grid(Math.ceil(tokens * (K / 32) / WG)), 1] };
     };
     /** @type {DispatchPlan} */
     const main = (tokens) => {
       const M = rows === "all" ? tokens : 1;
       if (useMatmul(tokens)) {
         if (from?.active(tokens)) throw new SitegenRuntimeError(`linear ${N}x${K}: its input product wrote only int8 rows in a step of ${tokens} tokens.`);
+        if (useXmm(tokens)) {
+          const p = /** @type {NonNullable<typeof xm>} */ (xmmPlan());
+          return { pipeline: p.pipeline, bindGroup: p.bg, grid: [Math.ceil(N / 64), Math.ceil(M / (gate ? 16 : 32)), 1] };
+        }
         const p = matmul();
         return { pipeline: p.pipeline, bindGroup: p.bg, grid: [Math.ceil(N / 64), Math.ceil(M / 64), 1] };
       }
       return { pipeline: mv.pipeline, bindGroup: mvBg, grid: [...this.#grid(Math.ceil(N / rpw)), M] };
     };
-    const op = xqPlan ? new KernelOp(this, `linear ${N}x${K}`, xqPlan, main) : new KernelOp(this, `linear ${N}x${K}`, main);
+    const op = xqPlan || xmmOk ? new KernelOp(this, `linear ${N}x${K}`, pre, main) : new KernelOp(this, `linear ${N}x${K}`, main);
     // Whether a step of `tokens` computes the fused RMSNorm itself (the matvec) or reads `x` (the matmul).
     op.normsItself = (/** @type {number} */ tokens) => Boolean(prenorm) && !useMatmul(tokens);
     /** @type {XqOut | null} what a reader passes as `xqFrom` (QOUT; null: this product writes `out` only) */
@@ -1058,12 +1346,16 @@ export class Kernels {
     const fam = FAMILIES[family];
     if (!fam) throw new SitegenRuntimeError(`Unknown kernel family '${family}'.`);
     // Every shader sees these (common.wgsl reads them); variants override.
-    const all = { F16: false, SUBGROUPS: false, ROWS: 0, ACT: 0, LINEAR: family === "matvec" || family === "matmul",
+    const all = { F16: false, SUBGROUPS: false, ROWS: 0, ACT: 0, LINEAR: family === "matvec" || family === "matmul" || family === "xmatmul",
+      SGMAT: false, SGM_UNIT: 1,
       QOUT: false, QOUT_Q4: false, QGROUP: family === "xquant", ROPE_FN: family === "rope",
       ...Object.fromEntries(Object.keys(FAMILIES).map((f) => [`IS_${f.toUpperCase()}`, f === family])), ...defines };
     const head = [];
     if (all.F16) head.push("enable f16;");
-    if (all.SUBGROUPS) head.push("enable subgroups;");
+    if (all.SGMAT) {
+      if (!this.features.xmm || this.features.xmm.mode !== "sgmat") throw new SitegenRuntimeError("subgroup matrices: not on this device.");
+      head.push(...sgmFunctions(this.features.xmm.syntax));
+    } else if (all.SUBGROUPS) head.push("enable subgroups;");
     head.push(`alias ct = ${all.F16 ? "f16" : "f32"};`, `alias ct4 = vec4<${all.F16 ? "f16" : "f32"}>;`);
     head.push(`const WG: u32 = ${WG}u;`);
     for (const [name, v] of Object.entries(all)) {

@@ -202,7 +202,8 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
       bias: bias?.buffer ?? null, biasOffset: (bias?.base ?? 0) + p.rowStart,
       gateBias: gateBias?.buffer ?? null, gateBiasOffset: (gateBias?.base ?? 0) + p.rowStart,
       act: o.act ?? null, softcap: o.softcap ?? null, accumulate: o.accumulate ?? false,
-      outOffset: p.rowStart, outStride: o.outStride ?? N, rows, segments: o.segments, quantizeFor, xqFrom: o.xqFrom ?? null }));
+      outOffset: p.rowStart, outStride: o.outStride ?? N, rows, segments: o.segments, quantizeFor, xqFrom: o.xqFrom ?? null,
+      maxTokens: C }));
     if (pn) (normReaders.get(pn.id) ?? normReaders.set(pn.id, []).get(pn.id))?.push(...ops);
     return ops;
   };

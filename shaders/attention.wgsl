@@ -109,10 +109,17 @@ var<workgroup> sr: array<f32, WG>;    // tree reductions
 var<workgroup> sm: array<f32, 64>;    // per head: running max,
 var<workgroup> sl: array<f32, 64>;    // running sum,
 var<workgroup> sf: array<f32, 64>;    // and this block's rescale of the old sums
+#if SUBGROUPS
+var<workgroup> ss: array<f32, 64>;    // per subgroup: its part of a head's block sum (WG / 4 subgroups at most)
+#endif
 
 
 @compute @workgroup_size(WG)
-fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>
+#if SUBGROUPS
+              , @builtin(subgroup_size) sgs: u32, @builtin(subgroup_invocation_id) sgl: u32
+#endif
+              ) {
   // wid.x: (kv head, block of its query heads); a block has P.gblock heads (the last may have fewer)
   let Gall = P.heads / P.kv_heads;
   let nblk = (Gall + P.gblock - 1u) / P.gblock;
@@ -176,6 +183,14 @@ fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
   let gs = lid / CH;
   let ks = lid % CH;
   var acc: array<f32, NV>;
+#if SUBGROUPS
+  // With subgroups, where a (head, key)'s LPK lanes lie in one subgroup and a subgroup in one head's
+  // CH * LPK lanes: the score is summed by shuffles and the block's max and sum per head by subgroup
+  // operations, whose per-subgroup results meet in shared memory: 3 barriers a block instead of ~15
+  // (the tree reductions below; 1B shape on an H200: LPK 4, CH 16, subgroups of 32).
+  let fast = LPK <= sgs && CH * LPK >= sgs;
+  let nsub = max(1u, CH * LPK / sgs);  // subgroups per head (fast)
+#endif
   for (var b = lo; b < hi; b += CH) {
     let rb = b % P.rows;  // the row of key b (the block wraps past the last row at most once)
     // Scores: LPK lanes per (head, key).
@@ -195,6 +210,45 @@ fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
       for (; i < hd; i += LPK) { d4.x += sq[qb + i] * k_cache[kb + i]; }
       d = d4.x + d4.y + d4.z + d4.w;
     }
+#if SUBGROUPS
+    if (fast) {
+      for (var w = LPK / 2u; w > 0u; w >>= 1u) { d += subgroupShuffleXor(d, w); }
+      let valid = g < G && key < hi;
+      var sc = NEG;
+      if (valid) {
+        sc = d * P.scale;
+        if (P.softcap > 0.0) { sc = P.softcap * tanh_c(sc / P.softcap); }
+      }
+      let mx = subgroupMax(sc);
+      if (sgl == 0u) { sr[lid / sgs] = mx; }
+      workgroupBarrier();
+      // the head's block max over its subgroups, folded into its running max (as lid < G does below)
+      var bm = NEG;
+      for (var i = 0u; i < nsub; i++) { bm = max(bm, sr[g * nsub + i]); }
+      let mn = max(sm[g], bm);
+      var p = 0.0;
+      if (valid) { p = exp(sc - mn); }
+      let psum = subgroupAdd(select(0.0, p, lane == 0u));  // each key once (its first lane)
+      if (lane == 0u) { sp[slot] = p; }
+      if (sgl == 0u) { ss[lid / sgs] = psum; }
+      workgroupBarrier();
+      if (lid < G) {
+        var bm2 = NEG;
+        var bs = 0.0;
+        for (var i = 0u; i < nsub; i++) {
+          bm2 = max(bm2, sr[lid * nsub + i]);
+          bs += ss[lid * nsub + i];
+        }
+        let mo = sm[lid];
+        let mn2 = max(mo, bm2);
+        let f = exp(mo - mn2);
+        sf[lid] = f;
+        sm[lid] = mn2;
+        sl[lid] = sl[lid] * f + bs;
+      }
+      workgroupBarrier();
+    } else {
+#endif
     sr[lid] = d;
     workgroupBarrier();
     for (var w = LPK / 2u; w > 0u; w >>= 1u) {
@@ -232,6 +286,9 @@ fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
       workgroupBarrier();
     }
     if (lid < G) { sl[lid] = sl[lid] * sf[lid] + sr[lid * CH]; }
+#if SUBGROUPS
+    }
+#endif
     // Values: invocation (head g2, dim d) rescales its sum and adds the block's p · v.
     let n = min(CH, hi - b);
     // Rows rb..rb+n-1 in order unless the block wraps (rare: once per pass over the ring), which

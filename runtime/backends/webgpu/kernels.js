@@ -1131,7 +1131,8 @@ export class Kernels {
       const splitsP = Math.min(splits, 4);
       const part = this.#scratch("attention", Math.max(MATVEC_MAX_TOKENS * splits, prefillSplit ? maxTokens * splitsP : 0) *
         o.heads * (o.headDim + 2) * 4);
-      const sk = this.#pipeline("attn_split", "attn_split", { ROPE: false, ROTATE: false });
+      const sgk = sg ? ":sg" : "";  // subgroup reductions of the block's scores (attention.wgsl split_main)
+      const sk = this.#pipeline("attn_split", `attn_split${sgk}`, { ROPE: false, ROTATE: false, SUBGROUPS: sg });
       const ck = this.#pipeline("attn_combine", "attn_combine", {});
       // One pair of bind groups per span count (the part layout's stride).
       const groups = (/** @type {number} */ n) => ({
@@ -1144,7 +1145,8 @@ export class Kernels {
       // written by one workgroup; with several blocks others would read it unsynchronised).
       const r = o.rope && blocks === 1 ? o.rope : null;
       const rotate = Boolean(r?.table && r.table.half > 0);
-      const rk = r ? this.#pipeline("attn_split", `attn_split:rope${rotate ? "" : ":norotate"}`, { ROPE: true, ROTATE: rotate, ROPE_FN: true }) : null;
+      const rk = r ? this.#pipeline("attn_split", `attn_split:rope${rotate ? "" : ":norotate"}${sgk}`,
+        { ROPE: true, ROTATE: rotate, ROPE_FN: true, SUBGROUPS: sg }) : null;
       /** @type {{ pipeline: GPUComputePipeline, bindGroup: GPUBindGroup } | null} the split of a one-token step with the rope op's work */
       const withRope = r && rk ? { pipeline: rk.pipeline, bindGroup: this.#bindGroup("attn_split", rk,
         { ...params, chunk, lpk, splits, gblock, half: rotate ? /** @type {{half: number}} */ (r.table).half : 0 },

@@ -335,11 +335,19 @@ fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 // out = Σ exp(m_s - M) acc_s / Σ exp(m_s - M) l_s (an empty span adds 0).
 // The spans are read in parallel (splits <= WG): a walk over them in one
 // invocation would wait on each load in turn. Grid: (heads, tokens).
-var<workgroup> cr: array<f32, WG>;  // tree reductions, then partial sums of acc
+var<workgroup> cr: array<f32, WG>;  // partial sums of acc
 var<workgroup> cf: array<f32, WG>;  // exp(m_s - M)
 
 @compute @workgroup_size(WG)
-fn combine_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn combine_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>
+#if SUBGROUPS
+                , @builtin(subgroup_size) sgs: u32, @builtin(subgroup_invocation_id) sgl: u32
+#endif
+                ) {
+#if !SUBGROUPS
+  let sgs = 0u;
+  let sgl = 0u;
+#endif
   let h = wid.x;
   let t = wid.y;
   if (t >= S.tokens) { return; }
@@ -349,28 +357,15 @@ fn combine_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
   let base = (t * P.heads + h) * P.splits;
   var m = NEG;
   if (lid < n) { m = part[(base + lid) * stride]; }
-  cr[lid] = m;
-  workgroupBarrier();
-  for (var w = WG / 2u; w > 0u; w >>= 1u) {
-    if (lid < w) { cr[lid] = max(cr[lid], cr[lid + w]); }
-    workgroupBarrier();
-  }
-  let M = cr[0];
-  workgroupBarrier();
+  // (common.wgsl's block reductions: subgroup operations where the device has them, else trees)
+  let M = block_max(m, lid, sgs, sgl);
   var lf = 0.0;
   if (lid < n) {
     let f = exp(m - M);
     cf[lid] = f;
     lf = f * part[(base + lid) * stride + 1u];
   }
-  cr[lid] = lf;
-  workgroupBarrier();
-  for (var w = WG / 2u; w > 0u; w >>= 1u) {
-    if (lid < w) { cr[lid] += cr[lid + w]; }
-    workgroupBarrier();
-  }
-  let L = cr[0];
-  workgroupBarrier();
+  let L = block_sum(lf, lid, sgs, sgl);  // (its barriers also publish cf)
   // acc: `groups` invocations per dim, each over every groups-th span, then summed.
   let groups = max(1u, WG / hd);
   let d = lid % hd;

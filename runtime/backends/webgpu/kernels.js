@@ -1133,7 +1133,7 @@ export class Kernels {
         o.heads * (o.headDim + 2) * 4);
       const sgk = sg ? ":sg" : "";  // subgroup reductions of the block's scores (attention.wgsl split_main)
       const sk = this.#pipeline("attn_split", `attn_split${sgk}`, { ROPE: false, ROTATE: false, SUBGROUPS: sg });
-      const ck = this.#pipeline("attn_combine", "attn_combine", {});
+      const ck = this.#pipeline("attn_combine", `attn_combine${sgk}`, { SUBGROUPS: sg });
       // One pair of bind groups per span count (the part layout's stride).
       const groups = (/** @type {number} */ n) => ({
         split: this.#bindGroup("attn_split", sk, { ...params, chunk, lpk, splits: n, gblock, half: 0 }, { q: o.q, k_cache: o.kCache, v_cache: o.vCache, part }),

@@ -203,8 +203,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 // row's tiles into its f32 sums with the group's scales: w_scale (d (256 h·q + l·q) - 8 d Σ(256h + l)),
 // the last term being q4's code offset (0 for q8). A group's i32 tile cannot be scaled inside a subgroup
 // matrix (its scales differ by row and by column), hence the round trip through workgroup memory.
-// Bindings: xq (quant_main's output as i32 words, 20 a group: hi level 8, lo level 8, then d and the
+// Bindings: xq (quant_main's output, 5 vec4<u32> a group: hi level 2, lo level 2, then d and the
 // offset term; rows padded to a multiple of 32 tokens), w / gate (vec4<u32>), bias, gate_bias, out.
+// A group's global loads are issued while the group before it is multiplied and folded (registers,
+// XStage); the matrices then read workgroup memory only.
 // Grid: (ceil(N / 64), ceil(M / XBN)).
 const XWG: u32 = 128u;
 const XBM: u32 = 64u;
@@ -221,8 +223,9 @@ const TILES: u32 = MATS * 2u * (XBM / 16u) * (XBN / 16u);   // 16x16 i32 tiles a
 var<workgroup> xres: array<i32, MATS * 2u * XBN * XBM>;   // [mat][level][token][row]: 16 KB
 var<workgroup> xwt: array<i32, MATS * XBM * 8u>;           // [mat][row][8 words]: one group's codes as int8
                                                            // (i32: the element type an i8 matrix loads from)
-var<workgroup> xws: array<f32, MATS * XBM>;                // their scales
-var<workgroup> xxs: array<vec2<f32>, XBN>;                 // the tokens' (d, offset term) of the group
+var<workgroup> xxt: array<i32, XBN * 16u>;                 // [token][16 words]: its int8 input, hi then lo level
+var<workgroup> xws: array<f32, MATS * XBM>;                // the rows' scales
+var<workgroup> xxs: array<vec2<f32>, XBN>;                 // the tokens' (d, offset term)
 
 fn xword(gate_sel: bool, i: u32) -> vec4<u32> {
   if (gate_sel) { return gate[i]; }
@@ -232,6 +235,51 @@ fn xword(gate_sel: bool, i: u32) -> vec4<u32> {
 fn xscale(gate_sel: bool, r: u32, g: u32) -> f32 {
   let hi = 2u * select(P.w_so, P.gate_so, gate_sel) + r * (P.w_k / 32u) + g;  // index of the f16 scale
   return half_of(xword(gate_sel, hi / 8u)[(hi / 2u) % 4u], hi);
+}
+
+// One group's global loads, held in registers while the group before it is multiplied (fetch), then
+// written to workgroup memory (stash): invocation i < MATS * 64 loads row i % 64 of matrix i / 64
+// (its codes and scale), i < XBN * 4 a quarter of token i / 4's input words, i < XBN the token's scales.
+struct XStage { q0: vec4<u32>, q1: vec4<u32>, sc: f32, x: vec4<u32>, xs: vec2<f32> }
+
+fn xfetch(g: u32, lid: u32, n0: u32, m0: u32) -> XStage {
+  let groups = P.w_k / 32u;
+  var st: XStage;
+  if (lid < MATS * XBM) {
+    let gsel = lid >= XBM;
+    let row = min(n0 + lid % XBM, P.n - 1u) + select(P.w_r0, P.gate_r0, gsel);
+#if W_Q4
+    st.q0 = xword(gsel, row * groups + g);
+#else
+    st.q0 = xword(gsel, row * (P.w_k / 16u) + 2u * g);
+    st.q1 = xword(gsel, row * (P.w_k / 16u) + 2u * g + 1u);
+#endif
+    st.sc = xscale(gsel, row, g);
+  }
+  // (token rows past the step's lie inside the buffer: kernels.js pads it to 32 tokens; unused)
+  if (lid < XBN * 4u) { st.x = xq[((m0 + lid / 4u) * groups + g) * 5u + lid % 4u]; }
+  if (lid < XBN) { st.xs = bitcast<vec4<f32>>(xq[((m0 + lid) * groups + g) * 5u + 4u]).xy; }
+  return st;
+}
+
+fn xstash(st: XStage, lid: u32) {
+  if (lid < MATS * XBM) {
+#if W_Q4
+    // q4: the low nibbles of the group's words (its codes 0, 2, 4, 6 of each word), then the high
+    // ones: the order quant_main packs the input in
+    for (var i = 0u; i < 4u; i++) {
+      xwt[lid * 8u + i] = bitcast<i32>(st.q0[i] & 0x0F0F0F0Fu);
+      xwt[lid * 8u + 4u + i] = bitcast<i32>((st.q0[i] >> 4u) & 0x0F0F0F0Fu);
+    }
+#else
+    for (var i = 0u; i < 4u; i++) { xwt[lid * 8u + i] = bitcast<i32>(st.q0[i]); xwt[lid * 8u + 4u + i] = bitcast<i32>(st.q1[i]); }
+#endif
+    xws[lid] = st.sc;
+  }
+  if (lid < XBN * 4u) {
+    for (var i = 0u; i < 4u; i++) { xxt[lid * 4u + i] = bitcast<i32>(st.x[i]); }
+  }
+  if (lid < XBN) { xxs[lid] = st.xs; }
 }
 
 @compute @workgroup_size(XWG)
@@ -250,29 +298,11 @@ fn xmm_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
   var acc_g: array<f32, TPI>;
   for (var j = 0u; j < TPI; j++) { acc[j] = 0.0; acc_g[j] = 0.0; }
 
+  var st = xfetch(0u, lid, n0, m0);
   for (var g = 0u; g < groups; g++) {
-    // stage the group: invocation i < MATS * 64 takes row i % 64 of matrix i / 64
-    if (lid < MATS * XBM) {
-      let gsel = lid >= XBM;
-      let row = min(n0 + lid % XBM, P.n - 1u) + select(P.w_r0, P.gate_r0, gsel);
-#if W_Q4
-      let q = xword(gsel, row * groups + g);
-      for (var i = 0u; i < 4u; i++) {
-        xwt[lid * 8u + i] = bitcast<i32>(q[i] & 0x0F0F0F0Fu);
-        xwt[lid * 8u + 4u + i] = bitcast<i32>((q[i] >> 4u) & 0x0F0F0F0Fu);
-      }
-#else
-      let q0 = xword(gsel, row * (P.w_k / 16u) + 2u * g);
-      let q1 = xword(gsel, row * (P.w_k / 16u) + 2u * g + 1u);
-      for (var i = 0u; i < 4u; i++) { xwt[lid * 8u + i] = bitcast<i32>(q0[i]); xwt[lid * 8u + 4u + i] = bitcast<i32>(q1[i]); }
-#endif
-      xws[lid] = xscale(gsel, row, g);
-    }
-    if (lid < XBN) {
-      let at = ((m0 + lid) * groups + g) * 20u + 16u;
-      xxs[lid] = vec2<f32>(bitcast<f32>(xq[at]), bitcast<f32>(xq[at + 1u]));
-    }
+    xstash(st, lid);
     workgroupBarrier();
+    if (g + 1u < groups) { st = xfetch(g + 1u, lid, n0, m0); }  // in flight during this group's work
 #if SGMAT
     // tile e: level e % 2, token tile (e / 2) % (XBN / 16), row tile, matrix; subgroup s of the nsg
     // takes tiles s, s + nsg, .. (a trip count the same in every subgroup: the matrices are built in
@@ -285,7 +315,7 @@ fn xmm_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
       let nt = (e / (2u * (XBN / 16u))) % (XBM / 16u);
       let mat = e / (2u * (XBN / 16u) * (XBM / 16u));
       let a = sgm_load_left(((mat * XBM + nt * 16u) * 8u) * SGM_UNIT, 8u * SGM_UNIT);
-      let b = sgm_load_right((((m0 + tt * 16u) * groups + g) * 20u + 8u * lvl) * SGM_UNIT, groups * 20u * SGM_UNIT);
+      let b = sgm_load_right((tt * 16u * 16u + 8u * lvl) * SGM_UNIT, 16u * SGM_UNIT);
       sgm_store(((mat * 2u + lvl) * XBN + tt * 16u) * XBM + nt * 16u, subgroupMatrixMultiply<i32>(a, b));
     }
 #else
@@ -295,9 +325,10 @@ fn xmm_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
       let t = (e / XBM) % XBN;
       let lvl = (e / (XBM * XBN)) % 2u;
       let mat = e / (2u * XBM * XBN);
-      let xa = ((m0 + t) * groups + g) * 20u + 8u * lvl;
       var s = 0i;
-      for (var i = 0u; i < 8u; i++) { s += dot4I8Packed(bitcast<u32>(xwt[(mat * XBM + row) * 8u + i]), bitcast<u32>(xq[xa + i])); }
+      for (var i = 0u; i < 8u; i++) {
+        s += dot4I8Packed(bitcast<u32>(xwt[(mat * XBM + row) * 8u + i]), bitcast<u32>(xxt[t * 16u + 8u * lvl + i]));
+      }
       xres[e] = s;
     }
 #endif

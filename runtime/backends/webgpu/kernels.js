@@ -99,7 +99,7 @@ const MATVEC_MIN_WORKGROUPS = 128;
  * 34M-weight gate/up 14.4 -> 5.7 us, Gemma-7B's output head 236 -> 109 us).
  */
 const INT8_MIN_WEIGHTS = 8 << 20;
-/** Workgroup memory that the prefill's integer product needs (shaders/matmul.wgsl xmm_main, gated: 20.6 KB). */
+/** Workgroup memory that the prefill's integer product needs (shaders/matmul.wgsl xmm_main, gated: 21.6 KB). */
 const XMM_WORKGROUP_BYTES = 24 << 10;
 const ROWS_CODE = { all: 0, last: 1, first: 2 };
 const ACT_CODE = { none: 0, silu: 1, gelu_tanh: 2, gelu: 3 };
@@ -167,7 +167,7 @@ export const FAMILIES = {
     file: "matmul", entry: "xmm_main",
     params: [["n", "u32"], ["out_stride", "u32"], ["out_offset", "u32"], ["softcap", "f32"],
       ["bias_off", "u32"], ["gate_bias_off", "u32"], ...SEGMENT_PARAMS],
-    bindings: [{ name: "xq", kind: "read", type: "array<i32>" }, { name: "w", kind: "weight", type: "array<vec4<u32>>" },
+    bindings: [{ name: "xq", kind: "read", type: "array<vec4<u32>>" }, { name: "w", kind: "weight", type: "array<vec4<u32>>" },
       { name: "gate", kind: "weight", type: "array<vec4<u32>>" },
       { name: "bias", kind: "read", type: "array<f32>" }, { name: "gate_bias", kind: "read", type: "array<f32>" },
       { name: "out", kind: "rw", type: "array<f32>" }],
@@ -623,7 +623,7 @@ function sgmStore(syntax, arr, off, value, stride) {
 function sgmFunctions(syntax) {
   return [...sgmHeader(syntax),
     `fn sgm_load_left(off: u32, stride: u32) -> SgmLeft { return ${sgmLoad(syntax, "left", "xwt", "off", "stride")}; }`,
-    `fn sgm_load_right(off: u32, stride: u32) -> SgmRight { return ${sgmLoad(syntax, "right", "xq", "off", "stride")}; }`,
+    `fn sgm_load_right(off: u32, stride: u32) -> SgmRight { return ${sgmLoad(syntax, "right", "xxt", "off", "stride")}; }`,
     `fn sgm_store(off: u32, c: SgmResult) { ${sgmStore(syntax, "xres", "off", "c", "XBM")}; }`];
 }
 
@@ -716,7 +716,7 @@ export class Kernels {
     const int8 = int8MinWeights !== Infinity && await hasInt8Dot(device);
     /** @type {XmmMode} */
     let xmm = null;
-    // xmm_main keeps ~21 KB of workgroup memory (the WebGPU default limit is 16 KB; 32 KB is common)
+    // xmm_main keeps ~22 KB of workgroup memory (the WebGPU default limit is 16 KB; 32 KB is common)
     const xmmFits = device.limits.maxComputeWorkgroupStorageSize >= XMM_WORKGROUP_BYTES;
     if (int8 && xmmFits && prefillInt8 === "dot4") xmm = { mode: "dot4" };
     else if (int8 && xmmFits && (prefillInt8 ?? "auto") === "auto") {

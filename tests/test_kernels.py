@@ -104,6 +104,11 @@ class _Batch:
         self.checks[cid] = {"expect": expect, "dtype_out": dtype_out or {}}
 
 
+# SITEGEN_KERNEL_ADAPTER=gpu: every f32-compute case on the system's Vulkan driver instead of SwiftShader
+# (the GPU machine; set SITEGEN_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis there for the
+# subgroup-matrix cases, which only exist then), and no lavapipe batch.
+ON_GPU = os.environ.get("SITEGEN_KERNEL_ADAPTER") == "gpu"
+
 B = _Batch()
 RNG = np.random.default_rng(4)
 VARIANTS = ("plain", "sg")
@@ -810,10 +815,10 @@ _add_argmax("argmax-last", "last")
 
 # The prefill's integer product (kernels.js prefillInt8, shaders/matmul.wgsl xmm_main): q4/q8 weights
 # over an int8 input quantized in front, a workgroup 64 rows x 32 tokens (16 with a gate). Variant
-# "xmm": its dot4I8Packed form (every adapter); "sgmat": on i8 subgroup matrices, only where the
-# adapter has them (the GPU machine: SITEGEN_KERNEL_ADAPTER=gpu, see run below); the software
-# adapters lack them, and those cases skip there, saying so.
-_XMM = _XMM_V
+# "xmm": its dot4I8Packed form (every adapter); "sgmat": on i8 subgroup matrices, which software
+# adapters never have: those cases exist only on a GPU (SITEGEN_KERNEL_ADAPTER=gpu, the GPU machine),
+# where a device without usable matrices fails them.
+_XMM = _XMM_V if ON_GPU else ("xmm",)
 for _dt in ("q4", "q8"):
     for _N, _K, _T in ((77, 96, 5), (300, 576, 70), (64, 2048, 33), (130, 64, 1)):
         _add_linear(f"xmm-{_dt}-{_N}x{_K}-t{_T}", _dt, _N, _K, _T, variants=_XMM, impl="xmm")
@@ -832,12 +837,6 @@ def _lavapipe_icd() -> str | None:
     """Mesa's lavapipe ICD (scripts/setup installs it from bookworm-backports), or None."""
     found = sorted(glob.glob("/usr/share/vulkan/icd.d/lvp_icd*.json"))
     return found[0] if found else None
-
-
-# SITEGEN_KERNEL_ADAPTER=gpu: every f32-compute case on the system's Vulkan driver instead of SwiftShader
-# (the GPU machine; set SITEGEN_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis there for the
-# subgroup-matrix cases), and no lavapipe batch.
-ON_GPU = os.environ.get("SITEGEN_KERNEL_ADAPTER") == "gpu"
 
 
 def _harness(node: str, d: Path, name: str, cases: list[dict], icd: str | None) -> dict:
@@ -927,9 +926,6 @@ def test_kernel(run, cid):
     if "failed" in report:
         pytest.skip("this batch's harness failed: test_kernel_harness fails with the cause")
     status = report["results"][cid]
-    if cid.endswith("-sgmat") and status.startswith("skipped"):
-        pytest.skip("i8 subgroup matrices: this adapter has none (software adapters never do); the same cases "
-                    "run on the GPU machine with SITEGEN_KERNEL_ADAPTER=gpu, and their dot4 form (-xmm) here")
     # No skips past this point: lavapipe has shader-f16, SwiftShader has subgroups.
     assert status == "ok", f"{status} (adapter {report['adapter']!r}, features {report['features']})"
     check = B.checks[cid]

@@ -332,11 +332,15 @@ fn split_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 
 #if IS_ATTN_COMBINE
 // Merge the spans of attn_split for (head h, token t): with M = max m_s,
-// out = Σ exp(m_s - M) acc_s / Σ exp(m_s - M) l_s (an empty span adds 0).
+// out = Σ exp(m_s - M) acc_s / Σ exp(m_s - M) l_s (an empty span adds 0). QOUT: also the reader's int8
+// input (kernels.js attention({quantizeFor})).
 // The spans are read in parallel (splits <= WG): a walk over them in one
 // invocation would wait on each load in turn. Grid: (heads, tokens).
 var<workgroup> cr: array<f32, WG>;  // partial sums of acc
 var<workgroup> cf: array<f32, WG>;  // exp(m_s - M)
+#if QOUT
+var<workgroup> cq: array<f32, 256>;  // the head's output, for its quantization
+#endif
 
 @compute @workgroup_size(WG)
 fn combine_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>
@@ -380,6 +384,24 @@ fn combine_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     var tot = 0.0;
     for (var j = 0u; j < groups; j++) { tot += cr[j * hd + d]; }
     out[(t * P.heads + h) * hd + d] = tot / L;
+#if QOUT
+    cq[d] = tot / L;
+#endif
   }
+#if QOUT
+  // QOUT (a step of few tokens, P.qout): the head's hd / 32 groups quantized for the product that
+  // reads this output (the o-projection, an integer-dot matvec), as its quantize dispatch would.
+  workgroupBarrier();
+  if (P.qout == 1u && lid < hd / 32u) {
+    var v: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) {
+      let b = 32u * lid + 4u * i;
+      v[i] = vec4<f32>(cq[b], cq[b + 1u], cq[b + 2u], cq[b + 3u]);
+    }
+    let q = quant_group(v, 0.0, QOUT_Q4);
+    let at = 5u * (t * P.qout_groups + (h * hd) / 32u + lid);
+    for (var c = 0u; c < 5u; c++) { xq[at + c] = q[c]; }
+  }
+#endif
 }
 #endif

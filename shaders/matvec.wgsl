@@ -446,62 +446,6 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 }
 #endif
 
-#if QGROUP
-// One 32-group v of the XQ matvec's input quantized as described at the top (ss: its Σx² with a
-// fused norm, else 0): five vec4<u32>, the hi level's words, the lo level's, then the f32 (d / 256,
-// the q4 offset's term, Σx², 0). The words follow the codes of the product that reads them (q4:
-// even codes', odd codes'; q8: in order).
-fn quant_group(v: array<vec4<f32>, 8>, ss: f32, q4: bool) -> array<vec4<u32>, 5> {
-  var amax = 0.0;
-  for (var i = 0u; i < 8u; i++) {
-    let av = abs(v[i]);
-    amax = max(amax, max(max(av.x, av.y), max(av.z, av.w)));
-  }
-  let inv = select(0.0, 127.0 / amax, amax > 0.0);
-  var hw: array<u32, 8>;
-  var lw: array<u32, 8>;
-  var sum = 0i;
-  for (var i = 0u; i < 8u; i++) {
-    let a = v[i] * inv;
-    let h = round(a);
-    let l = clamp(round((a - h) * 256.0), vec4<f32>(-127.0), vec4<f32>(127.0));
-    let hi = vec4<i32>(h);
-    let li = vec4<i32>(l);
-    sum += 256i * (hi.x + hi.y + hi.z + hi.w) + li.x + li.y + li.z + li.w;
-    hw[i] = pack4xI8(hi);
-    lw[i] = pack4xI8(li);
-  }
-  let d = amax / (127.0 * 256.0);
-  var r: array<vec4<u32>, 5>;
-  var bias = 0.0;
-  if (q4) {
-    // word j of the group holds codes 8j..8j+7 = v[2j] (4 values) and v[2j+1]: its even codes'
-    // inputs are bytes 0 and 2 of hw[2j] and of hw[2j+1], the odd ones' bytes 1 and 3
-    for (var lvl = 0u; lvl < 2u; lvl++) {
-      var e: vec4<u32>;
-      var o: vec4<u32>;
-      for (var j = 0u; j < 4u; j++) {
-        var a0 = hw[2u * j];
-        var a1 = hw[2u * j + 1u];
-        if (lvl == 1u) { a0 = lw[2u * j]; a1 = lw[2u * j + 1u]; }
-        e[j] = (a0 & 0xFFu) | ((a0 >> 8u) & 0xFF00u) | ((a1 & 0xFFu) << 16u) | ((a1 << 8u) & 0xFF000000u);
-        o[j] = ((a0 >> 8u) & 0xFFu) | ((a0 >> 16u) & 0xFF00u) | (((a1 >> 8u) & 0xFFu) << 16u) | (a1 & 0xFF000000u);
-      }
-      r[2u * lvl] = e;
-      r[2u * lvl + 1u] = o;
-    }
-    bias = 8.0 * d * f32(sum);
-  } else {
-    // q8: codes 4j..4j+3 in word j: the inputs in order
-    r[0] = vec4<u32>(hw[0], hw[1], hw[2], hw[3]);
-    r[1] = vec4<u32>(hw[4], hw[5], hw[6], hw[7]);
-    r[2] = vec4<u32>(lw[0], lw[1], lw[2], lw[3]);
-    r[3] = vec4<u32>(lw[4], lw[5], lw[6], lw[7]);
-  }
-  r[4] = bitcast<vec4<u32>>(vec4<f32>(d, bias, ss, 0.0));
-  return r;
-}
-#endif
 
 #if IS_XQUANT
 // The matvec's XQ input: one invocation per 32-group of each output row m (grid: tokens x groups),

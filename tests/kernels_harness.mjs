@@ -8,6 +8,7 @@
 //                                      //   {"$slice": name, offset, size} → a range of a buffer;
 //                                      //   {"$xqOut": i, expect} → op i's xqOut (expect: whether it has one)
 //   outputs: [name], kernels?: [[name]] }] }   // kernels: per op, names its step's pipeline keys must include
+//                                              // ("!name": must not)
 // Writes <out>/<id>.<name>.out per output (out defaults to dir), then <out>/results.json (also printed):
 // { adapter, features, results: {id: "ok" | "skipped: why" | "error: message"} }.
 import { create, globals } from "webgpu";
@@ -98,7 +99,9 @@ for (const c of batch.cases) {
     // kernels: per op, names its step's pipelines must include (which path ran, not only its result)
     (c.kernels ?? []).forEach((names, i) => {
       const v = ops[i].variant(c.step.tokens);
-      for (const n of names) if (!v.includes(n)) throw new Error(`op ${i} ran ${JSON.stringify(v)}, without ${n}`);
+      for (const n of names) {
+        if (n.startsWith("!") ? v.includes(n.slice(1)) : !v.includes(n)) throw new Error(`op ${i} ran ${JSON.stringify(v)}: ${n}`);
+      }
     });
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();

@@ -582,9 +582,13 @@ _add_rope("rope-ring7-wraps", heads=3, kv_heads=1, head_dim=16, rotary_dim=16, t
 # ---- attention
 
 def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None, softcap=None, scale=None, impl=None,
-                   ring=None, max_tokens=None, tune=None):
+                   ring=None, max_tokens=None, tune=None, oproj=None):
     """ring: the cache is a ring of that many rows (a sliding-window layer's, issue 12): key p in row p mod ring,
-    the rows holding the last `ring` positions written; the buffer has 2 more rows of garbage past them."""
+    the rows holding the last `ring` positions written; the buffer has 2 more rows of garbage past them.
+    oproj=(dtype, N, fused): the output's only reader, a q4/q8 product to N rows (the o-projection): with
+    `quantizeFor` the merge writes its int8 input (fused: whether it can) and the product reads it (`xqFrom`),
+    with no quantize dispatch in a decode step. Bound: the attention's carried through |W|, the int8 input's
+    (max|out| of a group / 65024, as in _add_linear) and the product's f32 term."""
     scale = scale or head_dim ** -0.5
     P = pos0 + tokens + 2  # cache rows past the step hold garbage the kernel must not read
     q = _f32(RNG.standard_normal((tokens, heads * head_dim)))
@@ -627,11 +631,25 @@ def _add_attention(cid, *, heads, kv_heads, head_dim, tokens, pos0, window=None,
         opts["maxTokens"] = max_tokens
     if tune:
         opts["tune"] = tune
+    ops = [{"op": "attention", "opts": opts}]
+    expect = {"out": (out.reshape(tokens, -1), err.reshape(tokens, -1))}
+    extra, kernels = {}, None
+    if oproj:
+        dtype, N, fused = oproj
+        data, W, wref = _weight(N, heads * head_dim, dtype)
+        o2, e2 = out.reshape(tokens, -1), err.reshape(tokens, -1)
+        qmax = (np.abs(o2) + e2).reshape(tokens, -1, 32).max(axis=2) / 65024
+        y = o2 @ W.T
+        ye = (e2 + np.repeat(qmax, 32, axis=1)) @ np.abs(W).T + 1e-5 * (np.abs(o2) @ np.abs(W).T) + 1e-6
+        opts["quantizeFor"] = dtype
+        ops.append({"op": "linear", "opts": {"out": "$y", "x": "$out", "w": wref, "xqFrom": {"$xqOut": 0, "expect": fused}}})
+        extra = {"w": data, "y": np.zeros((tokens, N), np.float32)}
+        expect["y"] = (y, ye)
+        kernels = [[], [":xq", "!xquant"] if fused else []]
     for variant in VARIANTS:
         B.add(f"{cid}-{variant}", variant=variant, step=(tokens, pos0),
-              buffers={"q": q, "kc": kbuf, "vc": vbuf, "out": np.zeros_like(q)},
-              ops=[{"op": "attention", "opts": opts}],
-              expect={"out": (out.reshape(tokens, -1), err.reshape(tokens, -1))})
+              buffers={"q": q, "kc": kbuf, "vc": vbuf, "out": np.zeros_like(q), **extra},
+              ops=ops, expect=expect, kernels=kernels)
 
 
 _add_attention("attn-h3kv1-d16-prefill", heads=3, kv_heads=1, head_dim=16, tokens=3, pos0=5)
@@ -664,6 +682,12 @@ _add_attention("attn-split-prefill-ring", heads=4, kv_heads=2, head_dim=64, toke
                impl="split", max_tokens=20)
 _add_attention("attn-split-prefill-g1-d256", heads=2, kv_heads=2, head_dim=256, tokens=12, pos0=100, impl="split",
                max_tokens=16)
+# The merge writes its reader's int8 input (QOUT): one token and three, a q8 reader, head dims of 64 and 256,
+# and 80 (not whole 32-groups: no int8 output, the reader quantizes its input itself).
+_add_attention("attn-qout-q4-g4-d64", heads=8, kv_heads=2, head_dim=64, tokens=1, pos0=200, oproj=("q4", 77, True))
+_add_attention("attn-qout-q8-t3", heads=4, kv_heads=2, head_dim=64, tokens=3, pos0=40, oproj=("q8", 40, True))
+_add_attention("attn-qout-q4-g1-d256", heads=2, kv_heads=2, head_dim=256, tokens=1, pos0=90, oproj=("q4", 64, True))
+_add_attention("attn-qout-d80", heads=2, kv_heads=1, head_dim=80, tokens=1, pos0=30, oproj=("q4", 40, False))
 def _add_attention_rope(cid, *, heads, kv_heads, head_dim, rotary_dim, pos0, window=None, ring=None, theta=10000.0,
                         variants=VARIANTS):
     """A one-token step whose split attention does the rope op's work (kernels.js attention({rope})): q

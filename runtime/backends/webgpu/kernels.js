@@ -200,8 +200,9 @@ export const FAMILIES = {
   },
   attn_combine: {
     file: "attention", entry: "combine_main",
-    params: [["heads", "u32"], ["head_dim", "u32"], ["chunk", "u32"], ["splits", "u32"]],
-    bindings: [{ name: "part", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" }],
+    params: [["heads", "u32"], ["head_dim", "u32"], ["chunk", "u32"], ["splits", "u32"], ["qout", "u32"], ["qout_groups", "u32"]],
+    bindings: [{ name: "part", kind: "read", type: "array<f32>" }, { name: "out", kind: "rw", type: "array<f32>" },
+      { name: "xq", kind: "rw", type: "array<vec4<u32>>" }],
   },
   // mixture-of-experts (issue 12, shaders/moe.wgsl): route, expert gate/up, weighted expert down
   moe_route: {
@@ -869,7 +870,7 @@ export class Kernels {
     // XQ: the input quantized to int8 by a dispatch in front (xquant, which also applies the fused
     // norm's weight), then integer dot products (shaders/matvec.wgsl).
     const xq = vec && o.impl !== "matmul" && this.features.int8 === true &&
-      (w.dtype === "q4" || w.dtype === "q8") && (o.tune?.int8 ?? this.int8For(w.dtype, N * K * (gate ? 2 : 1)));
+      (w.dtype === "q4" || w.dtype === "q8") && (o.tune?.int8 ?? (Boolean(o.xqFrom) || this.int8For(w.dtype, N * K * (gate ? 2 : 1))));
     // Measured on the H200 (bench/matvec_lab.mjs, bench/kernel_bench.mjs; docs/benchmarks.md):
     // - q4/q8 with K % 32 == 0: one subgroup's 32 lanes and 4 rows each, the sums reduced within the
     //   subgroup (2 rows for an output head's 64k+ rows); 64 lanes and 2 rows where 32x4 would leave
@@ -1069,7 +1070,10 @@ export class Kernels {
    * @param {{ out: BufferRef, q: BufferRef, kCache: BufferRef, vCache: BufferRef, heads: number, kvHeads: number,
    *   headDim: number, scale: number, softcap?: number | null, window?: number | null, impl?: "split" | "serial",
    *   cacheRows?: number, maxTokens?: number, tune?: { chunk?: number, splits?: number },
-   *   rope?: { q: BufferRef, k: BufferRef, v: BufferRef, table: { buffer: GPUBuffer, half: number } | null } | null }} o
+   *   rope?: { q: BufferRef, k: BufferRef, v: BufferRef, table: { buffer: GPUBuffer, half: number } | null } | null,
+   *   quantizeFor?: "q4" | "q8" | null }} o
+   *   quantizeFor: this output's only reader is a q4/q8 product (the o-projection): a decode step's merge
+   *   also writes that product's int8 input (`xqOut`, for the reader's `xqFrom`; null where it cannot)
    *   tune: the split kernel's keys per block and most spans (benchmarks, tests; default below)
    *   rope: the `rope` op in front of this one (its q, k, v and table): a one-token step on the split
    *   kernel does its work itself (`fusesRope`), reading the raw q and appending the new key and value
@@ -1121,6 +1125,8 @@ export class Kernels {
     let first = (tokens) => ({ ...serial, grid: [o.heads, tokens, 1] });
     /** @type {(tokens: number) => boolean} */
     let fusesRope = () => false;
+    /** @type {XqOut | null} */
+    let xqOut = null;
     if (canSplit) {
       // A prefill chunk runs the split kernel too, with fewer spans per token (its tokens already give
       // kv heads x tokens workgroups): the serial kernel walks a (head, token)'s keys one per invocation
@@ -1133,14 +1139,25 @@ export class Kernels {
         o.heads * (o.headDim + 2) * 4);
       const sgk = sg ? ":sg" : "";  // subgroup reductions of the block's scores (attention.wgsl split_main)
       const sk = this.#pipeline("attn_split", `attn_split${sgk}`, { ROPE: false, ROTATE: false, SUBGROUPS: sg });
-      const ck = this.#pipeline("attn_combine", `attn_combine${sgk}`, { SUBGROUPS: sg });
+      // QOUT (`quantizeFor`): a decode step's merge also writes its reader's int8 input (a head's dims
+      // are whole 32-groups: head_dim % 32 == 0), so the reader (the o-projection) needs no quantize
+      // dispatch; a prefill chunk's merge writes f32 only, which its reader (the tiled matmul) reads.
+      const qoutDtype = o.quantizeFor && this.features.int8 === true && o.headDim % 32 === 0 ? o.quantizeFor : null;
+      const qoutGroups = qoutDtype ? o.heads * o.headDim / 32 : 0;
+      // (rows for the reader's matvec steps: on a CPU adapter it takes up to 16 tokens, quantizing those
+      // past a decode step's itself, into this buffer)
+      const qoutRows = this.tuning === "cpu" ? CPU_MATVEC_MAX_TOKENS : MATVEC_MAX_TOKENS;
+      const qoutBuf = qoutDtype ? this.#scratch("xq-attn", qoutRows * qoutGroups * 80) : null;
+      const ck = this.#pipeline("attn_combine", `attn_combine${sgk}${qoutDtype ? `:qout=${qoutDtype}` : ""}`,
+        { SUBGROUPS: sg, QOUT: qoutDtype !== null, QOUT_Q4: qoutDtype === "q4", QGROUP: qoutDtype !== null });
       // One pair of bind groups per span count (the part layout's stride).
-      const groups = (/** @type {number} */ n) => ({
+      const groups = (/** @type {number} */ n, /** @type {boolean} */ q) => ({
         split: this.#bindGroup("attn_split", sk, { ...params, chunk, lpk, splits: n, gblock, half: 0 }, { q: o.q, k_cache: o.kCache, v_cache: o.vCache, part }),
-        combine: this.#bindGroup("attn_combine", ck, { heads: o.heads, head_dim: o.headDim, chunk, splits: n }, { part, out: o.out }),
+        combine: this.#bindGroup("attn_combine", ck, { heads: o.heads, head_dim: o.headDim, chunk, splits: n,
+          qout: q && qoutBuf ? 1 : 0, qout_groups: qoutGroups }, { part, out: o.out, xq: q ? qoutBuf : null }),
         n });
-      const decode = groups(splits);
-      const prefill = prefillSplit ? groups(splitsP) : null;
+      const decode = groups(splits, true);
+      const prefill = prefillSplit ? groups(splitsP, false) : null;
       // The RoPE dispatch folded in (one token, a group in one block: its kv head's new row is
       // written by one workgroup; with several blocks others would read it unsynchronised).
       const r = o.rope && blocks === 1 ? o.rope : null;
@@ -1152,6 +1169,8 @@ export class Kernels {
         { ...params, chunk, lpk, splits, gblock, half: rotate ? /** @type {{half: number}} */ (r.table).half : 0 },
         { q: r.q, k_cache: o.kCache, v_cache: o.vCache, part, table: r.table?.buffer ?? null, k: r.k, v: r.v }) } : null;
       fusesRope = (tokens) => withRope !== null && tokens === 1;
+      xqOut = qoutBuf && qoutDtype ? { buffer: qoutBuf, dtype: qoutDtype, groups: qoutGroups, rows: qoutRows,
+        active: (/** @type {number} */ tokens) => tokens <= MATVEC_MAX_TOKENS } : null;
       // (the partial sums are sized for maxTokens tokens: a longer step runs the serial kernel)
       const pick = (/** @type {number} */ tokens) => (tokens <= MATVEC_MAX_TOKENS ? decode : tokens <= maxTokens ? prefill : null);
       const serialFirst = first;
@@ -1168,6 +1187,7 @@ export class Kernels {
     }
     const op = new KernelOp(this, key, first, second);
     op.fusesRope = fusesRope;
+    op.xqOut = xqOut;
     return op;
   }
 

@@ -219,12 +219,18 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
   const xqProducer = new Map();
   /** @type {Map<GraphOp, import("./kernels.js").XqOut | null>} a lowered producer's int8 output */
   const xqOuts = new Map();
+  // Likewise an attention whose only reader is a q4/q8 product (the o-projection): its merge writes
+  // that product's int8 input, which makes the integer-dot path free for it whatever its size.
   graph.body.forEach((op, i) => {
     const next = graph.body[i + 1];
-    if (op.op !== "linear" || op.accumulate || next?.op !== "linear" || next.x !== op.out || /** @type {any} */ (next).prenorm) return;
+    const producer = (op.op === "linear" && !op.accumulate) || op.op === "attention";
+    if (!producer || next?.op !== "linear" || next.x !== op.out || /** @type {any} */ (next).prenorm) return;
     if (onlyReader(graph, i) !== i + 1) return;
     const rp = parts(next.w);
-    if (rp.every((p) => p.cols % 32 === 0 && k.int8For(p.dtype, p.rows * p.cols * (next.gate ? 2 : 1)))) {
+    const takes = (/** @type {WeightPart} */ p) => op.op === "attention"
+      ? (p.dtype === "q4" || p.dtype === "q8") && k.features.int8 === true
+      : k.int8For(p.dtype, p.rows * p.cols * (next.gate ? 2 : 1));
+    if (rp.every((p) => p.cols % 32 === 0 && takes(p))) {
       xqReader.set(op, next);
       xqProducer.set(next, op);
     }
@@ -289,9 +295,11 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
         const r = ropeOf.get(op.layer);
         const prev = graph.body[graph.body.indexOf(op) - 1];
         const rope = r && prev === r.op && r.op.qOut === op.q ? { q: act(r.op.q), k: act(r.op.k), v: act(r.op.v), table: r.table } : null;
+        const reader = xqReader.get(op);
         const ak = k.attention({ out: act(op.out), q: act(op.q), kCache: kCache[op.layer], vCache: vCache[op.layer],
           cacheRows: kvLayout.rows[op.layer], heads, kvHeads, headDim: hd, scale: op.scale, softcap: op.softcap, window: op.window,
-          maxTokens: C, rope });
+          maxTokens: C, rope, quantizeFor: reader?.op === "linear" ? /** @type {"q4" | "q8"} */ (parts(reader.w)[0].dtype) : null });
+        if (reader) xqOuts.set(op, ak.xqOut);
         attentionOf.set(op.layer, ak);
         return [ak];
       }

@@ -415,6 +415,9 @@ export function isSoftwareAdapter(device) {
   return Boolean(info.isFallbackAdapter) || /swiftshader|llvmpipe|lavapipe/i.test(`${info.architecture} ${info.device} ${info.description}`);
 }
 
+/** @type {WeakMap<GPUDevice, XmmMode>} what `Kernels.create` found of a device's subgroup matrices */
+const SGMAT_MODES = new WeakMap();
+
 /** The WebGPU feature of subgroup matrices (Dawn: with the toggle allow_unsafe_apis; Chrome: behind a flag). */
 export const SUBGROUP_MATRIX = "chromium-experimental-subgroup-matrix";
 
@@ -721,9 +724,15 @@ export class Kernels {
     const xmmFits = device.limits.maxComputeWorkgroupStorageSize >= XMM_WORKGROUP_BYTES;
     if (int8 && xmmFits && prefillInt8 === "dot4") xmm = { mode: "dot4" };
     else if (int8 && xmmFits && (prefillInt8 ?? "auto") === "auto") {
-      const sgm = await probeSubgroupMatrix(device);
-      const mode = sgm ? /** @type {XmmMode} */ ({ mode: "sgmat", ...sgm }) : null;
-      if (mode && await xmmAgrees(device, sources, mode)) xmm = mode;
+      // (once per device: a model switch or a second engine on it does not probe again)
+      let found = SGMAT_MODES.get(device);
+      if (found === undefined) {
+        const sgm = await probeSubgroupMatrix(device);
+        const mode = sgm ? /** @type {XmmMode} */ ({ mode: "sgmat", ...sgm }) : null;
+        found = mode && await xmmAgrees(device, sources, mode) ? mode : null;
+        SGMAT_MODES.set(device, found);
+      }
+      xmm = found;
     }
     return new Kernels(device, sources, { f16: f16 ?? has("shader-f16"), subgroups: subgroups ?? has("subgroups"), int8, xmm },
       maxWorkgroupsPerDim, tuning ?? (isSoftwareAdapter(device) ? "cpu" : "gpu"), int8MinWeights);

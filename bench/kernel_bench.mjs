@@ -68,6 +68,7 @@ const device = await adapter.requestDevice({ requiredFeatures: feats, requiredLi
 // A variant that fails validation would leave the timestamps of the one before it in the readback.
 device.addEventListener("uncapturederror", (/** @type {any} */ e) => { console.error(`WebGPU error: ${e.error.message}`); process.exit(1); });
 const k = await Kernels.create(device, { f16: false, subgroups: feats.includes("subgroups") && !v["no-subgroups"] });
+const kDot4 = await Kernels.create(device, { f16: false, subgroups: feats.includes("subgroups") && !v["no-subgroups"], prefillInt8: "dot4" });
 const timePass = passTimer(device, REPS);
 console.error(`prefill's integer product: ${JSON.stringify(k.features.xmm)}`);
 
@@ -119,10 +120,12 @@ for (const shapeName of v.shapes.split(",")) {
         const xm = buffer(M * K * 4, (u32) => { const f = new Float32Array(u32.buffer); for (let i = 0; i < f.length; i++) f[i] = Math.random() - 0.5; });
         const om = buffer(M * N * 4, (u32) => u32.fill(0));
         k.setStep({ tokens: M, pos0: 0 });
-        // the f32 tiled matmul, and the integer product (with its quantize dispatch) where the device has one
-        for (const impl of /** @type {const} */ (["matmul", "xmm"])) {
-          if (impl === "xmm" && !(k.features.xmm && (dtype === "q4" || dtype === "q8"))) continue;
-          const op = k.linear({ out: om, x: xm, w: part(w), gate: g ? part(g) : null, act: gated ? "silu" : null, impl, maxTokens: M });
+        kDot4.setStep({ tokens: M, pos0: 0 });
+        // the f32 tiled matmul, and the integer product (with its quantize dispatch): on subgroup matrices
+        // where the device has them, and its dot4I8Packed form (a device without them)
+        for (const [impl, kk] of /** @type {const} */ ([["matmul", k], ["xmm", k], ["xmm", kDot4]])) {
+          if (impl === "xmm" && !(kk.features.xmm && (dtype === "q4" || dtype === "q8"))) continue;
+          const op = kk.linear({ out: om, x: xm, w: part(w), gate: g ? part(g) : null, act: gated ? "silu" : null, impl, maxTokens: M });
           const ms = await time(op);
           out({ shape: shapeName, dtype, mat: name, N, K, tokens: M, variant: op.variant(M), ms: +ms.toFixed(5),
             TFLOPs: +(2 * M * N * K * (gated ? 2 : 1) / ms / 1e9).toFixed(2) });

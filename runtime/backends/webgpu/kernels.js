@@ -949,7 +949,7 @@ export class Kernels {
       (o.impl === "xmm" || o.maxTokens !== undefined);
     if (o.impl === "xmm" && !xmmOk) {
       throw new SitegenRuntimeError(`linear: a ${w.dtype} ${N}x${K} product cannot run the integer prefill kernel here ` +
-        `(${xmmMode ? "needs q4/q8 weights with K % 32 == 0 and every row" : "the device has no int8 dot products"}).`);
+        `(${xmmMode ? "it needs q4/q8 weights with K % 32 == 0 and every row" : "these kernels have none: Kernels.create's prefillInt8"}).`);
     }
     /** @type {{ pipeline: GPUComputePipeline, bg: GPUBindGroup, quant: GPUComputePipeline, quantBg: GPUBindGroup } | null} */
     let xm = null;

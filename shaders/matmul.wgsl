@@ -306,10 +306,11 @@ fn xmm_main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
 #if SGMAT
     // tile e: level e % 2, token tile (e / 2) % (XBN / 16), row tile, matrix; subgroup s of the nsg
     // takes tiles s, s + nsg, .. (a trip count the same in every subgroup: the matrices are built in
-    // uniform control flow; nsg divides TILES for subgroups of 8 to 128)
+    // uniform control flow; nsg divides TILES for subgroups of 8 to 128, and with smaller ones the
+    // subgroups past the last tile compute it again and store the same values)
     let nsg = XWG / sg_size;
-    for (var k = 0u; k < TILES / nsg; k++) {
-      let e = k * nsg + lid / sg_size;
+    for (var k = 0u; k < (TILES + nsg - 1u) / nsg; k++) {
+      let e = min(k * nsg + lid / sg_size, TILES - 1u);
       let lvl = e % 2u;
       let tt = (e / 2u) % (XBN / 16u);
       let nt = (e / (2u * (XBN / 16u))) % (XBM / 16u);

@@ -227,8 +227,9 @@ function lower({ device, kernels: k, graph, contextLength, prefillChunk, weight,
     if (!producer || next?.op !== "linear" || next.x !== op.out || /** @type {any} */ (next).prenorm) return;
     if (onlyReader(graph, i) !== i + 1) return;
     const rp = parts(next.w);
+    // (the merge writes token t's input at row t: a reader of every row)
     const takes = (/** @type {WeightPart} */ p) => op.op === "attention"
-      ? (p.dtype === "q4" || p.dtype === "q8") && k.features.int8 === true
+      ? (p.dtype === "q4" || p.dtype === "q8") && k.features.int8 === true && (next.rows ?? "all") === "all"
       : k.int8For(p.dtype, p.rows * p.cols * (next.gate ? 2 : 1));
     if (rp.every((p) => p.cols % 32 === 0 && takes(p))) {
       xqReader.set(op, next);

